@@ -1,0 +1,146 @@
+"""What is on disk: prepared datasets and training runs, described from their small JSON files.
+
+Listing never loads tensors, so `nanogpt info` stays fast however many runs there are.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from nanogpt_cli import paths
+from nanogpt_cli.errors import NanoGPTError
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def list_datasets() -> list[dict[str, Any]]:
+    root = paths.datasets_dir()
+    found = []
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        meta = _read_json(folder / "meta.json") if not folder.name.startswith(".") else None
+        if meta:
+            found.append({**meta, "path": str(folder)})
+    return found
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    rows = []
+    try:
+        lines = (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return rows
+    for line in lines:
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue  # a line cut short by a crash
+    return rows
+
+
+def run_summary(run_dir: Path) -> dict[str, Any] | None:
+    config = _read_json(run_dir / "config.json")
+    if config is None:
+        return None
+    evals = [m for m in read_metrics(run_dir) if m.get("kind") == "eval"]
+    checkpoints = [run_dir / name for name in ("ckpt.pt", "best.pt") if (run_dir / name).is_file()]
+    modified = max((p.stat().st_mtime for p in checkpoints), default=(run_dir / "config.json").stat().st_mtime)
+    return {
+        "name": run_dir.name,
+        "path": str(run_dir),
+        "dataset": config.get("dataset"),
+        "model": config.get("model_config", {}).get("model"),
+        "parameters": config.get("parameters"),
+        "iterations": max((m["iter"] for m in evals), default=0),
+        "max_iters": config.get("train_config", {}).get("max_iters"),
+        "best_val_loss": min((m["val_loss"] for m in evals), default=None),
+        "last_modified": time.strftime("%Y-%m-%d %H:%M", time.localtime(modified)),
+        "modified_ts": modified,
+        "has_checkpoint": bool(checkpoints),
+    }
+
+
+def list_runs() -> list[dict[str, Any]]:
+    root = paths.runs_dir()
+    runs = [run_summary(d) for d in sorted(root.iterdir()) if d.is_dir()] if root.is_dir() else []
+    return [r for r in runs if r is not None]
+
+
+def resolve_run(name: str | None) -> Path:
+    """A run's folder by name, or the most recently updated run that has a checkpoint."""
+    if name:
+        run_dir = paths.run_dir(name)
+        if not (run_dir / "config.json").is_file():
+            raise NanoGPTError(f"run {name!r} does not exist; `nanogpt info` lists the runs")
+        return run_dir
+    runs = [r for r in list_runs() if r["has_checkpoint"]]
+    if not runs:
+        raise NanoGPTError("no trained run found; train one first with `nanogpt train`")
+    return Path(max(runs, key=lambda r: r["modified_ts"])["path"])
+
+
+def _tokenizer_name(spec: dict[str, Any]) -> str:
+    return "char" if spec.get("kind") == "char" else spec.get("name", "?")
+
+
+def describe_system() -> dict[str, Any]:
+    """Everything `nanogpt info` shows without arguments."""
+    import platform
+
+    import torch
+
+    from nanogpt_cli import __version__
+    from nanogpt_cli.device import auto_device, available_devices
+
+    datasets = [
+        {k: d.get(k) for k in ("name", "vocab_size", "train_tokens", "val_tokens", "dtype", "path")}
+        | {"tokenizer_name": _tokenizer_name(d.get("tokenizer", {}))}
+        for d in list_datasets()
+    ]
+    runs = [{k: v for k, v in r.items() if k != "modified_ts"} for r in list_runs()]
+    return {
+        "version": __version__,
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "auto_device": auto_device(),
+        "available_devices": available_devices(),
+        "data_dir": str(paths.data_dir()),
+        "cache_dir": str(paths.cache_dir()),
+        "runs_dir": str(paths.runs_dir()),
+        "datasets": datasets,
+        "runs": runs,
+    }
+
+
+def describe_item(name: str) -> dict[str, Any]:
+    """One run (config, evaluations) or, if no run has that name, one dataset (meta, decoded sample)."""
+    run_dir = paths.run_dir(name)
+    summary = run_summary(run_dir) if run_dir.is_dir() else None
+    if summary is not None:
+        summary.pop("modified_ts")
+        metrics = read_metrics(run_dir)
+        return {
+            "type": "run",
+            "summary": summary,
+            "config": _read_json(run_dir / "config.json"),
+            "evals": [m for m in metrics if m.get("kind") == "eval"],
+        }
+    from nanogpt_cli.data import load_dataset
+
+    if not (paths.dataset_dir(name) / "meta.json").is_file():
+        raise NanoGPTError(f"no run or dataset named {name!r}; `nanogpt info` lists them")
+    dataset = load_dataset(name)
+    head = dataset.tokens("train")[:200].tolist()
+    return {
+        "type": "dataset",
+        "meta": {**dataset.meta, "path": str(dataset.path)},
+        "tokenizer_name": _tokenizer_name(dataset.meta["tokenizer"]),
+        "sample": dataset.tokenizer.decode(head),
+    }

@@ -1,0 +1,121 @@
+"""Saving and loading checkpoints, the one place that touches .pt files.
+
+A checkpoint is a dict of tensors and plain containers only, so `torch.load(weights_only=True)` can
+read it without running any pickled code: format version, model config and weights, optimizer state,
+train state (iteration, best val loss, RNG states), tokenizer spec and dataset name. Writes go to a
+temporary file in the same folder, are flushed and fsynced, then renamed over the old file, so a crash
+mid-write leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nanogpt_cli.config import ModelConfig, model_config_from_dict
+from nanogpt_cli.errors import NanoGPTError
+
+FORMAT_VERSION = 1
+CHECKPOINT_FILES = {"last": "ckpt.pt", "best": "best.pt"}
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise NanoGPTError(
+            f"cannot write checkpoint {path}: {exc.strerror or exc}; the previous checkpoint is kept"
+        ) from None
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return  # not supported on this platform (Windows); the rename itself is still atomic
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """Read a checkpoint safely, or raise NanoGPTError saying why it cannot be used."""
+    path = Path(path)
+    if not path.is_file():
+        raise NanoGPTError(f"checkpoint {path} does not exist")
+    if path.stat().st_size == 0:
+        raise NanoGPTError(f"checkpoint {path} is empty (0 bytes); it cannot be used")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about foreign pickle protocols; we refuse below
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            raise NanoGPTError(
+                f"refusing to load {path}: it contains pickled Python objects that could run code; "
+                "nanogpt checkpoints hold tensors only"
+            ) from None
+        raise NanoGPTError(f"checkpoint {path} is corrupt or not a nanogpt checkpoint") from None
+    except Exception:  # torch.load fails on foreign or damaged files in many different ways
+        raise NanoGPTError(f"checkpoint {path} is corrupt, truncated or not a nanogpt checkpoint") from None
+    if not isinstance(ckpt, dict) or "format_version" not in ckpt or "model" not in ckpt:
+        raise NanoGPTError(f"{path} is not a nanogpt checkpoint (no format version or model weights)")
+    if ckpt["format_version"] > FORMAT_VERSION:
+        raise NanoGPTError(
+            f"checkpoint {path} has format version {ckpt['format_version']}, newer than this nanogpt-cli "
+            f"reads ({FORMAT_VERSION}); upgrade nanogpt-cli"
+        )
+    return ckpt
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    config: ModelConfig
+    tokenizer: Any
+    checkpoint: dict[str, Any]
+    path: Path
+
+
+def checkpoint_path(run_dir: Path, which: str = "best") -> Path:
+    """best.pt or ckpt.pt of a run; 'best' falls back to the last checkpoint if none is best yet."""
+    if which not in CHECKPOINT_FILES:
+        raise NanoGPTError(f"unknown checkpoint {which!r}: use best or last")
+    path = run_dir / CHECKPOINT_FILES[which]
+    if not path.is_file() and which == "best" and (run_dir / CHECKPOINT_FILES["last"]).is_file():
+        path = run_dir / CHECKPOINT_FILES["last"]
+    if not path.is_file():
+        raise NanoGPTError(f"run {run_dir.name!r} has no {which} checkpoint ({path.name}); train it first")
+    return path
+
+
+def load_model(path: Path, device: torch.device) -> LoadedModel:
+    """Rebuild the model and tokenizer stored in a checkpoint, in eval mode on `device`."""
+    from nanogpt_cli.model import build_model
+    from nanogpt_cli.tokenizer import tokenizer_from_spec
+
+    ckpt = load_checkpoint(path, map_location="cpu")
+    try:
+        config = model_config_from_dict(ckpt["model_config"])
+        model = build_model(config)
+        model.load_state_dict(ckpt["model"])
+    except (KeyError, RuntimeError, TypeError) as exc:
+        raise NanoGPTError(f"checkpoint {path} does not match its model config ({type(exc).__name__}); it is damaged") from None
+    model.to(device).eval()
+    return LoadedModel(model, config, tokenizer_from_spec(ckpt["tokenizer"]), ckpt, Path(path))

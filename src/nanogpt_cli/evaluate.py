@@ -1,0 +1,115 @@
+"""Measuring a trained model: loss, perplexity and bits per character or token.
+
+On a dataset split, either `iters` random batches (seeded, like the estimate during training) or, with
+`full=True`, every token of the split once. On a text file, always every token. This module reads
+checkpoints and datasets through their own modules and never prints.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from nanogpt_cli.catalog import resolve_run
+from nanogpt_cli.checkpoint import checkpoint_path, load_model
+from nanogpt_cli.data import BatchSampler, load_dataset, read_text_file
+from nanogpt_cli.device import resolve_device
+from nanogpt_cli.errors import NanoGPTError
+
+
+def _summed_loss(model: torch.nn.Module, batch: torch.Tensor) -> float:
+    """Total next-token loss over a (B, T + 1) batch of windows."""
+    logits, _ = model(batch[:, :-1], batch[:, 1:])
+    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1), reduction="sum").item()
+
+
+@torch.no_grad()
+def _loss_over_stream(model: torch.nn.Module, tokens: np.ndarray, block_size: int, batch_size: int) -> tuple[float, int]:
+    """Summed loss over every token of `tokens` after the first, predicted once each, in windows of
+    block_size tokens; returns (total loss, tokens predicted)."""
+    device = next(model.parameters()).device
+    data = torch.from_numpy(np.asarray(tokens, dtype=np.int64))
+    n_full = (len(data) - 1) // block_size
+    total = 0.0
+    for first in range(0, n_full, batch_size):
+        rows = range(first, min(first + batch_size, n_full))
+        batch = torch.stack([data[r * block_size : r * block_size + block_size + 1] for r in rows])
+        total += _summed_loss(model, batch.to(device))
+    tail = data[n_full * block_size :]
+    if len(tail) >= 2:  # the short last window
+        total += _summed_loss(model, tail.unsqueeze(0).to(device))
+    return total, len(data) - 1
+
+
+def evaluate(
+    run: str | None = None,
+    checkpoint: str = "best",
+    split: str = "val",
+    iters: int = 200,
+    batch_size: int = 32,
+    full: bool = False,
+    text_file: Path | None = None,
+    device: str = "auto",
+    seed: int = 1337,
+) -> dict[str, Any]:
+    if split not in ("train", "val"):
+        raise NanoGPTError(f"--split must be train or val, got {split!r}")
+    if iters < 1 or batch_size < 1:
+        raise NanoGPTError("--iters and --batch-size must be at least 1")
+    run_dir = resolve_run(run)
+    path = checkpoint_path(run_dir, checkpoint)
+    loaded = load_model(path, resolve_device(device))
+    model, tokenizer, block_size = loaded.model, loaded.tokenizer, loaded.config.block_size
+    is_char = tokenizer.spec()["kind"] == "char"
+    characters = None
+
+    if text_file is not None:
+        text = read_text_file(Path(text_file)).text
+        tokens = np.asarray(tokenizer.encode(text), dtype=np.int64)
+        if len(tokens) < 2:
+            raise NanoGPTError(f"{text_file} holds fewer than 2 tokens; nothing to evaluate")
+        total, count = _loss_over_stream(model, tokens, block_size, batch_size)
+        characters = len(text) - (len(tokenizer.decode(tokens[:1].tolist())))
+        source = str(text_file)
+    else:
+        dataset = load_dataset(loaded.checkpoint["dataset"])
+        if dataset.meta["tokenizer"] != loaded.checkpoint["tokenizer"]:
+            raise NanoGPTError(
+                f"dataset {dataset.name!r} was prepared with a different tokenizer than run {run_dir.name!r} "
+                "was trained with; prepare it again or use --text-file"
+            )
+        tokens = dataset.tokens(split)
+        if len(tokens) <= block_size and not full:
+            raise NanoGPTError(f"the {split} split has {len(tokens)} tokens, too few for block size {block_size}; use --full")
+        source = f"{dataset.name}:{split}"
+        if full:
+            total, count = _loss_over_stream(model, tokens, block_size, batch_size)
+            if not is_char:
+                characters = len(tokenizer.decode(np.asarray(tokens[1:]).tolist()))
+        else:
+            sampler = BatchSampler(tokens, batch_size, block_size, next(model.parameters()).device, seed)
+            with torch.no_grad():
+                total = sum(_summed_loss(model, torch.cat([x, y[:, -1:]], dim=1)) for x, y in
+                            (sampler.next() for _ in range(iters)))
+            count = iters * batch_size * block_size
+
+    loss = total / count
+    result: dict[str, Any] = {
+        "run": run_dir.name,
+        "checkpoint": path.name,
+        "source": source,
+        "tokens": count,
+        "loss": loss,
+        "perplexity": math.exp(min(loss, 700.0)),
+        "bits_per_token": loss / math.log(2),
+    }
+    if is_char:
+        result["bits_per_char"] = result["bits_per_token"]
+    elif characters:
+        result["bits_per_char"] = total / math.log(2) / characters
+    return result

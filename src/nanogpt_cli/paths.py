@@ -1,0 +1,76 @@
+"""Where nanogpt keeps its files on disk.
+
+Per-user data (datasets, runs) and cache (tiktoken rank files) directories come from platformdirs.
+Setting NANOGPT_HOME puts everything under one folder instead: data in $NANOGPT_HOME and cache in
+$NANOGPT_HOME/cache. Nothing here creates directories except `ensure_dir`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import platformdirs
+
+from nanogpt_cli.errors import NanoGPTError
+
+APP_NAME = "nanogpt-cli"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def _home() -> Path | None:
+    home = os.environ.get("NANOGPT_HOME")
+    return Path(home).expanduser() if home else None
+
+
+def data_dir() -> Path:
+    home = _home()
+    return home if home else Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
+
+
+def cache_dir() -> Path:
+    home = _home()
+    return home / "cache" if home else Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False))
+
+
+def datasets_dir() -> Path:
+    return data_dir() / "datasets"
+
+
+def runs_dir() -> Path:
+    return data_dir() / "runs"
+
+
+def tiktoken_cache_dir() -> Path:
+    """Where tiktoken rank files live, unless the user set TIKTOKEN_CACHE_DIR themselves."""
+    return Path(os.environ.get("TIKTOKEN_CACHE_DIR") or cache_dir() / "tiktoken")
+
+
+def check_name(name: str, what: str) -> str:
+    """Dataset and run names become folder names: keep them to safe characters."""
+    if not _NAME_RE.match(name):
+        raise NanoGPTError(
+            f"invalid {what} name {name!r}: use letters, digits, '.', '_' and '-' "
+            "(starting with a letter or digit, at most 100 characters)"
+        )
+    return name
+
+
+def dataset_dir(name: str) -> Path:
+    return datasets_dir() / check_name(name, "dataset")
+
+
+def run_dir(name: str) -> Path:
+    return runs_dir() / check_name(name, "run")
+
+
+def ensure_dir(path: Path) -> Path:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise NanoGPTError(
+            f"cannot create directory {path}: {exc.strerror or exc}; "
+            "set NANOGPT_HOME to a writable folder"
+        ) from exc
+    return path

@@ -1,0 +1,172 @@
+"""Text <-> token ids.
+
+Two tokenizers: `CharTokenizer` (one id per character, the lecture's choice) and `TiktokenTokenizer`
+(OpenAI's BPE encodings through tiktoken; "gpt2" is served by r50k_base, which has the same ranks).
+Both describe themselves as a small JSON-able "spec" stored in meta.json and in checkpoints, and
+`tokenizer_from_spec` rebuilds them. Nothing here touches the network except tiktoken's own first
+download of a rank file, which lands in our cache dir.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import hashlib
+import os
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+from nanogpt_cli import paths
+from nanogpt_cli.errors import NanoGPTError
+
+# Our names for tiktoken encodings; "gpt2" reads r50k_base's rank file (same ranks and regex),
+# because tiktoken's own "gpt2" needs two other files and cannot work offline from the cache.
+TIKTOKEN_ALIASES = {"gpt2": "r50k_base"}
+_TIKTOKEN_URLS = {
+    name: f"https://openaipublic.blob.core.windows.net/encodings/{name}.tiktoken"
+    for name in ("r50k_base", "p50k_base", "cl100k_base", "o200k_base")
+}
+
+
+class Tokenizer(Protocol):
+    vocab_size: int
+    name: str
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: Iterable[int]) -> str: ...
+
+    def spec(self) -> dict[str, Any]: ...
+
+
+class CharTokenizer:
+    """Each distinct character of the training text is one token; ids follow sorted order."""
+
+    name = "char"
+
+    def __init__(self, chars: str):
+        self.chars = chars
+        self.vocab_size = len(chars)
+        self._stoi = {ch: i for i, ch in enumerate(chars)}
+
+    @classmethod
+    def from_text(cls, text: str) -> CharTokenizer:
+        return cls("".join(sorted(set(text))))
+
+    def unknown_characters(self, text: str) -> list[str]:
+        return sorted(set(text) - self._stoi.keys())
+
+    def encode(self, text: str) -> list[int]:
+        missing = self.unknown_characters(text)
+        if missing:
+            shown = ", ".join(repr(ch) for ch in missing[:10]) + (" ..." if len(missing) > 10 else "")
+            raise NanoGPTError(
+                f"text has {len(missing)} character(s) this model's vocabulary lacks: {shown}; "
+                "use only characters from the training text"
+            )
+        stoi = self._stoi
+        return [stoi[ch] for ch in text]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        chars = self.chars
+        return "".join(chars[i] for i in ids)
+
+    def spec(self) -> dict[str, Any]:
+        return {"kind": "char", "chars": self.chars}
+
+
+def tiktoken_rank_file(encoding: str) -> str | None:
+    """The cache file tiktoken reads for `encoding` (named by the sha1 of its download URL)."""
+    url = _TIKTOKEN_URLS.get(TIKTOKEN_ALIASES.get(encoding, encoding))
+    if url is None:
+        return None
+    return str(paths.tiktoken_cache_dir() / hashlib.sha1(url.encode()).hexdigest())
+
+
+@contextlib.contextmanager
+def _tiktoken_cache_env():
+    """Point tiktoken at our cache dir while it loads, unless the user chose one themselves."""
+    if "TIKTOKEN_CACHE_DIR" in os.environ:
+        yield
+        return
+    os.environ["TIKTOKEN_CACHE_DIR"] = str(paths.tiktoken_cache_dir())
+    try:
+        yield
+    finally:
+        os.environ.pop("TIKTOKEN_CACHE_DIR", None)
+
+
+class TiktokenTokenizer:
+    """A BPE encoding from tiktoken. Text is encoded as ordinary text: special tokens such as
+    <|endoftext|> inside it are not treated as special."""
+
+    def __init__(self, name: str):
+        import tiktoken
+
+        self.name = name
+        self.encoding_name = TIKTOKEN_ALIASES.get(name, name)
+        if self.encoding_name not in tiktoken.list_encoding_names():
+            raise NanoGPTError(
+                f"unknown tokenizer {name!r}: use 'char', 'gpt2' or a tiktoken encoding "
+                f"({', '.join(sorted(tiktoken.list_encoding_names()))})"
+            )
+        try:
+            with _tiktoken_cache_env():
+                self._enc = tiktoken.get_encoding(self.encoding_name)
+        except Exception as exc:  # tiktoken raises requests/urllib errors or ValueError offline
+            where = tiktoken_rank_file(name)
+            hint = f"put the rank file {self.encoding_name}.tiktoken at {where}" if where else "connect to the network"
+            raise NanoGPTError(
+                f"cannot load the {name} tokenizer ({type(exc).__name__}): it is downloaded once, "
+                f"and this machine looks offline; {hint}"
+            ) from exc
+        self.vocab_size = self._enc.n_vocab
+        self.eot_token = self._enc.eot_token
+
+    def encode(self, text: str) -> list[int]:
+        return self._enc.encode_ordinary(text)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self._enc.decode(list(ids))
+
+    def decode_bytes(self, ids: Iterable[int]) -> bytes:
+        return self._enc.decode_bytes(list(ids))
+
+    def spec(self) -> dict[str, Any]:
+        return {"kind": "tiktoken", "name": self.name, "encoding": self.encoding_name}
+
+
+def get_tokenizer(name: str, text: str | None = None) -> Tokenizer:
+    """A tokenizer by its user-facing name; char tokenizers are built from `text`."""
+    if name == "char":
+        if text is None:
+            raise ValueError("a char tokenizer is built from text")
+        return CharTokenizer.from_text(text)
+    return TiktokenTokenizer(name)
+
+
+def tokenizer_from_spec(spec: dict[str, Any]) -> Tokenizer:
+    kind = spec.get("kind")
+    if kind == "char":
+        return CharTokenizer(spec["chars"])
+    if kind == "tiktoken":
+        return TiktokenTokenizer(spec["name"])
+    raise NanoGPTError(f"unknown tokenizer kind {kind!r} in metadata; was it written by a newer nanogpt?")
+
+
+class StreamDecoder:
+    """Turns token ids into text one token at a time. A BPE token can end in the middle of a UTF-8
+    character; those bytes are held back until the character is complete."""
+
+    def __init__(self, tokenizer: Tokenizer):
+        self._tokenizer = tokenizer
+        self._bytes = isinstance(tokenizer, TiktokenTokenizer)
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def push(self, token: int) -> str:
+        if not self._bytes:
+            return self._tokenizer.decode([token])
+        return self._utf8.decode(self._tokenizer.decode_bytes([token]))
+
+    def flush(self) -> str:
+        return self._utf8.decode(b"", final=True) if self._bytes else ""

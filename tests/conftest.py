@@ -1,0 +1,80 @@
+"""Shared fixtures: every test gets its own NANOGPT_HOME; tiny models keep the suite fast."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from nanogpt_cli.cli import app
+
+SHARED_DATA = Path(os.environ.get("NANOGPT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+R50K_URL = "https://openaipublic.blob.core.windows.net/encodings/r50k_base.tiktoken"
+
+# A model small enough to train in about a second on one CPU core.
+TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "16", "--batch-size", "4",
+        "--max-iters", "20", "--eval-interval", "10", "--eval-iters", "2", "--sample-tokens", "20", "--quiet"]
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path, monkeypatch) -> Path:
+    home = tmp_path / "nanogpt-home"
+    monkeypatch.setenv("NANOGPT_HOME", str(home))
+    monkeypatch.delenv("TIKTOKEN_CACHE_DIR", raising=False)
+    monkeypatch.delenv("NANOGPT_DEBUG", raising=False)
+    return home
+
+
+@pytest.fixture
+def shakespeare_text() -> str:
+    return (SHARED_DATA / "tinyshakespeare.txt").read_text(encoding="utf-8")
+
+
+@pytest.fixture
+def gpt2_cache(home) -> Path:
+    """Seed the tiktoken cache with the GPT-2 ranks from shared/data, as a user would offline."""
+    cache = home / "cache" / "tiktoken"
+    cache.mkdir(parents=True)
+    shutil.copy(SHARED_DATA / "r50k_base.tiktoken", cache / hashlib.sha1(R50K_URL.encode()).hexdigest())
+    return cache
+
+
+@pytest.fixture
+def fresh_tiktoken(monkeypatch):
+    """Forget encodings tiktoken already loaded in this process, so a test sees the disk as it is."""
+    import tiktoken.registry
+
+    monkeypatch.setattr(tiktoken.registry, "ENCODINGS", {})
+
+
+@pytest.fixture
+def cli():
+    runner = CliRunner()
+
+    def invoke(*args: str, input: str | None = None):
+        return runner.invoke(app, [str(a) for a in args], input=input)
+
+    return invoke
+
+
+@pytest.fixture
+def small_text(tmp_path) -> Path:
+    """About 20 KB of text with a small alphabet, so tiny models learn something quickly."""
+    lines = ["the quick brown fox jumps over the lazy dog.", "to be or not to be, that is the question.",
+             "all the world's a stage, and all the men and women merely players."]
+    path = tmp_path / "poems.txt"
+    path.write_text("\n".join(lines[i % 3] for i in range(450)) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def trained_run(cli, small_text) -> str:
+    """A tiny trained run named 'tiny' on the 'poems' dataset."""
+    assert cli("prepare", small_text).exit_code == 0
+    result = cli("train", "--dataset", "poems", "--run", "tiny", *TINY)
+    assert result.exit_code == 0, result.output
+    return "tiny"

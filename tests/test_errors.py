@@ -1,0 +1,120 @@
+"""Every mistake a user can make: one clear line on stderr, exit 1, no traceback, nothing lost."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import TINY
+
+# (command line, words the error must contain). "{text}", "{empty}", "{binary}", "{folder}" are files
+# made by the test; the 'poems' dataset and the 'tiny' run exist.
+CASES = [
+    (["train", "--dataset", "poems", "--n-embd", "30", "--n-head", "4"], "must be divisible by --n-head"),
+    (["train", "--dataset", "nothing"], "dataset 'nothing' is not prepared; run `nanogpt prepare"),
+    (["train", "--dataset", "poems", "--block-size", "100000"], "use a smaller --block-size"),
+    (["train", "--preset", "huge"], "unknown preset 'huge'"),
+    (["train", "--device", "cuda"], "no CUDA GPU is available"),
+    (["train", "--device", "tpu"], "unknown device"),
+    (["train", "--dataset", "poems", "--dtype", "float16"], "float16 is not supported on the CPU"),
+    (["train", "--dataset", "poems", "--dtype", "float8"], "unknown dtype"),
+    (["train", "--dataset", "poems", "--n-layer", "0"], "--n-layer must be at least 1"),
+    (["train", "--dataset", "poems", "--batch-size", "-3"], "--batch-size must be at least 1"),
+    (["train", "--dataset", "poems", "--dropout", "1.5"], "--dropout must be in [0, 1)"),
+    (["train", "--dataset", "poems", "--lr", "0"], "--lr must be positive"),
+    (["train", "--dataset", "poems", "--model", "lstm"], "unknown model 'lstm'"),
+    (["train", "--dataset", "poems", "--run", "tiny"], "run 'tiny' already exists"),
+    (["train", "--dataset", "poems", "--run", "../escape"], "invalid run name"),
+    (["prepare", "{text}.missing"], "does not exist"),
+    (["prepare", "{empty}"], "is empty"),
+    (["prepare", "{binary}"], "is not UTF-8 text"),
+    (["prepare", "{folder}"], "is a folder"),
+    (["prepare", "{text}", "--tokenizer", "klingon"], "unknown tokenizer 'klingon'"),
+    (["prepare", "{text}", "--val-fraction", "1.5"], "--val-fraction must be between 0 and 1"),
+    (["prepare", "{tiny}"], "split would hold 0 token(s); use more text"),
+    (["prepare", "https://example.com/data.txt"], "not supported yet"),
+    (["sample", "--run", "ghost"], "run 'ghost' does not exist"),
+    (["sample", "--prompt", "the {fox}"], "2 character(s) this model's vocabulary lacks: '{', '}'"),
+    (["sample", "--temperature", "-1"], "--temperature must be 0 (greedy) or positive"),
+    (["sample", "--top-k", "0"], "--top-k must be at least 1"),
+    (["sample", "--num-samples", "0"], "--num-samples must be at least 1"),
+    (["sample", "--prompt", "a", "--prompt-file", "{text}"], "either --prompt or --prompt-file"),
+    (["sample", "--checkpoint", "middle"], "unknown checkpoint 'middle'"),
+    (["eval", "--split", "test"], "--split must be train or val"),
+    (["eval", "--text-file", "{binary}"], "is not UTF-8 text"),
+    (["info", "nobody"], "no run or dataset named 'nobody'"),
+]
+
+
+@pytest.fixture
+def files(tmp_path, small_text):
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "binary.bin").write_bytes(bytes(range(256)) * 4)
+    (tmp_path / "tiny.txt").write_text("a")
+    (tmp_path / "folder").mkdir()
+    return {"text": str(small_text), "empty": str(tmp_path / "empty.txt"), "binary": str(tmp_path / "binary.bin"),
+            "folder": str(tmp_path / "folder"), "tiny": str(tmp_path / "tiny.txt")}
+
+
+@pytest.mark.parametrize("args, message", CASES, ids=[" ".join(a)[:60] for a, _ in CASES])
+def test_user_error_is_one_clear_line(cli, trained_run, files, args, message):
+    args = [a.format(**files) if a.startswith("{") else a for a in args]
+    result = cli(*args)
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert message in lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_errors_before_any_run_exists(cli):
+    result = cli("sample")
+    assert result.exit_code == 1 and "no trained run found; train one first" in result.stderr
+    result = cli("eval")
+    assert result.exit_code == 1 and "no trained run found" in result.stderr
+
+
+def test_corrupt_checkpoint_is_an_error_not_a_crash(cli, home, trained_run):
+    (home / "runs" / trained_run / "best.pt").write_bytes(b"\x00garbage")
+    result = cli("sample", "--max-new-tokens", "5")
+    assert result.exit_code == 1 and "corrupt" in result.stderr and "Traceback" not in result.output
+
+
+def test_malicious_checkpoint_is_refused_and_never_run(cli, home, trained_run, tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    torch.save({"format_version": 1, "model": Exploit()}, home / "runs" / trained_run / "best.pt")
+    result = cli("eval", "--iters", "1")
+    assert result.exit_code == 1 and "refusing to load" in result.stderr
+    assert not marker.exists()
+
+
+def test_overwrite_replaces_a_run(cli, home, trained_run):
+    result = cli("train", "--dataset", "poems", "--run", trained_run, "--overwrite", *TINY)
+    assert result.exit_code == 0, result.output
+
+
+def test_bad_flag_type_is_a_usage_error(cli):
+    result = cli("train", "--n-layer", "many")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+def test_debug_shows_the_traceback(cli):
+    result = cli("--debug", "train", "--preset", "huge")
+    assert result.exit_code == 1 and result.exception is not None
+    assert "unknown preset" in str(result.exception)
+
+
+def test_real_command_errors_have_no_traceback(home, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "nanogpt_cli", "prepare", str(tmp_path / "nope.txt")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().startswith("error:") and "Traceback" not in proc.stderr
+    assert proc.stdout == ""

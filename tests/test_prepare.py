@@ -1,0 +1,105 @@
+"""`nanogpt prepare`: token streams identical to nanoGPT's, metadata, and atomic writes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import SHARED_DATA
+
+
+def test_shakespeare_char_matches_nanogpt_exactly(cli, home, shakespeare_text):
+    result = cli("prepare", "shakespeare")
+    assert result.exit_code == 0, result.output
+    assert "1,003,854" in result.output and "111,540" in result.output
+
+    folder = home / "datasets" / "shakespeare"
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["vocab_size"] == 65
+    assert (meta["train_tokens"], meta["val_tokens"], meta["dtype"]) == (1_003_854, 111_540, "uint16")
+
+    # nanoGPT's data/shakespeare_char/prepare.py, restated: sorted character set, 90/10 split of the text.
+    chars = sorted(set(shakespeare_text))
+    stoi = {ch: i for i, ch in enumerate(chars)}
+    n = len(shakespeare_text)
+    expected_train = np.array([stoi[c] for c in shakespeare_text[: int(n * 0.9)]], dtype=np.uint16)
+    expected_val = np.array([stoi[c] for c in shakespeare_text[int(n * 0.9) :]], dtype=np.uint16)
+    assert (folder / "train.bin").read_bytes() == expected_train.tobytes()
+    assert (folder / "val.bin").read_bytes() == expected_val.tobytes()
+    assert meta["source"]["sha256"] == (SHARED_DATA / "SHA256SUMS").read_text().split("tinyshakespeare")[0].split()[-1]
+
+
+def test_shakespeare_gpt2_matches_nanogpt_token_counts(cli, home, gpt2_cache, fresh_tiktoken, shakespeare_text):
+    result = cli("prepare", "shakespeare", "--tokenizer", "gpt2")
+    assert result.exit_code == 0, result.output
+    folder = home / "datasets" / "shakespeare-gpt2"
+    meta = json.loads((folder / "meta.json").read_text())
+    assert (meta["train_tokens"], meta["val_tokens"], meta["dtype"]) == (301_966, 36_059, "uint16")
+    assert meta["vocab_size"] == 50257
+
+    import tiktoken
+    from tiktoken.load import load_tiktoken_bpe
+
+    enc = tiktoken.Encoding(
+        "r50k", pat_str=r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""",
+        mergeable_ranks=load_tiktoken_bpe(str(SHARED_DATA / "r50k_base.tiktoken")), special_tokens={"<|endoftext|>": 50256},
+    )
+    n = len(shakespeare_text)
+    train = np.fromfile(folder / "train.bin", dtype=np.uint16)
+    assert train.tolist() == enc.encode_ordinary(shakespeare_text[: int(n * 0.9)])
+
+
+def test_gpt2_offline_without_rank_file_says_where_to_put_it(cli, fresh_tiktoken, monkeypatch):
+    import tiktoken.load
+
+    def offline(url):
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(tiktoken.load, "read_file", offline)
+    result = cli("prepare", "shakespeare", "--tokenizer", "gpt2")
+    assert result.exit_code == 1
+    assert "offline" in result.stderr and "0ea1e91bbb3a60f729a8dc8f777fd2fc07cd8df4" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_own_text_file_with_name_and_val_fraction(cli, home, small_text):
+    result = cli("prepare", small_text, "--name", "mine", "--val-fraction", "0.25")
+    assert result.exit_code == 0, result.output
+    meta = json.loads((home / "datasets" / "mine" / "meta.json").read_text())
+    text = small_text.read_text()
+    assert meta["train_tokens"] == int(len(text) * 0.75)
+    assert meta["train_tokens"] + meta["val_tokens"] == len(text)
+    assert meta["source"]["description"] == str(small_text.resolve())
+    assert "written to" in result.output
+
+
+def test_default_name_comes_from_file_and_tokenizer(cli, home, small_text, gpt2_cache, fresh_tiktoken):
+    assert cli("prepare", small_text).exit_code == 0
+    assert cli("prepare", small_text, "--tokenizer", "gpt2").exit_code == 0
+    assert (home / "datasets" / "poems" / "meta.json").is_file()
+    assert (home / "datasets" / "poems-gpt2" / "meta.json").is_file()
+
+
+def test_failed_prepare_leaves_existing_dataset_untouched(cli, home, small_text, monkeypatch):
+    assert cli("prepare", small_text, "--name", "keep").exit_code == 0
+    before = (home / "datasets" / "keep" / "train.bin").read_bytes()
+
+    import nanogpt_cli.data as data
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(data, "_write_tokens", disk_full)
+    result = cli("prepare", small_text, "--name", "keep", "--val-fraction", "0.5")
+    assert result.exit_code == 1 and "No space left" in result.stderr
+    assert (home / "datasets" / "keep" / "train.bin").read_bytes() == before
+    assert [p.name for p in (home / "datasets").iterdir()] == ["keep"]  # no temporary folder left behind
+
+
+@pytest.mark.parametrize("vocab, dtype", [(65, "uint16"), (65536, "uint16"), (65537, "uint32"), (100277, "uint32")])
+def test_token_dtype_fits_vocabulary(vocab, dtype):
+    from nanogpt_cli.data import token_dtype
+
+    assert token_dtype(vocab).name == dtype
