@@ -46,6 +46,15 @@ CASES = [
     (["eval", "--split", "test"], "--split must be train or val"),
     (["eval", "--text-file", "{binary}"], "is not UTF-8 text"),
     (["info", "nobody"], "no run or dataset named 'nobody'"),
+    (["train", "--resume", "--preset", "cpu"], "--preset cannot be combined with --resume"),
+    (["train", "--resume", "--overwrite"], "--resume continues a run and --overwrite replaces it"),
+    (["train", "--run", "tiny", "--resume", "--n-layer", "3"], "--n-layer 3 would change run 'tiny' (it has 1)"),
+    (["train", "--run", "tiny", "--resume", "--block-size", "64"], "--block-size 64 would change run 'tiny'"),
+    (["train", "--run", "ghost", "--resume"], "run 'ghost' does not exist"),
+    (["train", "--run", "tiny", "--resume"], "already finished 20 of 20 iterations; pass a larger --max-iters"),
+    (["train", "--dataset", "poems", "--keep", "0"], "--keep must be at least 1"),
+    (["sample", "--top-p", "0"], "--top-p must be in (0, 1]"),
+    (["sample", "--interactive", "--prompt", "the"], "--interactive reads its prompts from stdin"),
 ]
 
 
@@ -118,3 +127,29 @@ def test_real_command_errors_have_no_traceback(home, tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.strip().startswith("error:") and "Traceback" not in proc.stderr
     assert proc.stdout == ""
+
+
+def test_missing_checkpoint(cli, home, trained_run):
+    for name in ("best.pt", "ckpt.pt"):
+        (home / "runs" / trained_run / name).unlink()
+    result = cli("sample", "--run", trained_run)
+    assert result.exit_code == 1 and "run 'tiny' has no best checkpoint (best.pt); train it first" in result.stderr
+
+
+def test_unwritable_data_dir(cli, tmp_path, monkeypatch, small_text):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("NANOGPT_HOME", str(blocker / "home"))
+    result = cli("prepare", small_text)
+    assert result.exit_code == 1
+    assert "cannot create directory" in result.stderr and "set NANOGPT_HOME to a writable folder" in result.stderr
+
+
+def test_dataset_prepared_again_with_another_tokenizer(cli, home, trained_run, tmp_path):
+    other = tmp_path / "other.txt"
+    other.write_text("completely different letters: XYZ QRS " * 200, encoding="utf-8")
+    assert cli("prepare", other, "--name", "poems").exit_code == 0
+    result = cli("train", "--run", trained_run, "--resume", "--max-iters", "30")
+    assert result.exit_code == 1 and "prepared again with a different tokenizer" in result.stderr
+    result = cli("eval", "--run", trained_run)
+    assert result.exit_code == 1 and "different tokenizer" in result.stderr

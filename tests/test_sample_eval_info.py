@@ -38,14 +38,15 @@ def test_sample_json_and_prompt_file(cli, trained_run, tmp_path):
     prompt.write_text("all the", encoding="utf-8")
     result = cli("sample", "--prompt-file", prompt, "--num-samples", "2", "--max-new-tokens", "15", "--json")
     assert result.exit_code == 0, result.output
-    data = json.loads(result.stdout)
-    assert data["run"] == trained_run and len(data["samples"]) == 2
-    assert all(s["prompt"] == "all the" and s["text"].startswith("all the") for s in data["samples"])
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(rows) == 2 and all(r["run"] == trained_run for r in rows)
+    assert all(r["prompt"] == "all the" and len(r["text"]) == 15 for r in rows)
 
 
 def test_sample_last_checkpoint(cli, trained_run):
     result = cli("sample", "--checkpoint", "last", "--max-new-tokens", "5", "--json")
     assert json.loads(result.stdout)["checkpoint"] == "ckpt.pt"
+    assert json.loads(cli("sample", "--max-new-tokens", "5", "--json").stdout)["checkpoint"] == "best.pt"
 
 
 def test_sample_crops_context_beyond_block_size(cli, trained_run):

@@ -73,14 +73,17 @@ def list_runs() -> list[dict[str, Any]]:
     return [r for r in runs if r is not None]
 
 
-def resolve_run(name: str | None) -> Path:
-    """A run's folder by name, or the most recently updated run that has a checkpoint."""
+def resolve_run(name: str | None, need: str | None = None) -> Path:
+    """A run's folder by name, or the most recently updated run that has a checkpoint (or, with
+    `need`, that has that file)."""
     if name:
         run_dir = paths.run_dir(name)
         if not (run_dir / "config.json").is_file():
             raise NanoGPTError(f"run {name!r} does not exist; `nanogpt info` lists the runs")
+        if need and not (run_dir / need).is_file():
+            raise NanoGPTError(f"run {name!r} has no {need} to continue from; start it again without --resume")
         return run_dir
-    runs = [r for r in list_runs() if r["has_checkpoint"]]
+    runs = [r for r in list_runs() if r["has_checkpoint"] and (not need or (Path(r["path"]) / need).is_file())]
     if not runs:
         raise NanoGPTError("no trained run found; train one first with `nanogpt train`")
     return Path(max(runs, key=lambda r: r["modified_ts"])["path"])

@@ -39,6 +39,9 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
         raise NanoGPTError(
             f"cannot write checkpoint {path}: {exc.strerror or exc}; the previous checkpoint is kept"
         ) from None
+    except BaseException:  # e.g. a second Ctrl-C mid-write: leave no partial file behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _fsync_dir(path: Path) -> None:
@@ -113,8 +116,7 @@ def load_model(path: Path, device: torch.device) -> LoadedModel:
     ckpt = load_checkpoint(path, map_location="cpu")
     try:
         config = model_config_from_dict(ckpt["model_config"])
-        model = build_model(config)
-        model.load_state_dict(ckpt["model"])
+        model = build_model(config, ckpt["model"])
     except (KeyError, RuntimeError, TypeError) as exc:
         raise NanoGPTError(f"checkpoint {path} does not match its model config ({type(exc).__name__}); it is damaged") from None
     model.to(device).eval()

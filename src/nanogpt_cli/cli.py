@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -78,6 +79,11 @@ def _root(
 
 def _show_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _unescape(text: str) -> str:
+    """Read \\n and \\t typed on the command line as newline and tab (\\\\ is a backslash)."""
+    return re.sub(r"\\(\\|n|t)", lambda m: {"n": "\n", "t": "\t", "\\": "\\"}[m.group(1)], text)
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -155,6 +161,8 @@ class TrainDisplay:
             "bigram" if m["model"] == "bigram"
             else f"{m['n_layer']} layers, {m['n_head']} heads, {m['n_embd']} wide"
         )
+        if info["resumed_from"] is not None:
+            err.print(f"resuming run [bold]{info['run']}[/] from iteration {info['resumed_from']:,}", markup=True)
         err.print(
             f"run [bold]{info['run']}[/]: {info['parameters'] / 1e6:.2f}M parameters ({shape}, block {m['block_size']}), "
             f"dataset {info['dataset']}, preset {info['preset'] or 'none'}",
@@ -185,7 +193,9 @@ class TrainDisplay:
                 TimeRemainingColumn(),
                 console=err,
             )
-            self.task = self.progress.add_task("train", total=t["max_iters"], loss="-", val="-", speed="-")
+            self.task = self.progress.add_task(
+                "train", total=t["max_iters"], completed=info["resumed_from"] or 0, loss="-", val="-", speed="-"
+            )
             self.progress.start()
 
     def on_step(self, info: dict[str, Any]) -> None:
@@ -235,7 +245,10 @@ def train(
     preset: Annotated[Optional[str], typer.Option(help="Named set of defaults; 'list' shows them. Default: by device.", rich_help_panel=RUN)] = None,
     dataset: Annotated[Optional[str], typer.Option(help="Prepared dataset to train on.", rich_help_panel=RUN)] = None,
     run: Annotated[Optional[str], typer.Option(help="Run name (default: <dataset>-<date>-<time>).", rich_help_panel=RUN)] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue --run (default: the latest run) from its last checkpoint, exactly.", rich_help_panel=RUN)] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run of the same name.", rich_help_panel=RUN)] = False,
+    keep: Annotated[Optional[int], typer.Option(help="Periodic checkpoints to keep (as ckpt-<iter>.pt when above 1).", rich_help_panel=RUN)] = None,
+    allow_nan: Annotated[Optional[bool], typer.Option("--allow-nan", help="Keep going if the loss becomes NaN or infinite.", rich_help_panel=RUN)] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel=RUN)] = "auto",
     dtype: Annotated[Optional[str], typer.Option(help="auto, float32, bfloat16 or float16.", rich_help_panel=RUN)] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed; a CPU run with the same seed repeats exactly.", rich_help_panel=RUN)] = None,
@@ -267,7 +280,7 @@ def train(
     if preset == "list":
         _list_presets()
         return
-    from nanogpt_cli.train import TrainingInterrupted, plan_run
+    from nanogpt_cli.train import TrainingInterrupted, plan_resume, plan_run
     from nanogpt_cli.train import train as run_training
 
     overrides = dict(
@@ -275,9 +288,12 @@ def train(
         bias=bias, dataset=dataset, batch_size=batch_size, grad_accum=grad_accum, max_iters=max_iters, lr=lr,
         min_lr=min_lr, warmup_iters=warmup_iters, lr_decay_iters=lr_decay_iters, weight_decay=weight_decay,
         beta1=beta1, beta2=beta2, grad_clip=grad_clip, eval_interval=eval_interval, eval_iters=eval_iters,
-        log_interval=log_interval, device=device, dtype=dtype, seed=seed,
+        log_interval=log_interval, device=None if device == "auto" and resume else device, dtype=dtype, seed=seed,
+        keep=keep, allow_nan=allow_nan,
     )
-    plan = plan_run(preset, overrides)
+    if resume and overwrite:
+        raise NanoGPTError("--resume continues a run and --overwrite replaces it; choose one")
+    plan = plan_resume(run, preset, overrides) if resume else plan_run(preset, overrides, run)
     if plan.bundled_source is not None:
         if not quiet:
             err.print(f"dataset {plan.train_config.dataset!r} is not prepared yet; preparing the bundled Tiny Shakespeare first")
@@ -286,11 +302,11 @@ def train(
             err.print(f"  {meta['train_tokens']:,} train and {meta['val_tokens']:,} val tokens in {meta['path']}")
     try:
         with TrainDisplay(quiet) as display:
-            summary = run_training(
-                plan.model_config, plan.train_config, run=run, overwrite=overwrite, preset=plan.preset, on_event=display
-            )
+            summary = run_training(plan.model_config, plan.train_config, run=plan.run, overwrite=overwrite,
+                                   preset=plan.preset, on_event=display, resume_from=plan.resume_from)
     except TrainingInterrupted as stop:
         err.print(f"[yellow]stopped at iteration {stop.iteration:,}[/]; checkpoint saved to {stop.checkpoint}", markup=True)
+        err.print(f"resume with: nanogpt train --run {stop.run} --resume")
         raise typer.Exit(130) from None
     minutes, seconds = divmod(int(summary["elapsed"]), 60)
     out.print(
@@ -316,43 +332,70 @@ def train(
 def sample(
     run: Annotated[Optional[str], typer.Option(help="Run to sample from (default: the latest).")] = None,
     checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
-    prompt: Annotated[Optional[str], typer.Option(help="Text to continue (default: a newline, or <|endoftext|> for BPE).")] = None,
+    prompt: Annotated[Optional[str], typer.Option(help="Text to continue (\\n is a newline); '-' reads stdin (so does a pipe). Default: a newline, or <|endoftext|> for BPE.")] = None,
     prompt_file: Annotated[Optional[Path], typer.Option(help="Read the prompt from this file.")] = None,
     num_samples: Annotated[int, typer.Option(help="How many samples.")] = 1,
-    max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate per sample.")] = 500,
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate per sample (may exceed the block size).")] = 500,
     temperature: Annotated[float, typer.Option(help="Sampling temperature; 0 is greedy.")] = 0.8,
     top_k: Annotated[Optional[int], typer.Option(help="Sample only from the k most likely tokens.")] = 200,
+    top_p: Annotated[Optional[float], typer.Option(help="Nucleus sampling: only the most likely tokens whose probabilities add up to p.")] = None,
+    stop: Annotated[Optional[list[str]], typer.Option(help="End a sample where this text appears (repeatable; \\n is a newline); the stop text is not printed.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed for repeatable samples.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
-    as_json: Annotated[bool, typer.Option("--json", help="Print the samples as JSON.")] = False,
+    interactive: Annotated[bool, typer.Option("--interactive", "-i", help="Read a prompt per line from stdin and answer each, until EOF (Ctrl-D).")] = False,
+    kv_cache: Annotated[bool, typer.Option("--kv-cache/--no-kv-cache", help="Reuse attention keys/values between steps (--no-kv-cache re-runs the whole context, for comparison).")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per sample (prompt, text, tokens, tokens/s).")] = False,
 ) -> None:
-    """Generate text from a trained run; text goes to stdout, samples separated by a line of dashes."""
+    """Generate text from a trained run, streamed to stdout; samples are separated by a line of dashes."""
     from nanogpt_cli.generate import SampleSession
 
     if num_samples < 1:
         raise NanoGPTError(f"--num-samples must be at least 1, got {num_samples}")
+    if prompt is not None and prompt_file is not None:
+        raise NanoGPTError("give either --prompt or --prompt-file, not both")
+    if interactive and (prompt is not None or prompt_file is not None):
+        raise NanoGPTError("--interactive reads its prompts from stdin; drop --prompt / --prompt-file")
     if prompt_file is not None:
-        if prompt is not None:
-            raise NanoGPTError("give either --prompt or --prompt-file, not both")
         from nanogpt_cli.data import read_text_file
 
         prompt = read_text_file(prompt_file).text
+    elif prompt == "-" or (prompt is None and not interactive and not sys.stdin.isatty()):
+        prompt = sys.stdin.read() or None
+    elif prompt is not None:
+        prompt = _unescape(prompt)
+    stop = [_unescape(s) for s in stop or []]
     session = SampleSession.open(run, checkpoint, device)
-    results = []
-    for i in range(num_samples):
-        if i and not as_json:
-            sys.stdout.write("\n---------------\n")
-        pieces = session.stream(prompt, max_new_tokens, temperature, top_k, None if seed is None else seed + i)
-        if as_json:
-            results.append({"prompt": session.last_prompt, "text": "".join(pieces)})
-            continue
-        for piece in pieces:
-            sys.stdout.write(piece)
-            sys.stdout.flush()
-    if as_json:
-        _show_json({"run": session.run, "checkpoint": session.checkpoint, "samples": results})
-    else:
-        sys.stdout.write("\n")
+    settings = dict(temperature=temperature, top_k=top_k, top_p=top_p, stop=stop, use_cache=kv_cache)
+
+    def answer(text: Optional[str], first_seed: Optional[int]) -> None:
+        for i in range(num_samples):
+            generation = session.generate(text, max_new_tokens, seed=None if first_seed is None else first_seed + i, **settings)
+            if as_json:
+                for _ in generation:
+                    pass
+                sys.stdout.write(json.dumps({"run": session.run, "checkpoint": session.checkpoint, **generation.as_dict()}) + "\n")
+                continue
+            if i:
+                sys.stdout.write("\n---------------\n")
+            sys.stdout.write(text or "")
+            for piece in generation:
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+            sys.stdout.write("\n")
+        sys.stdout.flush()
+
+    if not interactive:
+        answer(prompt, seed)
+        return
+    turn = 0
+    while True:
+        if sys.stdin.isatty():
+            err.print("[bold]>[/] ", end="", markup=True)
+        line = sys.stdin.readline()
+        if not line:
+            return
+        answer(line.rstrip("\n"), None if seed is None else seed + turn * num_samples)
+        turn += 1
 
 
 # ------------------------------------------------------------------------------------------- eval

@@ -61,13 +61,15 @@ class TrainConfig:
     device: str = "auto"
     dtype: str = "auto"
     seed: int = 1337
+    keep: int = 1  # periodic checkpoints kept (ckpt.pt, plus ckpt-<iter>.pt files when > 1)
+    allow_nan: bool = False  # go on when the loss becomes NaN or infinite
 
     @property
     def decay_iters(self) -> int:
         return self.lr_decay_iters if self.lr_decay_iters is not None else self.max_iters
 
     def validate(self) -> None:
-        for name in ("batch_size", "grad_accum", "max_iters", "eval_interval", "eval_iters", "log_interval"):
+        for name in ("batch_size", "grad_accum", "max_iters", "eval_interval", "eval_iters", "log_interval", "keep"):
             if getattr(self, name) < 1:
                 raise NanoGPTError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.lr <= 0:

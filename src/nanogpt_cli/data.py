@@ -237,9 +237,18 @@ class BatchSampler:
         self._offsets = np.arange(block_size + 1)
         self._pin = getattr(device, "type", str(device)) == "cuda"
 
+    def position(self):
+        """The generator state that reproduces the most recent batch (see `rewind`)."""
+        return self._before_last
+
+    def rewind(self, state) -> None:
+        """Go back to a saved position: the next batch is the one drawn right after it was saved."""
+        self.generator.set_state(state)
+
     def next(self):
         import torch
 
+        self._before_last = self.generator.get_state()
         high = len(self.tokens) - self.block_size
         starts = torch.randint(high, (self.batch_size,), generator=self.generator).numpy()
         windows = torch.from_numpy(self.tokens[starts[:, None] + self._offsets].astype(np.int64))

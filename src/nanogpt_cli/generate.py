@@ -1,64 +1,136 @@
 """Sampling text from a trained model.
 
-`generate_tokens` is the sampling loop over token ids: crop the context to block_size, take the last
-position's logits, apply temperature / top-k, draw the next token, repeat. It yields tokens one at a
-time so callers can stream. `SampleSession` wraps it with a run's model and tokenizer for prompt-in, text-out use.
-This module knows token ids and a tokenizer; it never reads files or prints.
+`generate_tokens` is the sampling loop over token ids. The prompt is fed through the model once
+(prefill, filling the KV cache); after that each step feeds only the newest token. The context is at
+most block_size tokens: when it would grow past that, the window slides, keeping the last 3/4 of a
+block, and the cache is refilled from those tokens in one pass. With `use_cache=False` the same
+windows are fed whole at every step (the slow, simple path; outputs are the same).
+
+`SampleSession` holds a run's model and tokenizer and turns prompts into streamed text, with stop
+strings and timing. This module knows token ids and a tokenizer; it never reads files or prints.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import torch
 from torch.nn import functional as F
 
 from nanogpt_cli.errors import NanoGPTError
 
+WINDOW_KEEP = 0.5  # fraction of block_size kept when the context window slides
 
-def check_sampling_args(temperature: float, top_k: int | None, max_new_tokens: int) -> None:
+
+def check_sampling_args(temperature: float, top_k: int | None, top_p: float | None, max_new_tokens: int) -> None:
     if temperature < 0:
         raise NanoGPTError(f"--temperature must be 0 (greedy) or positive, got {temperature}")
     if top_k is not None and top_k < 1:
         raise NanoGPTError(f"--top-k must be at least 1, got {top_k}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise NanoGPTError(f"--top-p must be in (0, 1], got {top_p}")
     if max_new_tokens < 0:
         raise NanoGPTError(f"--max-new-tokens must not be negative, got {max_new_tokens}")
 
 
-def next_token(logits: torch.Tensor, temperature: float, top_k: int | None, generator: torch.Generator | None) -> torch.Tensor:
-    """Pick one token per row from (B, vocab) logits. temperature 0 means greedy."""
+def next_token(
+    logits: torch.Tensor,
+    temperature: float,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Pick one token per row of (B, vocab) logits: greedy at temperature 0, else sample after
+    temperature scaling, top-k and then top-p (nucleus) filtering."""
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)
-    logits = logits / temperature
+    logits = logits.float() / temperature
     if top_k is not None and top_k < logits.size(-1):
         kth = torch.topk(logits, top_k).values[:, [-1]]
         logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = F.softmax(logits.float(), dim=-1)
-    return torch.multinomial(probs.cpu(), num_samples=1, generator=generator).to(logits.device)
+    if top_p is not None and top_p < 1.0:
+        # Keep the most likely tokens until their probability adds up to top_p (at least one).
+        sorted_logits, order = torch.sort(logits, descending=True)
+        probs = F.softmax(sorted_logits, dim=-1)
+        before = probs.cumsum(dim=-1) - probs  # probability mass of the tokens ranked above each one
+        sorted_logits = sorted_logits.masked_fill(before >= top_p, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+    probs = F.softmax(logits, dim=-1).cpu()
+    if not torch.isfinite(probs).all():
+        raise NanoGPTError("the model's outputs are not finite numbers (NaN or inf): its weights are broken; "
+                           "sample from an earlier checkpoint or retrain")
+    return torch.multinomial(probs, num_samples=1, generator=generator).to(logits.device)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def generate_tokens(
     model: torch.nn.Module,
     prompt: list[int],
     max_new_tokens: int,
     temperature: float = 1.0,
     top_k: int | None = None,
+    top_p: float | None = None,
     generator: torch.Generator | None = None,
+    use_cache: bool = True,
 ) -> Iterator[int]:
     """Yield `max_new_tokens` new token ids continuing `prompt` (which must not be empty)."""
-    check_sampling_args(temperature, top_k, max_new_tokens)
+    check_sampling_args(temperature, top_k, top_p, max_new_tokens)
     if not prompt:
         raise NanoGPTError("the prompt is empty; give at least one character or token")
     device = next(model.parameters()).device
     block_size = model.config.block_size
-    idx = torch.tensor([prompt], dtype=torch.long, device=device)
+    keep = max(1, int(block_size * WINDOW_KEEP))
+    window = list(prompt[-block_size:])
+    cache = model.new_cache() if use_cache else None
     for _ in range(max_new_tokens):
-        context = idx if idx.size(1) <= block_size else idx[:, -block_size:]
-        logits, _ = model(context)
-        token = next_token(logits[:, -1, :], temperature, top_k, generator)
-        idx = torch.cat((idx, token), dim=1)
-        yield int(token)
+        if cache is None:
+            logits, _ = model(torch.tensor([window], device=device))
+        else:
+            fresh = window[cache.length :]  # the whole window after a reset, else the newest token
+            logits, _ = model(torch.tensor([fresh], device=device), cache=cache)
+        token = int(next_token(logits[:, -1, :], temperature, top_k, top_p, generator))
+        yield token
+        window.append(token)
+        if len(window) > block_size:
+            window = window[-keep:]
+            if cache is not None:
+                cache.reset()
+
+
+@dataclass
+class Generation:
+    """One sample being generated: iterate it for text pieces; afterwards it holds the statistics."""
+
+    pieces: Iterator[str]
+    prompt: str
+    text: str = ""  # the continuation produced so far (without the prompt)
+    tokens: int = 0
+    seconds: float = 0.0
+    time_to_first_token: float | None = None
+    stopped: bool = False  # ended by a stop string rather than the token limit
+    _parts: list[str] = field(default_factory=list)
+
+    def __iter__(self) -> Iterator[str]:
+        for piece in self.pieces:
+            self._parts.append(piece)
+            yield piece
+        self.text = "".join(self._parts)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict:
+        return {
+            "prompt": self.prompt,
+            "text": self.text,
+            "tokens": self.tokens,
+            "tokens_per_second": round(self.tokens_per_second, 2),
+            "time_to_first_token": None if self.time_to_first_token is None else round(self.time_to_first_token, 4),
+            "stopped": self.stopped,
+        }
 
 
 class SampleSession:
@@ -69,7 +141,6 @@ class SampleSession:
         self.tokenizer = loaded.tokenizer
         self.run = run
         self.checkpoint = loaded.path.name
-        self.last_prompt = ""
 
     @classmethod
     def open(cls, run: str | None = None, checkpoint: str = "best", device: str = "auto") -> SampleSession:
@@ -88,41 +159,60 @@ class SampleSession:
         chars = self.tokenizer.chars
         return [chars.index("\n") if "\n" in chars else 0]
 
-    def stream(
+    def generate(
         self,
         prompt: str | None,
         max_new_tokens: int,
         temperature: float = 0.8,
         top_k: int | None = 200,
+        top_p: float | None = None,
         seed: int | None = None,
-    ) -> Iterator[str]:
-        """Yield the prompt, then the continuation piece by piece as it is generated."""
+        stop: list[str] | None = None,
+        use_cache: bool = True,
+    ) -> Generation:
+        """A Generation that yields the continuation of `prompt` piece by piece as it is sampled
+        (not the prompt itself). Generation ends after max_new_tokens or just before a stop string."""
+        check_sampling_args(temperature, top_k, top_p, max_new_tokens)
+        stops = [s for s in (stop or []) if s]
+        ids = self.tokenizer.encode(prompt) if prompt else self.default_prompt()
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        tokens = generate_tokens(self.model, ids, max_new_tokens, temperature, top_k, top_p, generator, use_cache)
+        result = Generation(iter(()), prompt or "")
+        result.pieces = self._stream(result, tokens, stops)
+        return result
+
+    def _stream(self, result: Generation, tokens: Iterator[int], stops: list[str]) -> Iterator[str]:
         from nanogpt_cli.tokenizer import StreamDecoder
 
-        check_sampling_args(temperature, top_k, max_new_tokens)
-        if prompt:
-            ids = self.tokenizer.encode(prompt)
-            self.last_prompt = prompt
-        else:
-            ids = self.default_prompt()
-            self.last_prompt = ""
-        generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        return self._pieces(ids, prompt or "", max_new_tokens, temperature, top_k, generator, StreamDecoder(self.tokenizer))
-
-    def _pieces(self, ids, prompt_text, max_new_tokens, temperature, top_k, generator, decoder) -> Iterator[str]:
-        if prompt_text:
-            yield prompt_text
-        for token in generate_tokens(self.model, ids, max_new_tokens, temperature, top_k, generator):
-            piece = decoder.push(token)
-            if piece:
-                yield piece
-        tail = decoder.flush()
-        if tail:
-            yield tail
+        decoder = StreamDecoder(self.tokenizer)
+        # Text that could be the start of a stop string is held back until it is known not to be.
+        hold = max((len(s) for s in stops), default=1) - 1
+        pending = ""
+        start = time.perf_counter()
+        for token in tokens:
+            if result.tokens == 0:
+                result.time_to_first_token = time.perf_counter() - start
+            result.tokens += 1
+            pending += decoder.push(token)
+            cut = min((i for i in (pending.find(s) for s in stops) if i >= 0), default=-1)
+            if cut >= 0:
+                result.stopped = True
+                pending = pending[:cut]
+                break
+            if len(pending) > hold:
+                ready, pending = pending[: len(pending) - hold], pending[len(pending) - hold :]
+                result.seconds = time.perf_counter() - start
+                yield ready
+        if not result.stopped:
+            pending += decoder.flush()
+        result.seconds = time.perf_counter() - start
+        if pending:
+            yield pending
 
 
 def sample_from_run(run: str | None, prompt: str | None, max_new_tokens: int, seed: int | None = None,
                     temperature: float = 0.8, top_k: int | None = 200, device: str = "auto") -> str:
-    """The whole text of one sample from a run's best checkpoint."""
+    """The prompt and one sampled continuation from a run's best checkpoint, as text."""
     session = SampleSession.open(run, "best", device)
-    return "".join(session.stream(prompt, max_new_tokens, temperature, top_k, seed))
+    generation = session.generate(prompt, max_new_tokens, temperature, top_k, seed=seed)
+    return (prompt or "") + "".join(generation)

@@ -1,7 +1,8 @@
 """The networks: nanoGPT's GPT (a GPT-2 shaped decoder-only transformer) and the bigram baseline.
 
-Read top to bottom: attention, MLP, block, then the GPT that stacks them. This module knows token ids
-and tensors only; it never sees text, files or devices chosen by the user.
+Read top to bottom: the KV cache used for fast sampling, attention, MLP, block, then the GPT that
+stacks them. This module knows token ids and tensors only; it never sees text, files or devices chosen
+by the user.
 """
 
 from __future__ import annotations
@@ -15,10 +16,33 @@ from torch.nn import functional as F
 from nanogpt_cli.config import ModelConfig
 
 
+class KVCache:
+    """Keys and values of the tokens a GPT has already processed, preallocated for block_size positions
+    in every layer. With it, each new token costs one position's work instead of the whole context's.
+    Training never uses it."""
+
+    def __init__(self, config: ModelConfig, batch_size: int, device: torch.device, dtype: torch.dtype):
+        shape = (batch_size, config.n_head, config.block_size, config.n_embd // config.n_head)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
+        self.length = 0  # positions filled so far
+
+    def reset(self) -> None:
+        self.length = 0
+
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store this layer's new (B, n_head, T, head_size) keys and values after the cached ones and
+        return every key and value so far."""
+        end = self.length + k.size(2)
+        self.k[layer][:, :, self.length : end] = k
+        self.v[layer][:, :, self.length : end] = v
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+
+
 class CausalSelfAttention(nn.Module):
     """Multi-head self-attention where each position sees only itself and the past."""
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, layer: int = 0):
         super().__init__()
         assert config.n_embd % config.n_head == 0
         # One matmul produces queries, keys and values for every head at once.
@@ -28,18 +52,29 @@ class CausalSelfAttention(nn.Module):
         self.n_head = config.n_head
         self.n_embd = config.n_embd
         self.dropout = config.dropout
+        self.layer = layer  # this layer's slot in a KVCache
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         # Heads become a batch dimension: (B, T, C) -> (B, n_head, T, head_size).
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        # PyTorch picks the fastest kernel it has (flash attention on recent GPUs).
-        y = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
-        )
+        past = 0
+        if cache is not None:
+            past = cache.length
+            k, v = cache.append(self.layer, k, v)  # every key and value so far
+        if past == 0:
+            # PyTorch picks the fastest kernel it has (flash attention on recent GPUs).
+            y = F.scaled_dot_product_attention(
+                q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
+            )
+        else:
+            # Cached sampling: the new tokens see every cached position and, among themselves, only
+            # the past. A single new token needs no mask at all.
+            mask = None if T == 1 else torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(past)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-join the heads
         return self.resid_dropout(self.c_proj(y))
 
@@ -61,16 +96,16 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """One transformer layer, pre-norm: communicate (attention), then compute (MLP)."""
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, layer: int = 0):
         super().__init__()
         self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.attn = CausalSelfAttention(config)
+        self.attn = CausalSelfAttention(config, layer)
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         # Residual connections give gradients a straight path from the loss to every layer.
-        x = x + self.attn(self.ln_1(x))
+        x = x + self.attn(self.ln_1(x), cache)
         x = x + self.mlp(self.ln_2(x))
         return x
 
@@ -86,7 +121,7 @@ class GPT(nn.Module):
                 wte=nn.Embedding(config.vocab_size, config.n_embd),
                 wpe=nn.Embedding(config.block_size, config.n_embd),
                 drop=nn.Dropout(config.dropout),
-                h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+                h=nn.ModuleList([Block(config, layer) for layer in range(config.n_layer)]),
                 ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
             )
         )
@@ -111,22 +146,30 @@ class GPT(nn.Module):
             torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def forward(
-        self, idx: torch.Tensor, targets: torch.Tensor | None = None
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """idx: (B, T) token ids. With targets, returns logits for every position and the mean
-        cross-entropy; without, only the last position's logits (all that sampling needs)."""
+        cross-entropy; without, only the last position's logits (all that sampling needs). With a
+        cache, idx holds only the tokens that follow the cached ones."""
         B, T = idx.size()
-        assert T <= self.config.block_size, f"sequence of {T} tokens exceeds block_size {self.config.block_size}"
-        pos = torch.arange(0, T, dtype=torch.long, device=idx.device)
+        past = cache.length if cache is not None else 0
+        assert past + T <= self.config.block_size, f"{past + T} tokens exceed block_size {self.config.block_size}"
+        pos = torch.arange(past, past + T, dtype=torch.long, device=idx.device)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
         for block in self.transformer.h:
-            x = block(x)
+            x = block(x, cache)
+        if cache is not None:
+            cache.length += T
         x = self.transformer.ln_f(x)
         if targets is None:
             return self.lm_head(x[:, [-1], :]), None
         logits = self.lm_head(x)
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
         return logits, loss
+
+    def new_cache(self, batch_size: int = 1) -> KVCache:
+        weight = self.lm_head.weight
+        return KVCache(self.config, batch_size, weight.device, weight.dtype)
 
 
 class BigramLanguageModel(nn.Module):
@@ -138,7 +181,7 @@ class BigramLanguageModel(nn.Module):
         self.token_embedding_table = nn.Embedding(config.vocab_size, config.vocab_size)
 
     def forward(
-        self, idx: torch.Tensor, targets: torch.Tensor | None = None
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         if targets is None:
             return self.token_embedding_table(idx[:, [-1]]), None
@@ -146,10 +189,19 @@ class BigramLanguageModel(nn.Module):
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
         return logits, loss
 
+    def new_cache(self, batch_size: int = 1) -> None:
+        return None  # the next token depends on the last one only: there is nothing to cache
 
-def build_model(config: ModelConfig) -> nn.Module:
+
+def build_model(config: ModelConfig, weights: dict[str, torch.Tensor] | None = None) -> nn.Module:
+    """A new model, randomly initialised, or carrying `weights` (a state dict) when given."""
     config.validate()
-    return BigramLanguageModel(config) if config.model == "bigram" else GPT(config)
+    model = BigramLanguageModel(config) if config.model == "bigram" else GPT(config)
+    if weights is not None:
+        # Built on the CPU and then overwritten: building on the "meta" device would skip the random
+        # init, but its first use imports torch._dynamo, which costs more than the init saves.
+        model.load_state_dict(weights)
+    return model
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -1,17 +1,26 @@
 """The training loop.
 
-`train` builds the model and optimizer, then runs: linear warmup and cosine LR decay, gradient
-accumulation, mixed precision where the device has it, gradient clipping, a loss estimate on train and
-val every eval_interval steps, ckpt.pt at each eval and best.pt whenever val loss improves, and a
-metrics.jsonl line for every log and eval. It reports progress through `on_event(kind, info)` and
-never prints. Ctrl-C (SIGINT) or SIGTERM finishes the current step, saves ckpt.pt, and raises
-`TrainingInterrupted`.
+`train` builds (or, with a resume checkpoint, restores) the model, optimizer and data order, then
+runs: linear warmup and cosine LR decay, gradient accumulation, mixed precision where the device has
+it, gradient clipping, a loss estimate on train and val every eval_interval steps, best.pt whenever
+val loss improves and ckpt.pt at each eval, and a metrics.jsonl line for every log and eval.
+
+A resumed run continues exactly where the checkpoint left it: weights, optimizer moments, grad scaler,
+iteration, best val loss, the running loss average, and every random generator (python, torch, CUDA,
+data sampling). On the CPU, an interrupted and resumed run is bit-for-bit the run that never stopped.
+
+It reports progress through `on_event(kind, info)` and never prints. The first SIGINT/SIGTERM finishes
+the current step, saves ckpt.pt and raises `TrainingInterrupted`; a second one aborts at once (the
+checkpoint files are still intact, since every write is atomic). A lock file stops two processes from
+training the same run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import random
 import signal
 import threading
@@ -24,8 +33,15 @@ from typing import Any
 import torch
 
 from nanogpt_cli import __version__, paths
-from nanogpt_cli.checkpoint import FORMAT_VERSION, save_checkpoint
-from nanogpt_cli.config import DEFAULT_PRESET_FOR_DEVICE, ModelConfig, TrainConfig, build_configs
+from nanogpt_cli.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
+from nanogpt_cli.config import (
+    DEFAULT_PRESET_FOR_DEVICE,
+    ModelConfig,
+    TrainConfig,
+    build_configs,
+    model_config_from_dict,
+    train_config_from_dict,
+)
 from nanogpt_cli.data import BatchSampler, Dataset, bundled_dataset, load_dataset
 from nanogpt_cli.device import autocast, describe, resolve_device, resolve_dtype
 from nanogpt_cli.errors import NanoGPTError
@@ -33,12 +49,17 @@ from nanogpt_cli.model import build_model, count_parameters
 
 EventHandler = Callable[[str, dict[str, Any]], None]
 
+# Settings a resumed run may change: they alter the schedule or bookkeeping, not the model or data.
+RESUMABLE_CHANGES = {"max_iters", "lr_decay_iters", "min_lr", "eval_interval", "eval_iters", "log_interval",
+                     "device", "dtype", "keep", "allow_nan"}
+
 
 class TrainingInterrupted(Exception):
     """Raised after an interrupted run has saved its checkpoint."""
 
-    def __init__(self, iteration: int, checkpoint: Path):
+    def __init__(self, run: str, iteration: int, checkpoint: Path):
         super().__init__(f"interrupted at iteration {iteration}")
+        self.run = run
         self.iteration = iteration
         self.checkpoint = checkpoint
 
@@ -98,6 +119,88 @@ def estimate_loss(model: torch.nn.Module, sampler: BatchSampler, iters: int, ctx
     return total / iters
 
 
+# ----------------------------------------------------------------------------------- planning a run
+
+
+@dataclass
+class RunPlan:
+    """What `nanogpt train` will do, settled before any work starts."""
+
+    preset: str | None
+    model_config: ModelConfig
+    train_config: TrainConfig
+    bundled_source: str | None = None  # bundled text to prepare first, when the dataset is missing
+    bundled_tokenizer: str = "char"
+    run: str | None = None
+    resume_from: Path | None = None  # the checkpoint to continue from
+
+
+def plan_run(preset: str | None, overrides: dict[str, Any], run: str | None = None) -> RunPlan:
+    """Pick the preset (by device when none is given), merge the flags and check them all, so a bad
+    flag fails before any dataset is prepared or run folder created."""
+    device = resolve_device(overrides.get("device") or "auto")
+    if preset is None:
+        preset = "bigram" if overrides.get("model") == "bigram" else DEFAULT_PRESET_FOR_DEVICE[device.type]
+    model_config, train_config = build_configs(preset, overrides)
+    model_config.validate()
+    train_config.validate()
+    resolve_dtype(train_config.dtype, device)
+    bundled = None
+    if not (paths.dataset_dir(train_config.dataset) / "meta.json").is_file():
+        bundled = bundled_dataset(train_config.dataset)
+    return RunPlan(preset, model_config, train_config, *(bundled or (None, "char")), run=run)
+
+
+def plan_resume(run: str | None, preset: str | None, overrides: dict[str, Any]) -> RunPlan:
+    """Continue `run` (default: the latest) from its ckpt.pt with its own settings; flags may extend
+    the schedule but not change the model or the data."""
+    from nanogpt_cli.catalog import resolve_run
+
+    if preset is not None:
+        raise NanoGPTError("--preset cannot be combined with --resume: a resumed run keeps its own settings")
+    run_dir = resolve_run(run, need="ckpt.pt")
+    path = run_dir / "ckpt.pt"
+    ckpt = load_checkpoint(path)
+    if "optimizer" not in ckpt or "rng" not in ckpt.get("train_state", {}):
+        raise NanoGPTError(f"{path} holds weights only, not a full training state; it cannot be resumed")
+    model_config = model_config_from_dict(ckpt["model_config"])
+    train_values = asdict(train_config_from_dict(ckpt["train_config"]))
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        current = getattr(model_config, key, train_values.get(key))
+        if key in RESUMABLE_CHANGES:
+            train_values[key] = value
+        elif value != current and key != "vocab_size":
+            raise NanoGPTError(
+                f"--{key.replace('_', '-')} {value} would change run {run_dir.name!r} (it has {current}); "
+                "a resumed run keeps its model and data. Start a new run to change it"
+            )
+    train_config = train_config_from_dict(train_values)
+    train_config.validate()
+    resolve_dtype(train_config.dtype, resolve_device(train_config.device))
+    done = ckpt["train_state"]["iteration"]
+    if done >= train_config.max_iters:
+        raise NanoGPTError(
+            f"run {run_dir.name!r} already finished {done} of {train_config.max_iters} iterations; "
+            f"pass a larger --max-iters to train it further"
+        )
+    preset = json.loads((run_dir / "config.json").read_text(encoding="utf-8")).get("preset")
+    return RunPlan(preset, model_config, train_config, run=run_dir.name, resume_from=path)
+
+
+def new_run_name(dataset: str) -> str:
+    base = f"{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name, n = base, 1
+    while paths.run_dir(name).exists():
+        n += 1
+        name = f"{base}-{n}"
+    return name
+
+
+# ------------------------------------------------------------------------------- run-level helpers
+
+
 class _StopRequests:
     """Turns the first SIGINT/SIGTERM into a flag checked between steps; a second one aborts."""
 
@@ -121,50 +224,295 @@ class _StopRequests:
             signal.signal(sig, handler)
 
 
-@dataclass
-class RunPlan:
-    """What `nanogpt train` will do, settled before any work starts."""
-
-    preset: str | None
-    model_config: ModelConfig
-    train_config: TrainConfig
-    bundled_source: str | None  # bundled text to prepare first, when the dataset is missing
-    bundled_tokenizer: str
-
-
-def plan_run(preset: str | None, overrides: dict[str, Any]) -> RunPlan:
-    """Pick the preset (by device when none is given), merge the flags and check them all, so a bad
-    flag fails before any dataset is prepared or run folder created."""
-    device = resolve_device(overrides.get("device") or "auto")
-    if preset is None:
-        preset = "bigram" if overrides.get("model") == "bigram" else DEFAULT_PRESET_FOR_DEVICE[device.type]
-    model_config, train_config = build_configs(preset, overrides)
-    model_config.validate()
-    train_config.validate()
-    resolve_dtype(train_config.dtype, device)
-    bundled = None
-    if not (paths.dataset_dir(train_config.dataset) / "meta.json").is_file():
-        bundled = bundled_dataset(train_config.dataset)
-    return RunPlan(preset, model_config, train_config, *(bundled or (None, "char")))
-
-
-def new_run_name(dataset: str) -> str:
-    base = f"{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
-    name, n = base, 1
-    while paths.run_dir(name).exists():
-        n += 1
-        name = f"{base}-{n}"
-    return name
+@contextlib.contextmanager
+def run_lock(run_dir: Path):
+    """Hold an exclusive lock on the run folder; a second `train` of the same run is refused. The
+    operating system drops the lock when the process ends, however it ends."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; run without one
+        yield
+        return
+    path = run_dir / ".lock"
+    with open(path, "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            owner = handle.read().strip() or "?"
+            raise NanoGPTError(
+                f"run {run_dir.name!r} is being trained by another process (pid {owner}); "
+                "wait for it to finish or choose another --run name"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def prepare_run_dir(run: str | None, dataset: str, overwrite: bool) -> Path:
-    run_dir = paths.run_dir(run) if run else paths.run_dir(new_run_name(dataset))
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if not overwrite:
-            raise NanoGPTError(f"run {run_dir.name!r} already exists; choose another --run name or pass --overwrite")
-        for name in ("ckpt.pt", "best.pt", "metrics.jsonl", "config.json"):
-            (run_dir / name).unlink(missing_ok=True)
-    return paths.ensure_dir(run_dir)
+def _trim_metrics(path: Path, iteration: int) -> None:
+    """Drop metrics written after the checkpoint a run resumes from (they will be written again)."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line)["iter"] <= iteration:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut short by a crash
+    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+
+
+# --------------------------------------------------------------------------------------- training
+
+
+class Trainer:
+    """One training run: its model, optimizer, data samplers, run folder and bookkeeping."""
+
+    def __init__(self, model_config: ModelConfig, cfg: TrainConfig, run_dir: Path, preset: str | None,
+                 emit: EventHandler, resume: dict[str, Any] | None):
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.emit = emit
+        self.device = resolve_device(cfg.device)
+        self.dtype = resolve_dtype(cfg.dtype, self.device)
+        self.dataset = load_dataset(cfg.dataset)
+        if resume is not None and resume["tokenizer"] != self.dataset.meta["tokenizer"]:
+            raise NanoGPTError(
+                f"dataset {self.dataset.name!r} has been prepared again with a different tokenizer since run "
+                f"{run_dir.name!r} started; prepare it as before to resume"
+            )
+        model_config.vocab_size = model_vocab_size(self.dataset)
+        model_config.validate()
+        check_fits(self.dataset, model_config.block_size)
+        self.model_config = model_config
+
+        random.seed(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(model_config).to(self.device)
+        self.optimizer = make_optimizer(self.model, cfg, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=(self.dtype == torch.float16))
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        block = model_config.block_size
+        self.train_batches = BatchSampler(self.dataset.tokens("train"), cfg.batch_size, block, self.device, cfg.seed)
+        self.eval_batches = {
+            split: BatchSampler(self.dataset.tokens(split), cfg.batch_size, block, self.device, cfg.seed)
+            for split in ("train", "val")
+        }
+        self.step = 0
+        self.best_val_loss = math.inf
+        # Training loss summed on the device since the last log line, and over how many steps.
+        self.loss_sum = torch.zeros((), device=self.device)
+        self.loss_count = 0
+        self.last_eval: dict[str, Any] = {}
+        if resume is not None:
+            self._restore(resume)
+        self.info = {
+            "run": run_dir.name,
+            "run_dir": str(run_dir),
+            "dataset": self.dataset.name,
+            "preset": preset,
+            "parameters": count_parameters(self.model),
+            "device": describe(self.device),
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "model_config": asdict(model_config),
+            "train_config": asdict(cfg),
+            "tokenizer": self.dataset.meta["tokenizer"],
+            "nanogpt_version": __version__,
+            "torch_version": torch.__version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "resumed_from": self.step if resume is not None else None,
+        }
+
+    def autocast(self):
+        return autocast(self.device, self.dtype)
+
+    # -- checkpoints
+
+    def _restore(self, ckpt: dict[str, Any]) -> None:
+        state = ckpt["train_state"]
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.step = state["iteration"]
+        self.best_val_loss = state["best_val_loss"]
+        self.loss_sum.fill_(state["loss_sum"])
+        self.loss_count = state["loss_count"]
+        rng = state["rng"]
+        random.setstate((3, tuple(rng["python"]), None))
+        torch.set_rng_state(rng["torch"])
+        if rng.get("cuda") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        self.train_batches.rewind(rng["sampler"])
+
+    def _payload(self, full: bool) -> dict[str, Any]:
+        payload = {
+            "format_version": FORMAT_VERSION,
+            "nanogpt_version": __version__,
+            "model_config": asdict(self.model_config),
+            "train_config": asdict(self.cfg),
+            "model": self.model.state_dict(),
+            "tokenizer": self.dataset.meta["tokenizer"],
+            "dataset": self.dataset.name,
+            "train_state": {"iteration": self.step, "best_val_loss": self.best_val_loss},
+        }
+        if full:  # everything needed to continue exactly
+            payload["optimizer"] = self.optimizer.state_dict()
+            payload["scaler"] = self.scaler.state_dict() if self.scaler.is_enabled() else {}
+            payload["train_state"].update(
+                loss_sum=self.loss_sum.item(),
+                loss_count=self.loss_count,
+                rng={
+                    "python": list(random.getstate()[1]),
+                    "torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
+                    "sampler": self.train_batches.position(),
+                },
+            )
+        return payload
+
+    def save(self, best: bool = False) -> None:
+        """Write best.pt (weights) when asked, then ckpt.pt (full state). best.pt goes first: if the
+        process dies in between, resuming from the older ckpt.pt redoes this eval and rewrites both."""
+        if best:
+            save_checkpoint(self.run_dir / "best.pt", self._payload(full=False))
+        save_checkpoint(self.run_dir / "ckpt.pt", self._payload(full=True))
+        if self.cfg.keep > 1:
+            self._keep_history()
+
+    def _keep_history(self) -> None:
+        """Keep the last `keep` periodic checkpoints as ckpt-<iteration>.pt (hard links: no extra disk)."""
+        snapshot = self.run_dir / f"ckpt-{self.step:08d}.pt"
+        snapshot.unlink(missing_ok=True)
+        try:
+            os.link(self.run_dir / "ckpt.pt", snapshot)
+        except OSError:
+            import shutil
+
+            shutil.copyfile(self.run_dir / "ckpt.pt", snapshot)
+        for old in sorted(self.run_dir.glob("ckpt-*.pt"))[: -self.cfg.keep]:
+            old.unlink(missing_ok=True)
+
+    # -- the loop
+
+    def _check_finite(self, value: float, what: str) -> None:
+        if not math.isfinite(value) and not self.cfg.allow_nan:
+            kept = (f"its last good checkpoint is kept in {self.run_dir}" if (self.run_dir / "ckpt.pt").exists()
+                    else "no checkpoint had been written yet")
+            raise NanoGPTError(
+                f"the {what} became {value} at iteration {self.step}; the run stopped and {kept}. "
+                "Lower --lr, use --dtype float32, or pass --allow-nan to go on"
+            )
+
+    def evaluate(self, log) -> None:
+        cfg = self.cfg
+        train_loss = estimate_loss(self.model, self.eval_batches["train"], cfg.eval_iters, self.autocast, cfg.seed + 1)
+        val_loss = estimate_loss(self.model, self.eval_batches["val"], cfg.eval_iters, self.autocast, cfg.seed + 2)
+        self._check_finite(val_loss, "validation loss")
+        improved = val_loss < self.best_val_loss
+        self.best_val_loss = min(self.best_val_loss, val_loss)
+        row = {"kind": "eval", "iter": self.step, "train_loss": train_loss, "val_loss": val_loss,
+               "lr": lr_at(self.step, cfg), "elapsed": round(time.perf_counter() - self.started, 3)}
+        log(row)
+        if self.step > 0:
+            self.save(best=improved)
+        self.last_eval = row
+        self.emit("eval", {**row, "best_val_loss": self.best_val_loss, "improved": improved})
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """One optimizer step over grad_accum micro-batches; returns the next batch and the mean loss."""
+        cfg = self.cfg
+        lr = lr_at(self.step, cfg)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        total = torch.zeros((), device=self.device)
+        for _ in range(cfg.grad_accum):
+            with self.autocast():
+                _, loss = self.model(x, y)
+                loss = loss / cfg.grad_accum
+            x, y = self.train_batches.next()  # fetch the next batch while the GPU works
+            self.scaler.scale(loss).backward()
+            total += loss.detach()
+        if cfg.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return x, y, total
+
+    def run(self) -> dict[str, Any]:
+        cfg = self.cfg
+        metrics_path = self.run_dir / "metrics.jsonl"
+        resumed = self.info["resumed_from"] is not None
+        if resumed:
+            _trim_metrics(metrics_path, self.step)
+        else:
+            metrics_path.unlink(missing_ok=True)
+        (self.run_dir / "config.json").write_text(json.dumps(self.info, indent=2) + "\n", encoding="utf-8")
+        self.emit("start", self.info)
+
+        tokens_per_step = cfg.batch_size * self.model_config.block_size * cfg.grad_accum
+        timer, timed_steps = time.perf_counter(), 0
+        self.started = time.perf_counter()
+        x, y = self.train_batches.next()
+        self.model.train()
+        with open(metrics_path, "a", encoding="utf-8") as metrics, _StopRequests() as stop:
+
+            def log(row: dict[str, Any]) -> None:
+                metrics.write(json.dumps(row) + "\n")
+                metrics.flush()
+
+            skip_eval = resumed  # a checkpoint at an eval step was written after that eval
+            while True:
+                if (self.step % cfg.eval_interval == 0 or self.step == cfg.max_iters) and not skip_eval:
+                    self.evaluate(log)
+                    timer, timed_steps = time.perf_counter(), 0  # tokens/s counts training time only
+                skip_eval = False
+                if self.step >= cfg.max_iters:
+                    break
+                if stop.requested:
+                    self.save()
+                    raise TrainingInterrupted(self.run_dir.name, self.step, self.run_dir / "ckpt.pt")
+
+                x, y, loss = self.train_step(x, y)
+                self.loss_sum += loss
+                self.loss_count += 1
+                timed_steps += 1
+                if self.step % cfg.log_interval == 0 or self.step == cfg.max_iters:
+                    mean = self.loss_sum.item() / self.loss_count  # one device sync per log line
+                    self._check_finite(mean, "training loss")
+                    seconds = time.perf_counter() - timer
+                    row = {"kind": "train", "iter": self.step, "loss": mean, "lr": lr_at(self.step - 1, cfg),
+                           "tokens_per_second": round(tokens_per_step * timed_steps / max(seconds, 1e-9), 1)}
+                    log(row)
+                    self.emit("step", {**row, "max_iters": cfg.max_iters, "val_loss": self.last_eval.get("val_loss")})
+                    self.loss_sum.zero_()
+                    self.loss_count = 0
+                    timer, timed_steps = time.perf_counter(), 0
+
+        summary = {
+            "run": self.run_dir.name,
+            "run_dir": str(self.run_dir),
+            "iterations": self.step,
+            "best_val_loss": self.best_val_loss,
+            "final_train_loss": self.last_eval.get("train_loss"),
+            "final_val_loss": self.last_eval.get("val_loss"),
+            "elapsed": time.perf_counter() - self.started,
+            "parameters": self.info["parameters"],
+            "checkpoint": str(self.run_dir / "best.pt"),
+        }
+        self.emit("done", summary)
+        return summary
 
 
 def train(
@@ -174,168 +522,20 @@ def train(
     overwrite: bool = False,
     preset: str | None = None,
     on_event: EventHandler | None = None,
+    resume_from: Path | None = None,
 ) -> dict[str, Any]:
-    """Train a model; return a summary (run, paths, losses, timing)."""
-    emit = on_event or (lambda kind, info: None)
-    cfg = train_config
-    cfg.validate()
-    device = resolve_device(cfg.device)
-    dtype = resolve_dtype(cfg.dtype, device)
-    dataset = load_dataset(cfg.dataset)
-    model_config.vocab_size = model_vocab_size(dataset)
-    model_config.validate()
-    check_fits(dataset, model_config.block_size)
-
-    run_dir = prepare_run_dir(run, dataset.name, overwrite)
-    random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    model = build_model(model_config).to(device)
-    optimizer = make_optimizer(model, cfg, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=(dtype == torch.float16))
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-
-    def ctx():
-        return autocast(device, dtype)
-
-    train_batches = BatchSampler(dataset.tokens("train"), cfg.batch_size, model_config.block_size, device, cfg.seed)
-    eval_batches = {
-        split: BatchSampler(dataset.tokens(split), cfg.batch_size, model_config.block_size, device, cfg.seed)
-        for split in ("train", "val")
-    }
-    n_params = count_parameters(model)
-    run_info = {
-        "run": run_dir.name,
-        "run_dir": str(run_dir),
-        "dataset": dataset.name,
-        "preset": preset,
-        "parameters": n_params,
-        "device": describe(device),
-        "dtype": str(dtype).removeprefix("torch."),
-        "model_config": asdict(model_config),
-        "train_config": asdict(cfg),
-        "tokenizer": dataset.meta["tokenizer"],
-        "nanogpt_version": __version__,
-        "torch_version": torch.__version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    (run_dir / "config.json").write_text(json.dumps(run_info, indent=2) + "\n", encoding="utf-8")
-    metrics = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
-
-    def log(row: dict[str, Any]) -> None:
-        metrics.write(json.dumps(row) + "\n")
-        metrics.flush()
-
-    def checkpoint(path: Path, step: int, best_val_loss: float, with_optimizer: bool) -> None:
-        payload = {
-            "format_version": FORMAT_VERSION,
-            "nanogpt_version": __version__,
-            "model_config": asdict(model_config),
-            "train_config": asdict(cfg),
-            "model": model.state_dict(),
-            "tokenizer": dataset.meta["tokenizer"],
-            "dataset": dataset.name,
-            "train_state": {"iteration": step, "best_val_loss": best_val_loss},
-        }
-        if with_optimizer:
-            payload["optimizer"] = optimizer.state_dict()
-            payload["scaler"] = scaler.state_dict()
-            payload["train_state"]["rng"] = {
-                "python": list(random.getstate()[1]),
-                "torch": torch.get_rng_state(),
-                "sampler": train_batches.generator.get_state(),
-            }
-        save_checkpoint(path, payload)
-
-    emit("start", run_info)
-    tokens_per_step = cfg.batch_size * model_config.block_size * cfg.grad_accum
-    best_val_loss = math.inf
-    val_loss = train_loss = None
-    loss_sum = torch.zeros((), device=device)
-    loss_count = 0
-    train_time = 0.0  # seconds spent in optimizer steps, for tokens/s
-    start = time.perf_counter()
-    step = 0
-    x, y = train_batches.next()
-    model.train()
-    try:
-        with _StopRequests() as stop:
-            while True:
-                if step % cfg.eval_interval == 0 or step == cfg.max_iters:
-                    train_loss = estimate_loss(model, eval_batches["train"], cfg.eval_iters, ctx, cfg.seed + 1)
-                    val_loss = estimate_loss(model, eval_batches["val"], cfg.eval_iters, ctx, cfg.seed + 2)
-                    improved = val_loss < best_val_loss
-                    best_val_loss = min(best_val_loss, val_loss)
-                    elapsed = time.perf_counter() - start
-                    row = {"kind": "eval", "iter": step, "train_loss": train_loss, "val_loss": val_loss,
-                           "lr": lr_at(step, cfg), "elapsed": round(elapsed, 3)}
-                    log(row)
-                    if step > 0:
-                        checkpoint(run_dir / "ckpt.pt", step, best_val_loss, with_optimizer=True)
-                        if improved:
-                            checkpoint(run_dir / "best.pt", step, best_val_loss, with_optimizer=False)
-                    emit("eval", {**row, "best_val_loss": best_val_loss, "improved": improved})
-                if step >= cfg.max_iters:
-                    break
-                if stop.requested:
-                    checkpoint(run_dir / "ckpt.pt", step, best_val_loss, with_optimizer=True)
-                    raise TrainingInterrupted(step, run_dir / "ckpt.pt")
-
-                t0 = time.perf_counter()
-                lr = lr_at(step, cfg)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                for _ in range(cfg.grad_accum):
-                    with ctx():
-                        _, loss = model(x, y)
-                        loss = loss / cfg.grad_accum
-                    x, y = train_batches.next()  # fetch the next batch while the GPU works
-                    scaler.scale(loss).backward()
-                    loss_sum += loss.detach()
-                if cfg.grad_clip > 0:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                loss_count += 1
-
-                if step % cfg.log_interval == 0 or step == cfg.max_iters:
-                    loss_value = (loss_sum / loss_count).item()  # one device sync per log line
-                    train_time += time.perf_counter() - t0
-                    if not math.isfinite(loss_value):
-                        raise NanoGPTError(
-                            f"the loss became {loss_value} at iteration {step}; lower --lr or use --dtype float32 "
-                            f"(the last good checkpoint is in {run_dir})"
-                        )
-                    row = {"kind": "train", "iter": step, "loss": loss_value, "lr": lr,
-                           "tokens_per_second": round(tokens_per_step * loss_count / max(train_time, 1e-9), 1)}
-                    log(row)
-                    emit("step", {**row, "max_iters": cfg.max_iters, "val_loss": val_loss})
-                    loss_sum.zero_()
-                    loss_count = 0
-                    train_time = 0.0
-                else:
-                    train_time += time.perf_counter() - t0
-    finally:
-        metrics.close()
-
-    elapsed = time.perf_counter() - start
-    summary = {
-        "run": run_dir.name,
-        "run_dir": str(run_dir),
-        "iterations": step,
-        "best_val_loss": best_val_loss,
-        "final_train_loss": train_loss,
-        "final_val_loss": val_loss,
-        "elapsed": elapsed,
-        "parameters": n_params,
-        "checkpoint": str(run_dir / "best.pt"),
-    }
-    emit("done", summary)
-    return summary
-
-
-
+    """Train a new run (or continue one from `resume_from`); return a summary of it."""
+    train_config.validate()
+    resume = load_checkpoint(resume_from) if resume_from is not None else None
+    run_dir = paths.ensure_dir(paths.run_dir(run or new_run_name(train_config.dataset)))
+    with run_lock(run_dir):
+        if resume is None and any((run_dir / name).exists() for name in ("config.json", "ckpt.pt", "best.pt")):
+            if not overwrite:
+                raise NanoGPTError(
+                    f"run {run_dir.name!r} already exists; continue it with --resume, choose another --run "
+                    "name, or pass --overwrite to replace it"
+                )
+            for old in [*run_dir.glob("*.pt"), run_dir / "metrics.jsonl", run_dir / "config.json"]:
+                old.unlink(missing_ok=True)
+        trainer = Trainer(model_config, train_config, run_dir, preset, on_event or (lambda kind, info: None), resume)
+        return trainer.run()

@@ -1,0 +1,138 @@
+"""Sampling: KV cache equal to the plain path (also past the block size), top-k/top-p/greedy, stop
+strings, stdin and interactive prompts, JSON output, and UTF-8-safe streaming of BPE tokens."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from nanogpt_cli.config import ModelConfig
+from nanogpt_cli.generate import generate_tokens, next_token
+from nanogpt_cli.model import GPT
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    return GPT(ModelConfig(vocab_size=40, block_size=16, n_layer=2, n_head=2, n_embd=32)).eval()
+
+
+def test_cached_logits_equal_full_forward(model):
+    idx = torch.randint(0, 40, (1, 12))
+    full, _ = model(idx, idx)  # logits for every position
+    cache = model.new_cache()
+    prefill, _ = model(idx[:, :5], cache=cache)
+    assert torch.allclose(prefill[0, -1], full[0, 4], atol=1e-5)
+    for t in range(5, 12):
+        step, _ = model(idx[:, t : t + 1], cache=cache)
+        assert torch.allclose(step[0, -1], full[0, t], atol=1e-5)
+    several, _ = model(idx[:, :3], cache=model.new_cache())
+    assert cache.length == 12 and several.shape == (1, 1, 40)
+
+
+@pytest.mark.parametrize("temperature, top_k, top_p", [(0.0, None, None), (1.0, None, None), (0.8, 10, 0.9)])
+def test_cache_and_plain_paths_agree_across_window_slides(model, temperature, top_k, top_p):
+    prompt = [1, 2, 3, 4, 5]
+    runs = []
+    for use_cache in (True, False):
+        g = torch.Generator().manual_seed(42)
+        runs.append(list(generate_tokens(model, prompt, 80, temperature, top_k, top_p, g, use_cache)))
+    assert len(runs[0]) == 80  # 5 times the block size of 16: the window slid many times
+    assert runs[0] == runs[1]
+
+
+def test_prompt_longer_than_block_is_cropped(model):
+    prompt = list(range(30))
+    cached = list(generate_tokens(model, prompt, 10, 0.0))
+    assert cached == list(generate_tokens(model, prompt[-16:], 10, 0.0, use_cache=False))
+
+
+def test_greedy_top_k_one_and_top_p():
+    logits = torch.tensor([[1.0, 3.0, 2.0, -1.0]])
+    assert int(next_token(logits, 0.0)) == 1
+    g = torch.Generator().manual_seed(0)
+    assert {int(next_token(logits, 1.0, top_k=1, generator=g)) for _ in range(20)} == {1}
+    peaked = torch.tensor([[5.0, 0.0, 0.0, 0.0]])  # token 0 has ~95% of the mass
+    assert {int(next_token(peaked, 1.0, top_p=0.5, generator=g)) for _ in range(50)} == {0}
+    seen = {int(next_token(peaked, 1.0, top_p=0.99, generator=g)) for _ in range(400)}
+    assert len(seen) > 1  # a wide nucleus still samples the tail
+
+
+def test_top_p_keeps_the_smallest_set_reaching_p():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    g = torch.Generator().manual_seed(0)
+    seen = {int(next_token(logits, 1.0, top_p=0.7, generator=g)) for _ in range(300)}
+    assert seen == {0, 1}  # 0.5 alone is short of 0.7; 0.5 + 0.3 reaches it
+
+
+def test_stream_decoder_never_splits_a_utf8_character(gpt2_cache, fresh_tiktoken):
+    from nanogpt_cli.tokenizer import StreamDecoder, TiktokenTokenizer
+
+    tok = TiktokenTokenizer("gpt2")
+    text = "naïve café 🙂 déjà vu — 東京"
+    ids = tok.encode(text)
+    assert any("\ufffd" in tok.decode([i]) for i in ids)  # some tokens hold part of a character
+    decoder = StreamDecoder(tok)
+    pieces = [decoder.push(i) for i in ids] + [decoder.flush()]
+    assert "".join(pieces) == text
+    assert not any("\ufffd" in p for p in pieces)
+
+
+def test_cli_cache_and_no_cache_give_the_same_text(cli, trained_run):
+    args = ["sample", "--prompt", "to be", "--max-new-tokens", "70", "--seed", "11"]
+    cached = cli(*args)
+    plain = cli(*args, "--no-kv-cache")
+    assert cached.exit_code == plain.exit_code == 0
+    assert cached.stdout == plain.stdout and len(cached.stdout) == len("to be") + 70 + 1
+
+
+def test_stop_string_ends_the_sample(cli, trained_run):
+    full = cli("sample", "--prompt", "the", "--temperature", "0", "--max-new-tokens", "60").stdout
+    continuation = full[len("the"):].rstrip("\n")
+    stop = continuation[20:23]
+    cut = continuation.index(stop)
+    result = cli("sample", "--prompt", "the", "--temperature", "0", "--max-new-tokens", "60", "--stop", stop, "--json")
+    data = json.loads(result.stdout)
+    assert data["text"] == continuation[:cut] and data["stopped"] is True
+    plain = cli("sample", "--prompt", "the", "--temperature", "0", "--max-new-tokens", "60", "--stop", "@@", "--stop", stop)
+    assert plain.stdout == "the" + continuation[:cut] + "\n"
+
+
+def test_json_is_one_object_per_sample(cli, trained_run):
+    result = cli("sample", "--prompt", "all", "--num-samples", "3", "--max-new-tokens", "12", "--json", "--seed", "1")
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(rows) == 3
+    for row in rows:
+        assert row["prompt"] == "all" and len(row["text"]) == 12 and row["tokens"] == 12
+        assert row["tokens_per_second"] > 0 and row["time_to_first_token"] >= 0 and row["stopped"] is False
+        assert row["run"] == trained_run
+
+
+def test_prompt_from_stdin(cli, trained_run):
+    dash = cli("sample", "--prompt", "-", "--max-new-tokens", "5", input="to be")
+    piped = cli("sample", "--max-new-tokens", "5", input="to be")
+    assert dash.exit_code == piped.exit_code == 0
+    assert dash.stdout.startswith("to be") and piped.stdout.startswith("to be")
+
+
+def test_interactive_answers_each_line_until_eof(cli, trained_run):
+    result = cli("sample", "--interactive", "--max-new-tokens", "8", "--seed", "3", input="the quick\nto be\n")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("the quick") and any(line.startswith("to be") for line in lines[1:])
+
+
+def test_top_p_flag_is_checked(cli, trained_run):
+    result = cli("sample", "--top-p", "1.5")
+    assert result.exit_code == 1 and "--top-p must be in (0, 1]" in result.stderr
+
+
+def test_escapes_in_prompt_and_stop(cli, trained_run):
+    args = ["sample", "--prompt", "the\\nto be", "--max-new-tokens", "200", "--temperature", "1", "--seed", "4", "--json"]
+    free = json.loads(cli(*args).stdout)
+    assert free["prompt"] == "the\nto be"  # a real newline
+    assert "\n" in free["text"]  # the continuation reaches the end of a line
+    stopped = json.loads(cli(*args, "--stop", "\\n").stdout)
+    assert stopped["stopped"] and stopped["text"] == free["text"].split("\n")[0]
