@@ -30,12 +30,13 @@ CASES = [
     (["train", "--dataset", "poems", "--run", "../escape"], "invalid run name"),
     (["prepare", "{text}.missing"], "does not exist"),
     (["prepare", "{empty}"], "is empty"),
-    (["prepare", "{binary}"], "is not UTF-8 text"),
-    (["prepare", "{folder}"], "is a folder"),
+    (["prepare", "{binary}"], "looks like a binary file (it contains NUL bytes)"),
+    (["prepare", "{latin1}"], "is not UTF-8 text (bad byte at offset 3)"),
+    (["prepare", "{folder}"], "no text files matching '*' in"),
     (["prepare", "{text}", "--tokenizer", "klingon"], "unknown tokenizer 'klingon'"),
     (["prepare", "{text}", "--val-fraction", "1.5"], "--val-fraction must be between 0 and 1"),
     (["prepare", "{tiny}"], "split would hold 0 token(s); use more text"),
-    (["prepare", "https://example.com/data.txt"], "not supported yet"),
+    (["prepare", "http://127.0.0.1:9/data.txt"], "cannot download http://127.0.0.1:9/data.txt"),
     (["sample", "--run", "ghost"], "run 'ghost' does not exist"),
     (["sample", "--prompt", "the {fox}"], "2 character(s) this model's vocabulary lacks: '{', '}'"),
     (["sample", "--temperature", "-1"], "--temperature must be 0 (greedy) or positive"),
@@ -44,7 +45,7 @@ CASES = [
     (["sample", "--prompt", "a", "--prompt-file", "{text}"], "either --prompt or --prompt-file"),
     (["sample", "--checkpoint", "middle"], "unknown checkpoint 'middle'"),
     (["eval", "--split", "test"], "--split must be train or val"),
-    (["eval", "--text-file", "{binary}"], "is not UTF-8 text"),
+    (["eval", "--text-file", "{latin1}"], "is not UTF-8 text"),
     (["info", "nobody"], "no run or dataset named 'nobody'"),
     (["train", "--resume", "--preset", "cpu"], "--preset cannot be combined with --resume"),
     (["train", "--resume", "--overwrite"], "--resume continues a run and --overwrite replaces it"),
@@ -63,9 +64,11 @@ def files(tmp_path, small_text):
     (tmp_path / "empty.txt").write_text("")
     (tmp_path / "binary.bin").write_bytes(bytes(range(256)) * 4)
     (tmp_path / "tiny.txt").write_text("a")
+    (tmp_path / "latin1.txt").write_bytes("café au lait, crème brûlée\n".encode("latin-1") * 20)
     (tmp_path / "folder").mkdir()
     return {"text": str(small_text), "empty": str(tmp_path / "empty.txt"), "binary": str(tmp_path / "binary.bin"),
-            "folder": str(tmp_path / "folder"), "tiny": str(tmp_path / "tiny.txt")}
+            "folder": str(tmp_path / "folder"), "tiny": str(tmp_path / "tiny.txt"),
+            "latin1": str(tmp_path / "latin1.txt")}
 
 
 @pytest.mark.parametrize("args, message", CASES, ids=[" ".join(a)[:60] for a, _ in CASES])

@@ -91,7 +91,7 @@ def test_failed_prepare_leaves_existing_dataset_untouched(cli, home, small_text,
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(data, "_write_tokens", disk_full)
+    monkeypatch.setattr(data._TokenWriter, "_write", disk_full)
     result = cli("prepare", small_text, "--name", "keep", "--val-fraction", "0.5")
     assert result.exit_code == 1 and "No space left" in result.stderr
     assert (home / "datasets" / "keep" / "train.bin").read_bytes() == before

@@ -99,34 +99,55 @@ def _fmt(value: Any, digits: int = 4) -> str:
 # ---------------------------------------------------------------------------------------- prepare
 
 
-def _prepare(source: str, tokenizer: str, name: Optional[str], val_fraction: float, quiet: bool) -> dict[str, Any]:
+def _prepare(source: str, tokenizer: str, name: Optional[str], val_fraction: float, quiet: bool,
+             **options: Any) -> dict[str, Any]:
+    """Run prepare_dataset with a progress bar (bytes, speed, ETA) on a terminal."""
     from nanogpt_cli.data import prepare_dataset
 
-    if quiet:
-        return prepare_dataset(source, tokenizer, name, val_fraction)
-    with err.status(f"preparing {source} ({tokenizer} tokenizer)..."):
-        return prepare_dataset(source, tokenizer, name, val_fraction)
+    if quiet or not err.is_terminal:
+        return prepare_dataset(source, tokenizer, name, val_fraction, **options)
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+    labels = {"download": "downloading", "scan": "reading", "scan val": "reading val", "tokenize": "tokenizing"}
+    with Progress(TextColumn("[bold blue]{task.description:<12}"), BarColumn(), DownloadColumn(),
+                  TransferSpeedColumn(), TimeRemainingColumn(), console=err, transient=True) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(labels.get(stage, stage), total=total or None)
+            bar.update(tasks[stage], completed=done)
+
+        return prepare_dataset(source, tokenizer, name, val_fraction, progress=progress, **options)
 
 
 @app.command()
 @friendly_errors
 def prepare(
-    source: Annotated[str, typer.Argument(help="'shakespeare' (bundled Tiny Shakespeare) or the path of a UTF-8 text file.")],
-    tokenizer: Annotated[str, typer.Option(help="char, gpt2, or any tiktoken encoding (r50k_base, cl100k_base, ...).")] = "char",
+    source: Annotated[str, typer.Argument(help="'shakespeare' (bundled Tiny Shakespeare), a UTF-8 text file, a folder of them, or an http(s) URL.")],
+    tokenizer: Annotated[str, typer.Option(help="char, gpt2, or any tiktoken encoding (r50k_base, p50k_base, cl100k_base, o200k_base).")] = "char",
     name: Annotated[Optional[str], typer.Option(help="Dataset name (default: from the source, plus the tokenizer if not char).")] = None,
     val_fraction: Annotated[float, typer.Option(help="Fraction of the text, at the end, kept for validation.")] = 0.1,
+    val_file: Annotated[Optional[str], typer.Option(help="Use this text file (or folder, or URL) as the validation split instead.")] = None,
+    glob: Annotated[str, typer.Option(help="For a folder: which files to read (recursively), e.g. '*.md'.")] = "*",
+    sha256: Annotated[Optional[str], typer.Option(help="For a URL: the expected SHA-256 of the download.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
 ) -> None:
-    """Tokenize text into a dataset: train.bin, val.bin and meta.json."""
-    meta = _prepare(source, tokenizer, name, val_fraction, quiet)
+    """Tokenize text into a dataset: train.bin, val.bin and meta.json (streamed: any size fits)."""
+    meta = _prepare(source, tokenizer, name, val_fraction, quiet, glob=glob, val_file=val_file, sha256=sha256)
     if quiet:
         return
+    src = meta["source"]
+    tokenizer_name = "char" if meta["tokenizer"]["kind"] == "char" else meta["tokenizer"]["name"]
+    documents = f"{src['documents']:,} files, " if src["documents"] > 1 else ""
     out.print(
-        f"prepared [bold]{meta['name']}[/] from {meta['source']['description']}: "
-        f"{meta['source']['characters']:,} characters, {meta['tokenizer']['kind'] if meta['tokenizer']['kind'] == 'char' else meta['tokenizer']['name']} "
-        f"tokenizer, vocab {meta['vocab_size']:,}",
+        f"prepared [bold]{meta['name']}[/] from {src['description']}: {documents}{src['characters']:,} characters, "
+        f"{tokenizer_name} tokenizer, vocab {meta['vocab_size']:,}",
         markup=True,
     )
+    if src["skipped_files"]:
+        shown = ", ".join(src["skipped_files"][:5]) + (" ..." if len(src["skipped_files"]) > 5 else "")
+        out.print(f"  skipped {len(src['skipped_files']):,} binary or non-UTF-8 file(s): {shown}")
     out.print(f"  train {meta['train_tokens']:,} tokens, val {meta['val_tokens']:,} tokens ({meta['dtype']})")
     out.print(f"  written to {meta['path']}")
 
@@ -356,9 +377,9 @@ def sample(
     if interactive and (prompt is not None or prompt_file is not None):
         raise NanoGPTError("--interactive reads its prompts from stdin; drop --prompt / --prompt-file")
     if prompt_file is not None:
-        from nanogpt_cli.data import read_text_file
+        from nanogpt_cli.sources import read_text_file
 
-        prompt = read_text_file(prompt_file).text
+        prompt = read_text_file(prompt_file)
     elif prompt == "-" or (prompt is None and not interactive and not sys.stdin.isatty()):
         prompt = sys.stdin.read() or None
     elif prompt is not None:

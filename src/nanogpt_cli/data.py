@@ -1,114 +1,276 @@
 """Datasets: turning text into token files, and reading random training batches back out.
 
-`prepare_dataset` reads a source (the bundled Tiny Shakespeare or a UTF-8 text file), tokenizes it and
-writes <data dir>/datasets/<name>/{train.bin, val.bin, meta.json} in nanoGPT's format: raw token ids,
-uint16 when the vocabulary fits, else uint32; the first (1 - val_fraction) of the text is train, the
-rest val. The folder is built under a temporary name and renamed into place, so an interrupted prepare
-never leaves a dataset that looks complete. `load_dataset` memory-maps the token files and
-`BatchSampler` draws reproducible random (x, y) batches from them.
+`prepare_dataset` streams a source (see sources.py) into <data dir>/datasets/<name>/{train.bin,
+val.bin, meta.json} in nanoGPT's format: raw token ids, uint16 when the vocabulary fits, else uint32.
+It reads the text twice, in chunks, so memory stays flat however big the input is: a first pass counts
+characters (and, for char tokenizers, finds the vocabulary) and hashes the bytes; a second pass
+tokenizes and writes. The first (1 - val_fraction) of the text is train and the rest val, exactly as
+nanoGPT's prepare scripts split it (or a separate --val-file is val). BPE text is cut only at points
+where tiktoken's pre-tokenizer would split anyway (a single space between two non-space characters), so
+the token stream equals encoding everything at once; pieces are encoded on all cores (tiktoken releases the GIL)
+while the next ones are read. Documents of a folder are separated by <|endoftext|> (BPE)
+or a blank line (char). The dataset folder is built under a temporary name and renamed into place, so
+an interrupted prepare never leaves a dataset that looks complete.
+
+`load_dataset` memory-maps the token files and `BatchSampler` draws reproducible random (x, y) batches.
 """
 
 from __future__ import annotations
 
-import gzip
+import codecs
 import hashlib
 import json
 import os
 import shutil
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from importlib import resources
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from nanogpt_cli import paths
 from nanogpt_cli.errors import NanoGPTError
-from nanogpt_cli.tokenizer import Tokenizer, get_tokenizer, tokenizer_from_spec
+from nanogpt_cli.sources import Document, Progress, Source, no_progress, resolve_source
+from nanogpt_cli.tokenizer import CharTokenizer, Tokenizer, get_tokenizer, tokenizer_from_spec
 
 META_VERSION = 1
-BUNDLED = {"shakespeare": ("tinyshakespeare.txt.gz", "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed")}
-
-# progress(stage, done, total): called as work advances; total may be 0 when unknown.
-Progress = Callable[[str, int, int], None]
-
-
-def _no_progress(stage: str, done: int, total: int) -> None:
-    pass
-
-
-@dataclass
-class SourceText:
-    text: str
-    description: str
-    default_name: str
-    sha256: str
-
-
-def read_bundled(name: str) -> SourceText:
-    filename, expected = BUNDLED[name]
-    raw = gzip.decompress((resources.files("nanogpt_cli") / "data" / filename).read_bytes())
-    digest = hashlib.sha256(raw).hexdigest()
-    if digest != expected:
-        raise NanoGPTError(f"the bundled {name} data is corrupt (sha256 {digest[:12]}...); reinstall nanogpt-cli")
-    return SourceText(raw.decode("utf-8"), f"bundled {name}", name, digest)
-
-
-def bundled_dataset(name: str) -> tuple[str, str] | None:
-    """(source, tokenizer) when `name` is how `prepare` names a bundled source: 'shakespeare' is its
-    char-level dataset and 'shakespeare-gpt2' (any tokenizer) the others."""
-    for source in BUNDLED:
-        if name == source:
-            return source, "char"
-        if name.startswith(source + "-"):
-            return source, name[len(source) + 1 :]
-    return None
-
-
-def read_text_file(path: Path) -> SourceText:
-    if path.is_dir():
-        raise NanoGPTError(f"{path} is a folder; pass a UTF-8 text file")
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise NanoGPTError(f"{path} does not exist; pass 'shakespeare' or the path of a UTF-8 text file") from None
-    except OSError as exc:
-        raise NanoGPTError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if not raw.strip():
-        raise NanoGPTError(f"{path} is empty; a dataset needs text to learn from")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise NanoGPTError(
-            f"{path} is not UTF-8 text (bad byte at offset {exc.start}); convert it to UTF-8 first"
-        ) from None
-    if "\x00" in text:
-        raise NanoGPTError(f"{path} looks like a binary file (it contains NUL bytes); pass a text file")
-    stem = "".join(ch if ch.isalnum() or ch in "._-" else "-" for ch in path.stem).strip("-._") or "data"
-    return SourceText(text, str(path.resolve()), stem, hashlib.sha256(raw).hexdigest())
-
-
-def resolve_source(source: str) -> SourceText:
-    if source in BUNDLED:
-        return read_bundled(source)
-    if source.startswith(("http://", "https://")):
-        raise NanoGPTError(
-            "preparing straight from a URL is not supported yet; download the file and run `nanogpt prepare FILE`"
-        )
-    return read_text_file(Path(source).expanduser())
+READ_BYTES = 1 << 22  # bytes read at a time
+PIECE_CHARS = 1 << 17  # BPE text handed to one encoder thread at a time (about)
+UNICODE_SIZE = 0x110000
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
 
 
-def _write_tokens(path: Path, ids: list[int], dtype: np.dtype) -> None:
-    with open(path, "wb") as f:
-        np.asarray(ids, dtype=dtype).tofile(f)
-        f.flush()
-        os.fsync(f.fileno())
+def _codepoints(text: str) -> np.ndarray:
+    """The Unicode code points of `text` as an array (one byte each for ASCII text, the common case)."""
+    if text.isascii():  # O(1) in CPython
+        return np.frombuffer(text.encode("ascii"), dtype=np.uint8)
+    return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+
+
+def _chunks(doc: Document, on_bytes) -> Iterator[str]:
+    """A document's text in decoded chunks; raises UnicodeDecodeError (with an absolute offset)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    with doc.open() as f:
+        while block := f.read(READ_BYTES):
+            try:
+                text = decoder.decode(block)
+            except UnicodeDecodeError as exc:
+                raise UnicodeDecodeError(exc.encoding, exc.object, offset + exc.start, offset + exc.end, exc.reason) from None
+            offset += len(block)
+            on_bytes(block)
+            if text:
+                yield text
+        tail = decoder.decode(b"", final=True)
+        if tail:
+            yield tail
+
+
+class _Scan:
+    """What the first pass learns: usable documents, their sizes, the character set, the hash."""
+
+    def __init__(self, source: Source, want_chars: bool, progress: Progress, stage: str = "scan"):
+        self.documents: list[Document] = []
+        self.characters: list[int] = []
+        self.ends_with_newline: list[bool] = []
+        self.skipped = list(source.skipped)
+        self._seen = np.zeros(UNICODE_SIZE, dtype=bool) if want_chars else None
+        digest = hashlib.sha256()
+        total, done = source.size, 0
+
+        def on_bytes(block: bytes) -> None:
+            nonlocal done
+            digest.update(block)
+            done += len(block)
+            progress(stage, done, total)
+
+        single = len(source.documents) == 1
+        for doc in source.documents:
+            count, last = 0, ""
+            try:
+                for text in _chunks(doc, on_bytes):
+                    if "\x00" in text:
+                        raise UnicodeDecodeError("utf-8", b"", 0, 1, "NUL byte")
+                    count += len(text)
+                    last = text[-1]
+                    if self._seen is not None:
+                        points = _codepoints(text)
+                        if points.dtype == np.uint8:
+                            self._seen[:256] |= np.bincount(points, minlength=256) > 0
+                        else:
+                            self._seen[points] = True
+            except UnicodeDecodeError as exc:
+                if not single:  # a folder: leave the file out and say so
+                    self.skipped.append(doc.name)
+                    continue
+                if exc.reason == "NUL byte":
+                    raise NanoGPTError(f"{doc.path} looks like a binary file (it contains NUL bytes); pass a text file") from None
+                raise NanoGPTError(
+                    f"{doc.path} is not UTF-8 text (bad byte at offset {exc.start}); convert it to UTF-8 first"
+                ) from None
+            if count:
+                self.documents.append(doc)
+                self.characters.append(count)
+                self.ends_with_newline.append(last == "\n")
+        self.sha256 = digest.hexdigest()
+        if source.expected_sha256 and self.sha256 != source.expected_sha256:
+            raise NanoGPTError(f"the bundled data is corrupt (sha256 {self.sha256[:12]}...); reinstall nanogpt-cli")
+        if not self.documents:
+            raise NanoGPTError(f"{source.description} holds no text; a dataset needs text to learn from")
+
+    def vocabulary(self) -> str:
+        return "".join(chr(c) for c in np.flatnonzero(self._seen))
+
+
+def _safe_cut(text: str) -> int:
+    """The last index where the text may be cut without changing its BPE tokens: a single space with a
+    non-space character on both sides (tiktoken's pre-tokenizer always starts a piece there). 0 if none."""
+    i = len(text) - 1
+    while (i := text.rfind(" ", 1, i)) > 0:
+        if i + 1 < len(text) and not text[i - 1].isspace() and not text[i + 1].isspace():
+            return i
+    return 0
+
+
+class _TokenWriter:
+    """Tokenizes text fed to it in order and appends the ids to train.bin, then (from the split point
+    on) to val.bin. BPE pieces are encoded on all cores while the next ones are read; results are
+    written in order, and only a few pieces are in flight at a time, so memory stays flat."""
+
+    def __init__(self, folder: Path, tokenizer: Tokenizer, dtype: np.dtype, split_at: float):
+        self.tokenizer = tokenizer
+        self.dtype = dtype
+        self.split_at = split_at  # character position where val starts
+        self.position = 0
+        self.split = "train"
+        self.files: dict[str, BinaryIO] = {s: open(folder / f"{s}.bin", "wb") for s in ("train", "val")}
+        self.counts = {"train": 0, "val": 0}
+        self.is_char = isinstance(tokenizer, CharTokenizer)
+        if self.is_char:
+            self.lookup = np.zeros(UNICODE_SIZE, dtype=dtype)
+            self.lookup[[ord(c) for c in tokenizer.chars]] = np.arange(tokenizer.vocab_size, dtype=dtype)
+        else:
+            self.buffer = ""
+            workers = os.cpu_count() or 1
+            self.pool = ThreadPoolExecutor(max_workers=workers)
+            self.pending: deque[tuple[str, Future | np.ndarray]] = deque()  # (split, ids to come), in order
+            self.max_pending = 2 * workers + 2
+
+    def _write(self, split: str, ids: np.ndarray) -> None:
+        ids.astype(self.dtype, copy=False).tofile(self.files[split])
+        self.counts[split] += len(ids)
+
+    def feed(self, text: str) -> None:
+        if self.split == "train" and self.position + len(text) >= self.split_at:
+            cut = int(self.split_at - self.position)
+            self._feed(text[:cut])
+            self.boundary()  # train and val are encoded separately, as nanoGPT does
+            self.split = "val"
+            self.position += cut
+            text = text[cut:]
+        self._feed(text)
+        self.position += len(text)
+
+    def _feed(self, text: str) -> None:
+        if not text:
+            return
+        if self.is_char:
+            self._write(self.split, self.lookup[_codepoints(text)])
+            return
+        self.buffer += text
+        while len(self.buffer) >= PIECE_CHARS:
+            cut = _safe_cut(self.buffer)
+            if cut == 0:
+                return  # no safe point yet: keep reading
+            self._queue(self.pool.submit(self.tokenizer.encode_array, self.buffer[:cut]))
+            self.buffer = self.buffer[cut:]
+
+    def boundary(self) -> None:
+        """A point the tokenizer must not merge across (a document end, the train/val split)."""
+        if not self.is_char and self.buffer:
+            self._queue(self.pool.submit(self.tokenizer.encode_array, self.buffer))
+            self.buffer = ""
+
+    def separator(self, text: str, token: int | None) -> None:
+        """Between documents: a token for BPE, text for char."""
+        if self.is_char:
+            self.feed(text)
+        else:
+            self.boundary()
+            self._queue(np.array([token]))
+
+    def _queue(self, ids: Future | np.ndarray) -> None:
+        self.pending.append((self.split, ids))
+        while len(self.pending) > self.max_pending:
+            self._write_oldest()
+
+    def _write_oldest(self) -> None:
+        split, ids = self.pending.popleft()
+        self._write(split, ids.result() if isinstance(ids, Future) else ids)
+
+    def finish(self) -> dict[str, int]:
+        if not self.is_char:
+            self.boundary()
+            while self.pending:
+                self._write_oldest()
+            self.pool.shutdown()
+        for f in self.files.values():
+            f.flush()
+            os.fsync(f.fileno())
+            f.close()
+        return self.counts
+
+    def abort(self) -> None:
+        if not self.is_char:
+            self.pool.shutdown(cancel_futures=True)
+        for f in self.files.values():
+            f.close()
+
+
+def _write_dataset(folder: Path, scan: _Scan, val_scan: _Scan | None, tokenizer: Tokenizer, dtype: np.dtype,
+                   val_fraction: float, progress: Progress) -> dict[str, int]:
+    """The second pass: tokenize every document into folder/{train,val}.bin."""
+    char_separator = ["\n\n" if not nl else "\n" for nl in scan.ends_with_newline]
+    total = sum(scan.characters)
+    if tokenizer.name == "char":
+        total += sum(len(s) for s in char_separator[:-1])
+    split_at = float("inf") if val_scan is not None else int(total * (1.0 - val_fraction))
+    writer = _TokenWriter(folder, tokenizer, dtype, split_at)
+    eot = getattr(tokenizer, "eot_token", None)
+    size = sum(d.size for d in scan.documents) + (sum(d.size for d in val_scan.documents) if val_scan else 0)
+    done = 0
+
+    def on_bytes(block: bytes) -> None:
+        nonlocal done
+        done += len(block)
+        progress("tokenize", done, size)
+
+    try:
+        for i, doc in enumerate(scan.documents):
+            if i:
+                writer.separator(char_separator[i - 1], eot)
+            for text in _chunks(doc, on_bytes):
+                writer.feed(text)
+            writer.boundary()
+        if val_scan is not None:
+            writer.boundary()
+            writer.split = "val"
+            for i, doc in enumerate(val_scan.documents):
+                if i:
+                    writer.separator("\n\n" if not val_scan.ends_with_newline[i - 1] else "\n", eot)
+                for text in _chunks(doc, on_bytes):
+                    writer.feed(text)
+                writer.boundary()
+        return writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
 
 
 def prepare_dataset(
@@ -116,44 +278,29 @@ def prepare_dataset(
     tokenizer: str = "char",
     name: str | None = None,
     val_fraction: float = 0.1,
-    progress: Progress = _no_progress,
+    progress: Progress = no_progress,
+    glob: str = "*",
+    val_file: str | None = None,
+    sha256: str | None = None,
 ) -> dict[str, Any]:
     """Tokenize `source` into a dataset folder and return its metadata (also written as meta.json)."""
     if not 0.0 < val_fraction < 1.0:
         raise NanoGPTError(f"--val-fraction must be between 0 and 1 (exclusive), got {val_fraction}")
-    progress("read", 0, 0)
-    src = resolve_source(source)
+    src = resolve_source(source, glob, sha256, progress)
+    val_src = resolve_source(val_file, progress=progress) if val_file else None
     if name is None:
         name = src.default_name if tokenizer == "char" else f"{src.default_name}-{tokenizer}"
     final_dir = paths.dataset_dir(name)
+    tok = None if tokenizer == "char" else get_tokenizer(tokenizer)  # fail fast on a bad name
 
-    tok = get_tokenizer(tokenizer, src.text)
-    split_at = int(len(src.text) * (1.0 - val_fraction))
-    parts = {"train": src.text[:split_at], "val": src.text[split_at:]}
-    encoded: dict[str, list[int]] = {}
-    for i, (split, text) in enumerate(parts.items()):
-        progress("tokenize", i, len(parts))
-        encoded[split] = tok.encode(text)
-    progress("tokenize", len(parts), len(parts))
-    for split, ids in encoded.items():
-        if len(ids) < 2:
-            raise NanoGPTError(
-                f"the {split} split would hold {len(ids)} token(s); use more text or change --val-fraction"
-            )
-
+    scan = _Scan(src, tok is None, progress)
+    val_scan = _Scan(val_src, tok is None, progress, "scan val") if val_src else None
+    if tok is None:
+        chars = scan.vocabulary()
+        if val_scan is not None:
+            chars = "".join(sorted(set(chars) | set(val_scan.vocabulary())))
+        tok = CharTokenizer(chars)
     dtype = token_dtype(tok.vocab_size)
-    meta = {
-        "format_version": META_VERSION,
-        "name": name,
-        "tokenizer": tok.spec(),
-        "vocab_size": tok.vocab_size,
-        "dtype": dtype.name,
-        "train_tokens": len(encoded["train"]),
-        "val_tokens": len(encoded["val"]),
-        "val_fraction": val_fraction,
-        "source": {"description": src.description, "sha256": src.sha256, "characters": len(src.text)},
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
 
     # Build the dataset beside its final place, then swap it in with renames.
     datasets = paths.ensure_dir(paths.datasets_dir())
@@ -161,9 +308,34 @@ def prepare_dataset(
     shutil.rmtree(tmp_dir, ignore_errors=True)
     try:
         tmp_dir.mkdir()
-        for split, ids in encoded.items():
-            progress("write", 0, 0)
-            _write_tokens(tmp_dir / f"{split}.bin", ids, dtype)
+        counts = _write_dataset(tmp_dir, scan, val_scan, tok, dtype, val_fraction, progress)
+        for split, n in counts.items():
+            if n < 2:
+                raise NanoGPTError(
+                    f"the {split} split would hold {n} token(s); use more text or change --val-fraction"
+                )
+        meta = {
+            "format_version": META_VERSION,
+            "name": name,
+            "tokenizer": tok.spec(),
+            "vocab_size": tok.vocab_size,
+            "dtype": dtype.name,
+            "train_tokens": counts["train"],
+            "val_tokens": counts["val"],
+            "val_fraction": None if val_scan else val_fraction,
+            "source": {
+                "description": src.description,
+                "sha256": scan.sha256,
+                "characters": sum(scan.characters),
+                "bytes": sum(d.size for d in scan.documents),
+                "documents": len(scan.documents),
+                "skipped_files": scan.skipped,
+            },
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        if val_scan is not None:
+            meta["val_source"] = {"description": val_src.description, "sha256": val_scan.sha256,
+                                  "characters": sum(val_scan.characters)}
         (tmp_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         old_dir = datasets / f".{name}.old-{os.getpid()}"
         if final_dir.exists():

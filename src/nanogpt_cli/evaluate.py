@@ -17,9 +17,10 @@ from torch.nn import functional as F
 
 from nanogpt_cli.catalog import resolve_run
 from nanogpt_cli.checkpoint import checkpoint_path, load_model
-from nanogpt_cli.data import BatchSampler, load_dataset, read_text_file
+from nanogpt_cli.data import BatchSampler, load_dataset
 from nanogpt_cli.device import resolve_device
 from nanogpt_cli.errors import NanoGPTError
+from nanogpt_cli.sources import read_text_file
 
 
 def _summed_loss(model: torch.nn.Module, batch: torch.Tensor) -> float:
@@ -69,7 +70,7 @@ def evaluate(
     characters = None
 
     if text_file is not None:
-        text = read_text_file(Path(text_file)).text
+        text = read_text_file(Path(text_file))
         tokens = np.asarray(tokenizer.encode(text), dtype=np.int64)
         if len(tokens) < 2:
             raise NanoGPTError(f"{text_file} holds fewer than 2 tokens; nothing to evaluate")

@@ -126,6 +126,11 @@ class TiktokenTokenizer:
     def encode(self, text: str) -> list[int]:
         return self._enc.encode_ordinary(text)
 
+    def encode_array(self, text: str):
+        """Like `encode`, as a numpy uint32 array (no Python list in between: much faster for big
+        texts). With no special tokens allowed or disallowed, special-token text is ordinary text."""
+        return self._enc.encode_to_numpy(text, allowed_special=set(), disallowed_special=())
+
     def decode(self, ids: Iterable[int]) -> str:
         return self._enc.decode(list(ids))
 

@@ -42,10 +42,11 @@ from nanogpt_cli.config import (
     model_config_from_dict,
     train_config_from_dict,
 )
-from nanogpt_cli.data import BatchSampler, Dataset, bundled_dataset, load_dataset
+from nanogpt_cli.data import BatchSampler, Dataset, load_dataset
 from nanogpt_cli.device import autocast, describe, resolve_device, resolve_dtype
 from nanogpt_cli.errors import NanoGPTError
 from nanogpt_cli.model import build_model, count_parameters
+from nanogpt_cli.sources import bundled_dataset
 
 EventHandler = Callable[[str, dict[str, Any]], None]
 

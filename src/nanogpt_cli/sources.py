@@ -1,0 +1,226 @@
+"""Where training text comes from: the bundled Tiny Shakespeare, a file, a folder, or a URL.
+
+`resolve_source` turns what the user typed into a `Source`: an ordered list of documents, each of
+which can be opened as a binary stream, plus a description and a default dataset name. Folders are
+walked recursively in sorted order; hidden entries are ignored and binary files are skipped (and
+counted). URLs are downloaded once into the cache dir with a progress callback, resumed with an HTTP
+Range request after an interruption, and checked against --sha256 when given. This module reads bytes;
+it never tokenizes.
+"""
+
+from __future__ import annotations
+
+import codecs
+import gzip
+import hashlib
+import io
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import BinaryIO
+
+from nanogpt_cli import paths
+from nanogpt_cli.errors import NanoGPTError
+
+BUNDLED = {"shakespeare": ("tinyshakespeare.txt.gz", "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed")}
+SNIFF_BYTES = 8192
+
+# progress(stage, done, total): called as work advances; total is 0 when unknown.
+Progress = Callable[[str, int, int], None]
+
+
+def no_progress(stage: str, done: int, total: int) -> None:
+    pass
+
+
+@dataclass
+class Document:
+    """One text document: a file on disk, or bytes in memory (the bundled dataset)."""
+
+    name: str
+    path: Path | None = None
+    data: bytes | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.data) if self.data is not None else self.path.stat().st_size
+
+    def open(self) -> BinaryIO:
+        return io.BytesIO(self.data) if self.data is not None else open(self.path, "rb")
+
+
+@dataclass
+class Source:
+    description: str
+    default_name: str
+    documents: list[Document]
+    skipped: list[str] = field(default_factory=list)  # binary or unreadable files left out of a folder
+    expected_sha256: str | None = None  # for the bundled data: checked while reading
+
+    @property
+    def size(self) -> int:
+        return sum(d.size for d in self.documents)
+
+
+def bundled_dataset(name: str) -> tuple[str, str] | None:
+    """(source, tokenizer) when `name` is how `prepare` names a bundled source: 'shakespeare' is its
+    char-level dataset and 'shakespeare-gpt2' (any tokenizer) the others."""
+    for source in BUNDLED:
+        if name == source:
+            return source, "char"
+        if name.startswith(source + "-"):
+            return source, name[len(source) + 1 :]
+    return None
+
+
+def _safe_stem(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "._-" else "-" for ch in text).strip("-._") or "data"
+
+
+def looks_binary(head: bytes) -> bool:
+    """NUL bytes or invalid UTF-8 in the first bytes of a file mark it as binary."""
+    if b"\x00" in head:
+        return True
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+def _read_head(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(SNIFF_BYTES)
+
+
+def _bundled(name: str) -> Source:
+    filename, expected = BUNDLED[name]
+    data = gzip.decompress((resources.files("nanogpt_cli") / "data" / filename).read_bytes())
+    return Source(f"bundled {name}", name, [Document(name, data=data)], expected_sha256=expected)
+
+
+def _file(path: Path) -> Source:
+    try:
+        size = path.stat().st_size
+        head = _read_head(path)
+    except FileNotFoundError:
+        raise NanoGPTError(f"{path} does not exist; pass 'shakespeare', a text file, a folder or a URL") from None
+    except OSError as exc:
+        raise NanoGPTError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if size == 0 or not head.strip():
+        raise NanoGPTError(f"{path} is empty; a dataset needs text to learn from")
+    if b"\x00" in head:
+        raise NanoGPTError(f"{path} looks like a binary file (it contains NUL bytes); pass a text file")
+    return Source(str(path.resolve()), _safe_stem(path.stem), [Document(path.name, path=path)])
+
+
+def _folder(path: Path, glob: str) -> Source:
+    documents, skipped = [], []
+    for file in sorted(path.rglob(glob), key=lambda p: p.relative_to(path).as_posix()):
+        relative = file.relative_to(path)
+        if not file.is_file() or any(part.startswith(".") for part in relative.parts):
+            continue
+        try:
+            head = _read_head(file)
+        except OSError:
+            skipped.append(relative.as_posix())
+            continue
+        if looks_binary(head):
+            skipped.append(relative.as_posix())
+        elif head.strip():
+            documents.append(Document(relative.as_posix(), path=file))
+    if not documents:
+        raise NanoGPTError(
+            f"no text files matching {glob!r} in {path}"
+            + (f" ({len(skipped)} binary file(s) skipped)" if skipped else "")
+            + "; check the folder or --glob"
+        )
+    return Source(str(path.resolve()), _safe_stem(path.resolve().name), documents, skipped)
+
+
+def resolve_source(source: str, glob: str = "*", sha256: str | None = None, progress: Progress = no_progress) -> Source:
+    if source in BUNDLED:
+        return _bundled(source)
+    if source.startswith(("http://", "https://")):
+        path = download(source, sha256, progress)
+        stem = Path(urllib.parse.urlparse(source).path).stem or "download"
+        return Source(source, _safe_stem(stem), [Document(path.name, path=path)])
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return _folder(path, glob)
+    return _file(path)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download(url: str, sha256: str | None = None, progress: Progress = no_progress) -> Path:
+    """The local copy of `url` in the cache dir, downloading (or finishing a download) if needed."""
+    folder = paths.ensure_dir(paths.cache_dir() / "downloads")
+    basename = _safe_stem(Path(urllib.parse.urlparse(url).path).name or "download")
+    final = folder / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{basename}"
+    if final.is_file() and (sha256 is None or sha256_of(final) == sha256.lower()):
+        return final
+    partial = final.with_name(final.name + ".part")
+    start = partial.stat().st_size if partial.is_file() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={start}-"} if start else {})
+    try:
+        response = urllib.request.urlopen(request, timeout=30)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and start:  # the partial file is already complete (or bigger): start over
+            partial.unlink()
+            return download(url, sha256, progress)
+        raise NanoGPTError(f"cannot download {url}: HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise NanoGPTError(
+            f"cannot download {url} ({reason}); check the network, or download it yourself and run "
+            "`nanogpt prepare FILE`"
+        ) from None
+    with response:
+        resumed = start > 0 and response.status == 206
+        done = start if resumed else 0
+        length = response.headers.get("Content-Length")
+        total = done + int(length) if length and length.isdigit() else 0
+        try:
+            with open(partial, "ab" if resumed else "wb") as out:
+                while block := response.read(1 << 20):
+                    out.write(block)
+                    done += len(block)
+                    progress("download", done, total)
+        except OSError as exc:
+            raise NanoGPTError(
+                f"the download of {url} broke off after {done:,} bytes ({exc}); run the same command again to resume it"
+            ) from None
+    if total and done != total:
+        raise NanoGPTError(f"the download of {url} stopped at {done:,} of {total:,} bytes; run the same command again to resume it")
+    if sha256 is not None:
+        actual = sha256_of(partial)
+        if actual != sha256.lower():
+            partial.unlink()
+            raise NanoGPTError(f"{url} does not match --sha256: expected {sha256.lower()}, got {actual}; the download was deleted")
+    os.replace(partial, final)
+    return final
+
+
+def read_text_file(path: Path) -> str:
+    """A whole (small) UTF-8 text file, e.g. a prompt or an evaluation text, with the same checks."""
+    path = Path(path)
+    if path.is_dir():
+        raise NanoGPTError(f"{path} is a folder; pass a UTF-8 text file")
+    doc = _file(path).documents[0]
+    raw = doc.path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise NanoGPTError(f"{path} is not UTF-8 text (bad byte at offset {exc.start}); convert it to UTF-8 first") from None
