@@ -120,8 +120,10 @@ def test_prompt_from_stdin(cli, trained_run):
 def test_interactive_answers_each_line_until_eof(cli, trained_run):
     result = cli("sample", "--interactive", "--max-new-tokens", "8", "--seed", "3", input="the quick\nto be\n")
     assert result.exit_code == 0, result.output
-    lines = result.stdout.splitlines()
-    assert lines[0].startswith("the quick") and any(line.startswith("to be") for line in lines[1:])
+    answers = [json.loads(line) for line in cli("sample", "--interactive", "--max-new-tokens", "8", "--seed", "3",
+                                                   "--json", input="the quick\nto be\n").stdout.splitlines()]
+    assert [a["prompt"] for a in answers] == ["the quick", "to be"]
+    assert result.stdout == "".join(a["text"] + "\n" for a in answers)  # only the answers: prompts are not echoed
 
 
 def test_top_p_flag_is_checked(cli, trained_run):

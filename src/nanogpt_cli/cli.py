@@ -233,6 +233,8 @@ class TrainDisplay:
         mark = " [green](best, saved)[/]" if info["improved"] and info["iter"] > 0 else ""
         line = f"iter {info['iter']:>6,}: train loss {info['train_loss']:.4f}, val loss {info['val_loss']:.4f}{mark}"
         (self.progress.console if self.progress else err).print(line, markup=True)
+        if self.progress is not None:
+            self.progress.update(self.task, val=f"{info['val_loss']:.4f}")
 
     def on_done(self, info: dict[str, Any]) -> None:
         if self.progress is not None:
@@ -388,7 +390,7 @@ def sample(
     session = SampleSession.open(run, checkpoint, device)
     settings = dict(temperature=temperature, top_k=top_k, top_p=top_p, stop=stop, use_cache=kv_cache)
 
-    def answer(text: Optional[str], first_seed: Optional[int]) -> None:
+    def answer(text: Optional[str], first_seed: Optional[int], echo: bool = True) -> None:
         for i in range(num_samples):
             generation = session.generate(text, max_new_tokens, seed=None if first_seed is None else first_seed + i, **settings)
             if as_json:
@@ -398,7 +400,8 @@ def sample(
                 continue
             if i:
                 sys.stdout.write("\n---------------\n")
-            sys.stdout.write(text or "")
+            if echo:
+                sys.stdout.write(text or "")
             for piece in generation:
                 sys.stdout.write(piece)
                 sys.stdout.flush()
@@ -414,8 +417,11 @@ def sample(
             err.print("[bold]>[/] ", end="", markup=True)
         line = sys.stdin.readline()
         if not line:
+            if sys.stdin.isatty():
+                err.print()
             return
-        answer(line.rstrip("\n"), None if seed is None else seed + turn * num_samples)
+        # The prompt is already on the screen (typed, or in the input file): print only the answer.
+        answer(line.rstrip("\n"), None if seed is None else seed + turn * num_samples, echo=False)
         turn += 1
 
 
