@@ -16,13 +16,14 @@ import argparse
 import hashlib
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _common import peak_rss_mib  # benchmarks/ is on sys.path when a script runs
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("NANOGPT_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -59,18 +60,6 @@ def baseline(path: Path, mb: int) -> float:
     begin = time.perf_counter()
     enc.encode_ordinary_batch(docs, num_threads=os.cpu_count())
     return len(raw) / 1e6 / (time.perf_counter() - begin)
-
-
-def peak_rss_mib() -> float:
-    """This process's peak resident memory. Linux's VmHWM starts afresh at exec; ru_maxrss would also
-    count the parent's peak, which a child inherits."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def child(args: list[str]) -> None:

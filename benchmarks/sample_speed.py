@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from _common import peak_rss_mib  # benchmarks/ is on sys.path when a script runs
 
 from nanogpt_cli.config import ModelConfig
 from nanogpt_cli.model import GPT
@@ -41,18 +41,6 @@ def nanogpt_way(model: GPT, idx: torch.Tensor, new_tokens: int, generator: torch
         probs = torch.softmax(logits[:, -1, :] / 0.8, dim=-1)
         idx = torch.cat((idx, torch.multinomial(probs, 1, generator=generator)), dim=1)
         yield int(idx[0, -1])
-
-
-def peak_rss_mib() -> float:
-    """This process's peak resident memory. Linux's VmHWM starts afresh at exec; ru_maxrss would also
-    count the parent's peak, which a child inherits."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_mode(mode: str, new_tokens: int) -> dict:
