@@ -101,6 +101,33 @@ def test_sigkill_then_resume_equals_the_uninterrupted_run(cli, home, reference):
     _assert_same_as_reference(home, "killed", reference)
 
 
+def test_sigterm_saves_like_ctrl_c(home, small_text, cli):
+    assert cli("prepare", small_text).exit_code == 0
+    stopped = _start_and_stop(home, "termed", [], at_iter=20, sig=signal.SIGTERM)
+    assert stopped.returncode == 130 and "resume with: nanogpt train --run termed --resume" in stopped.stderr
+    state = torch.load(home / "runs" / "termed" / "ckpt.pt", weights_only=True)["train_state"]
+    assert state["iteration"] >= 20
+
+
+def test_a_second_ctrl_c_stops_at_once_and_leaves_checkpoints_whole(home, small_text, cli):
+    from nanogpt_cli.checkpoint import load_checkpoint
+
+    assert cli("prepare", small_text).exit_code == 0
+    env = {**os.environ, "NANOGPT_HOME": str(home)}
+    proc = subprocess.Popen([sys.executable, "-m", "nanogpt_cli", "train", "--run", "twice", *RUN_ARGS],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = home / "runs" / "twice" / "metrics.jsonl"
+    while _last_iter(metrics) < 45 and proc.poll() is None:  # past the first periodic checkpoint
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err
+    run_dir = home / "runs" / "twice"
+    assert load_checkpoint(run_dir / "ckpt.pt")["train_state"]["iteration"] >= 40  # whole, whichever it is
+    assert not list(run_dir.glob(".*.tmp-*"))  # no half-written file left behind
+
+
 def test_resume_may_extend_the_schedule_but_not_change_the_model(cli, home, trained_run):
     result = cli("train", "--run", trained_run, "--resume")
     assert result.exit_code == 1 and "already finished 20 of 20 iterations" in result.stderr
