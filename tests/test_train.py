@@ -101,6 +101,13 @@ def test_preset_values_apply_and_flags_override_them(cli, home, small_text):
     assert config["model_config"]["n_embd"] == 128 and config["train_config"]["lr"] == 2e-3  # the preset
 
 
+def test_a_new_lr_brings_its_own_floor():
+    from nanogpt_cli.config import build_configs
+
+    assert build_configs("cpu", {"lr": 1e-4})[1].min_lr == 1e-5  # not the preset's 2e-4
+    assert build_configs("cpu", {"lr": 1e-4, "min_lr": 0.0})[1].min_lr == 0.0
+
+
 def test_preset_list_shows_every_preset(cli):
     result = cli("train", "--preset", "list")
     assert result.exit_code == 0
@@ -149,3 +156,35 @@ def test_weight_decay_only_on_matrices():
     decay, no_decay = make_optimizer(model, TrainConfig(weight_decay=0.1), torch.device("cpu")).param_groups
     assert decay["weight_decay"] == 0.1 and all(p.dim() == 2 for p in decay["params"])
     assert no_decay["weight_decay"] == 0.0 and all(p.dim() == 1 for p in no_decay["params"])
+
+
+def test_compile_failure_falls_back_to_eager_with_one_warning(cli, home, small_text, monkeypatch):
+    def broken_compile(model, **kwargs):
+        def compiled(*args, **kw):
+            raise RuntimeError("no C++ compiler")
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    cli("prepare", small_text)
+    args = [a for a in TINY if a != "--quiet"]
+    result = cli("train", "--dataset", "poems", "--run", "c", "--compile", *args)
+    assert result.exit_code == 0, result.output
+    assert result.stderr.count("warning: torch.compile failed (RuntimeError: no C++ compiler)") == 1
+    assert json.loads((home / "runs" / "c" / "config.json").read_text())["compile"] is True
+
+
+def test_mfu_is_reported_against_a_stated_peak(cli, home, small_text):
+    cli("prepare", small_text)
+    result = cli("train", "--dataset", "poems", "--run", "m", "--peak-flops", "1e12", "--log-interval", "5", *TINY)
+    assert result.exit_code == 0, result.output
+    rows = [m for m in _metrics(home, "m") if m["kind"] == "train"]
+    assert rows and all(0 < r["mfu"] < 1 for r in rows)
+    assert "mfu" not in _metrics(home, "m")[0]  # eval rows carry no MFU
+
+
+def test_flops_per_token_matches_nanogpts_formula():
+    from nanogpt_cli.config import ModelConfig
+    from nanogpt_cli.model import flops_per_token
+
+    config = ModelConfig(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50304)
+    assert flops_per_token(config, 124_000_000) == 6 * 124e6 + 12 * 12 * 12 * 64 * 1024

@@ -184,13 +184,15 @@ class TrainDisplay:
         )
         if info["resumed_from"] is not None:
             err.print(f"resuming run [bold]{info['run']}[/] from iteration {info['resumed_from']:,}", markup=True)
+        if info["init_from"]:
+            err.print(f"starting from the weights of {info['init_from']}")
         err.print(
             f"run [bold]{info['run']}[/]: {info['parameters'] / 1e6:.2f}M parameters ({shape}, block {m['block_size']}), "
             f"dataset {info['dataset']}, preset {info['preset'] or 'none'}",
             markup=True,
         )
         err.print(
-            f"device {info['device']}, {info['dtype']}; {t['max_iters']:,} iterations of "
+            f"device {info['device']}, {info['dtype']}{', compiled' if info['compile'] else ''}; {t['max_iters']:,} iterations of "
             f"{t['batch_size']} x {m['block_size']} tokens" + (f" x {t['grad_accum']} accumulated" if t["grad_accum"] > 1 else "")
         )
         if self.live:
@@ -208,14 +210,14 @@ class TrainDisplay:
                 BarColumn(),
                 MofNCompleteColumn(),
                 TextColumn("loss [bold]{task.fields[loss]}[/] val {task.fields[val]}"),
-                TextColumn("{task.fields[speed]} tok/s"),
+                TextColumn("{task.fields[speed]} tok/s{task.fields[mfu]}"),
                 TimeElapsedColumn(),
                 TextColumn("ETA"),
                 TimeRemainingColumn(),
                 console=err,
             )
             self.task = self.progress.add_task(
-                "train", total=t["max_iters"], completed=info["resumed_from"] or 0, loss="-", val="-", speed="-"
+                "train", total=t["max_iters"], completed=info["resumed_from"] or 0, loss="-", val="-", speed="-", mfu=""
             )
             self.progress.start()
 
@@ -227,7 +229,11 @@ class TrainDisplay:
                 loss=f"{info['loss']:.4f}",
                 val=_fmt(info["val_loss"]),
                 speed=f"{info['tokens_per_second']:,.0f}",
+                mfu=f" MFU {info['mfu']:.0%}" if "mfu" in info else "",
             )
+
+    def on_warning(self, info: dict[str, Any]) -> None:
+        (self.progress.console if self.progress else err).print(f"[yellow]warning:[/] {info['message']}", markup=True)
 
     def on_eval(self, info: dict[str, Any]) -> None:
         mark = " [green](best, saved)[/]" if info["improved"] and info["iter"] > 0 else ""
@@ -270,6 +276,9 @@ def train(
     run: Annotated[Optional[str], typer.Option(help="Run name (default: <dataset>-<date>-<time>).", rich_help_panel=RUN)] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue --run (default: the latest run) from its last checkpoint, exactly.", rich_help_panel=RUN)] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run of the same name.", rich_help_panel=RUN)] = False,
+    compile: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the model (default: on for CUDA, off on CPU and MPS).", rich_help_panel=RUN)] = None,
+    peak_flops: Annotated[Optional[float], typer.Option(help="Your device's peak FLOP/s, to show MFU (known GPUs need none).", rich_help_panel=RUN)] = None,
+    init_from: Annotated[Optional[str], typer.Option(help="Start from these weights: gpt2, gpt2-medium, gpt2-large, gpt2-xl, a folder with config.json + model.safetensors, or a run.", rich_help_panel=RUN)] = None,
     keep: Annotated[Optional[int], typer.Option(help="Periodic checkpoints to keep (as ckpt-<iter>.pt when above 1).", rich_help_panel=RUN)] = None,
     allow_nan: Annotated[Optional[bool], typer.Option("--allow-nan", help="Keep going if the loss becomes NaN or infinite.", rich_help_panel=RUN)] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel=RUN)] = "auto",
@@ -312,7 +321,7 @@ def train(
         min_lr=min_lr, warmup_iters=warmup_iters, lr_decay_iters=lr_decay_iters, weight_decay=weight_decay,
         beta1=beta1, beta2=beta2, grad_clip=grad_clip, eval_interval=eval_interval, eval_iters=eval_iters,
         log_interval=log_interval, device=None if device == "auto" and resume else device, dtype=dtype, seed=seed,
-        keep=keep, allow_nan=allow_nan,
+        keep=keep, allow_nan=allow_nan, init_from=init_from, compile=compile, peak_flops=peak_flops,
     )
     if resume and overwrite:
         raise NanoGPTError("--resume continues a run and --overwrite replaces it; choose one")
@@ -326,7 +335,8 @@ def train(
     try:
         with TrainDisplay(quiet) as display:
             summary = run_training(plan.model_config, plan.train_config, run=plan.run, overwrite=overwrite,
-                                   preset=plan.preset, on_event=display, resume_from=plan.resume_from)
+                                   preset=plan.preset, on_event=display, resume_from=plan.resume_from,
+                                   init=plan.init)
     except TrainingInterrupted as stop:
         err.print(f"[yellow]stopped at iteration {stop.iteration:,}[/]; checkpoint saved to {stop.checkpoint}", markup=True)
         err.print(f"resume with: nanogpt train --run {stop.run} --resume")
@@ -458,6 +468,31 @@ def eval_(
         if key in result:
             table.add_row(key.replace("_", " "), _fmt(result[key]))
     out.print(table)
+
+
+# ----------------------------------------------------------------------------------------- export
+
+
+@app.command()
+@friendly_errors
+def export(
+    run: Annotated[str, typer.Argument(help="The run to export.")],
+    path: Annotated[Path, typer.Argument(help="Folder to write config.json and model.safetensors into.")],
+    format: Annotated[str, typer.Option("--format", help="Only 'hf': the Hugging Face GPT-2 layout.")] = "hf",
+    checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
+) -> None:
+    """Write a run's weights in the GPT-2 layout (config.json + model.safetensors) for other tools."""
+    import torch
+
+    from nanogpt_cli.catalog import resolve_run
+    from nanogpt_cli.checkpoint import checkpoint_path, load_model
+    from nanogpt_cli.pretrained import export_hf
+
+    if format != "hf":
+        raise NanoGPTError(f"unknown export format {format!r}: use hf")
+    loaded = load_model(checkpoint_path(resolve_run(run), checkpoint), torch.device("cpu"))
+    written = export_hf(loaded.model, loaded.config, loaded.checkpoint["tokenizer"], path)
+    out.print(f"exported {run} ({loaded.path.name}) to {', '.join(str(p) for p in written)}")
 
 
 # ------------------------------------------------------------------------------------------- info

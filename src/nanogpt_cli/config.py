@@ -61,6 +61,9 @@ class TrainConfig:
     device: str = "auto"
     dtype: str = "auto"
     seed: int = 1337
+    init_from: str | None = None  # start from these weights: a GPT-2 size, a folder, or a run
+    compile: bool | None = None  # torch.compile the model; None: on for CUDA, off elsewhere
+    peak_flops: float | None = None  # the device's peak FLOP/s, for MFU (known GPUs need none)
     keep: int = 1  # periodic checkpoints kept (ckpt.pt, plus ckpt-<iter>.pt files when > 1)
     allow_nan: bool = False  # go on when the loss becomes NaN or infinite
 
@@ -129,7 +132,10 @@ def get_preset(name: str) -> Preset:
 def build_configs(preset: str | None, overrides: dict[str, Any]) -> tuple[ModelConfig, TrainConfig]:
     """Merge defaults <- preset <- overrides (None values in overrides mean 'not given')."""
     values: dict[str, Any] = dict(get_preset(preset).values) if preset else {}
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if "lr" in given and "min_lr" not in given:
+        values["min_lr"] = given["lr"] / 10  # keep the decay's floor below a newly chosen peak
+    values.update(given)
     unknown = set(values) - _MODEL_FIELDS - _TRAIN_FIELDS
     if unknown:
         raise ValueError(f"unknown config fields: {sorted(unknown)}")

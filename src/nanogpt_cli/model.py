@@ -207,3 +207,12 @@ def build_model(config: ModelConfig, weights: dict[str, torch.Tensor] | None = N
 def count_parameters(model: nn.Module) -> int:
     """Parameters the model learns (a tied matrix counted once)."""
     return sum(p.numel() for p in model.parameters())
+
+
+def flops_per_token(config: ModelConfig, n_params: int) -> float:
+    """Training FLOPs per token (forward and backward), as in the PaLM paper's appendix B: 6 per
+    parameter for the matmuls, plus the attention scores and their weighted sum over the context."""
+    if config.model == "bigram":
+        return 6.0 * n_params / config.vocab_size  # one table row per token
+    head_size = config.n_embd // config.n_head
+    return 6.0 * n_params + 12.0 * config.n_layer * config.n_head * head_size * config.block_size

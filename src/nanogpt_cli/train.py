@@ -43,16 +43,16 @@ from nanogpt_cli.config import (
     train_config_from_dict,
 )
 from nanogpt_cli.data import BatchSampler, Dataset, load_dataset
-from nanogpt_cli.device import autocast, describe, resolve_device, resolve_dtype
+from nanogpt_cli.device import autocast, describe, peak_flops, resolve_device, resolve_dtype
 from nanogpt_cli.errors import NanoGPTError
-from nanogpt_cli.model import build_model, count_parameters
+from nanogpt_cli.model import build_model, count_parameters, flops_per_token
 from nanogpt_cli.sources import bundled_dataset
 
 EventHandler = Callable[[str, dict[str, Any]], None]
 
 # Settings a resumed run may change: they alter the schedule or bookkeeping, not the model or data.
 RESUMABLE_CHANGES = {"max_iters", "lr_decay_iters", "min_lr", "eval_interval", "eval_iters", "log_interval",
-                     "device", "dtype", "keep", "allow_nan"}
+                     "device", "dtype", "keep", "allow_nan", "compile", "peak_flops"}
 
 
 class TrainingInterrupted(Exception):
@@ -104,9 +104,11 @@ def check_fits(dataset: Dataset, block_size: int) -> None:
 
 
 @torch.no_grad()
-def estimate_loss(model: torch.nn.Module, sampler: BatchSampler, iters: int, ctx_factory, seed: int) -> float:
+def estimate_loss(model: torch.nn.Module, sampler: BatchSampler, iters: int, ctx_factory, seed: int,
+                  forward=None) -> float:
     """Mean loss over `iters` batches. The sampler is reseeded so every eval sees the same batches,
-    which makes successive evals (and the best-checkpoint choice) comparable."""
+    which makes successive evals (and the best-checkpoint choice) comparable. `forward` (default: the
+    model itself) is what computes the loss, e.g. a compiled version of the model."""
     was_training = model.training
     model.eval()
     sampler.generator.manual_seed(seed)
@@ -114,7 +116,7 @@ def estimate_loss(model: torch.nn.Module, sampler: BatchSampler, iters: int, ctx
     for _ in range(iters):
         x, y = sampler.next()
         with ctx_factory():
-            _, loss = model(x, y)
+            _, loss = (forward or model)(x, y)
         total += loss.item()
     model.train(was_training)
     return total / iters
@@ -134,6 +136,17 @@ class RunPlan:
     bundled_tokenizer: str = "char"
     run: str | None = None
     resume_from: Path | None = None  # the checkpoint to continue from
+    init: InitWeights | None = None  # weights to start from (--init-from)
+
+
+@dataclass
+class InitWeights:
+    """What --init-from loaded: a model config, its weights, the tokenizer they were trained with."""
+
+    config: ModelConfig
+    weights: dict[str, torch.Tensor]
+    tokenizer: dict[str, Any]
+    description: str
 
 
 def plan_run(preset: str | None, overrides: dict[str, Any], run: str | None = None) -> RunPlan:
@@ -146,10 +159,37 @@ def plan_run(preset: str | None, overrides: dict[str, Any], run: str | None = No
     model_config.validate()
     train_config.validate()
     resolve_dtype(train_config.dtype, device)
+    init = None
+    if train_config.init_from:
+        init = _load_init(train_config.init_from, overrides)
+        model_config = init.config
     bundled = None
     if not (paths.dataset_dir(train_config.dataset) / "meta.json").is_file():
         bundled = bundled_dataset(train_config.dataset)
-    return RunPlan(preset, model_config, train_config, *(bundled or (None, "char")), run=run)
+    return RunPlan(preset, model_config, train_config, *(bundled or (None, "char")), run=run, init=init)
+
+
+def _load_init(spec: str, overrides: dict[str, Any]) -> InitWeights:
+    """Load --init-from weights; the model's shape is theirs, but dropout may be set and the block size
+    shrunk (the position table is cropped, as nanoGPT does)."""
+    from nanogpt_cli.pretrained import load_init
+
+    config, weights, tokenizer, description = load_init(spec)
+    for key in ("model", "n_layer", "n_head", "n_embd", "bias"):
+        if overrides.get(key) is not None and overrides[key] != getattr(config, key):
+            raise NanoGPTError(
+                f"--{key.replace('_', '-')} cannot change the shape of a model started from {description} "
+                f"(it has {getattr(config, key)}); leave it out"
+            )
+    block_size = overrides.get("block_size")
+    if block_size is not None:
+        if block_size > config.block_size:
+            raise NanoGPTError(f"--block-size {block_size} is larger than {description}'s ({config.block_size})")
+        weights = {**weights, "transformer.wpe.weight": weights["transformer.wpe.weight"][:block_size].clone()}
+        config.block_size = block_size
+    config.dropout = overrides.get("dropout") or 0.0
+    config.validate()
+    return InitWeights(config, weights, tokenizer, description)
 
 
 def plan_resume(run: str | None, preset: str | None, overrides: dict[str, Any]) -> RunPlan:
@@ -188,6 +228,17 @@ def plan_resume(run: str | None, preset: str | None, overrides: dict[str, Any]) 
         )
     preset = json.loads((run_dir / "config.json").read_text(encoding="utf-8")).get("preset")
     return RunPlan(preset, model_config, train_config, run=run_dir.name, resume_from=path)
+
+
+def _tokenizer_name(spec: dict[str, Any]) -> str:
+    return "char" if spec.get("kind") == "char" else spec.get("name", "?")
+
+
+def same_tokenizer(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two tokenizer specs give the same ids ('gpt2' and 'r50k_base' do)."""
+    if a.get("kind") == b.get("kind") == "tiktoken":
+        return a.get("encoding") == b.get("encoding")
+    return a == b
 
 
 def new_run_name(dataset: str) -> str:
@@ -276,7 +327,7 @@ class Trainer:
     """One training run: its model, optimizer, data samplers, run folder and bookkeeping."""
 
     def __init__(self, model_config: ModelConfig, cfg: TrainConfig, run_dir: Path, preset: str | None,
-                 emit: EventHandler, resume: dict[str, Any] | None):
+                 emit: EventHandler, resume: dict[str, Any] | None, init: InitWeights | None = None):
         self.cfg = cfg
         self.run_dir = run_dir
         self.emit = emit
@@ -288,14 +339,23 @@ class Trainer:
                 f"dataset {self.dataset.name!r} has been prepared again with a different tokenizer since run "
                 f"{run_dir.name!r} started; prepare it as before to resume"
             )
-        model_config.vocab_size = model_vocab_size(self.dataset)
+        if init is not None and not same_tokenizer(init.tokenizer, self.dataset.meta["tokenizer"]):
+            raise NanoGPTError(
+                f"{init.description} was trained with the {_tokenizer_name(init.tokenizer)} tokenizer but dataset "
+                f"{self.dataset.name!r} uses {_tokenizer_name(self.dataset.meta['tokenizer'])}; prepare the data with "
+                "the same tokenizer (`nanogpt prepare ... --tokenizer gpt2` for GPT-2 weights)"
+            )
+        if resume is None and init is None:
+            model_config.vocab_size = model_vocab_size(self.dataset)
         model_config.validate()
         check_fits(self.dataset, model_config.block_size)
         self.model_config = model_config
 
         random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
-        self.model = build_model(model_config).to(self.device)
+        self.model = build_model(model_config, init.weights if init else None).to(self.device)
+        use_compile = cfg.compile if cfg.compile is not None else self.device.type == "cuda"
+        self.compiled = torch.compile(self.model) if use_compile else None
         self.optimizer = make_optimizer(self.model, cfg, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=(self.dtype == torch.float16))
         if self.device.type == "cuda":
@@ -307,6 +367,9 @@ class Trainer:
             split: BatchSampler(self.dataset.tokens(split), cfg.batch_size, block, self.device, cfg.seed)
             for split in ("train", "val")
         }
+        n_params = count_parameters(self.model)
+        self.flops_per_step = flops_per_token(model_config, n_params) * cfg.batch_size * model_config.block_size * cfg.grad_accum
+        self.peak_flops = cfg.peak_flops or peak_flops(self.device, self.dtype)
         self.step = 0
         self.best_val_loss = math.inf
         # Training loss summed on the device since the last log line, and over how many steps.
@@ -320,7 +383,9 @@ class Trainer:
             "run_dir": str(run_dir),
             "dataset": self.dataset.name,
             "preset": preset,
-            "parameters": count_parameters(self.model),
+            "parameters": n_params,
+            "compile": self.compiled is not None,
+            "peak_flops": self.peak_flops,
             "device": describe(self.device),
             "dtype": str(self.dtype).removeprefix("torch."),
             "model_config": asdict(model_config),
@@ -330,10 +395,23 @@ class Trainer:
             "torch_version": torch.__version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "resumed_from": self.step if resume is not None else None,
+            "init_from": init.description if init else (resume or {}).get("init_from"),
         }
 
     def autocast(self):
         return autocast(self.device, self.dtype)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor):
+        """The model's forward pass, compiled when asked; a compile failure (it shows on the first
+        call) falls back to eager mode with one warning."""
+        if self.compiled is not None:
+            try:
+                return self.compiled(x, y)
+            except Exception as exc:
+                self.emit("warning", {"message": f"torch.compile failed ({type(exc).__name__}: {str(exc)[:200]}); "
+                                                 "continuing without it (--no-compile skips it)"})
+                self.compiled = None
+        return self.model(x, y)
 
     # -- checkpoints
 
@@ -365,6 +443,8 @@ class Trainer:
             "dataset": self.dataset.name,
             "train_state": {"iteration": self.step, "best_val_loss": self.best_val_loss},
         }
+        if self.info["init_from"]:
+            payload["init_from"] = self.info["init_from"]
         if full:  # everything needed to continue exactly
             payload["optimizer"] = self.optimizer.state_dict()
             payload["scaler"] = self.scaler.state_dict() if self.scaler.is_enabled() else {}
@@ -415,8 +495,10 @@ class Trainer:
 
     def evaluate(self, log) -> None:
         cfg = self.cfg
-        train_loss = estimate_loss(self.model, self.eval_batches["train"], cfg.eval_iters, self.autocast, cfg.seed + 1)
-        val_loss = estimate_loss(self.model, self.eval_batches["val"], cfg.eval_iters, self.autocast, cfg.seed + 2)
+        train_loss = estimate_loss(self.model, self.eval_batches["train"], cfg.eval_iters, self.autocast, cfg.seed + 1,
+                                   self.forward)
+        val_loss = estimate_loss(self.model, self.eval_batches["val"], cfg.eval_iters, self.autocast, cfg.seed + 2,
+                                 self.forward)
         self._check_finite(val_loss, "validation loss")
         improved = val_loss < self.best_val_loss
         self.best_val_loss = min(self.best_val_loss, val_loss)
@@ -437,7 +519,7 @@ class Trainer:
         total = torch.zeros((), device=self.device)
         for _ in range(cfg.grad_accum):
             with self.autocast():
-                _, loss = self.model(x, y)
+                _, loss = self.forward(x, y)
                 loss = loss / cfg.grad_accum
             x, y = self.train_batches.next()  # fetch the next batch while the GPU works
             self.scaler.scale(loss).backward()
@@ -493,8 +575,11 @@ class Trainer:
                     mean = self.loss_sum.item() / self.loss_count  # one device sync per log line
                     self._check_finite(mean, "training loss")
                     seconds = time.perf_counter() - timer
+                    seconds = max(seconds, 1e-9)
                     row = {"kind": "train", "iter": self.step, "loss": mean, "lr": lr_at(self.step - 1, cfg),
-                           "tokens_per_second": round(tokens_per_step * timed_steps / max(seconds, 1e-9), 1)}
+                           "tokens_per_second": round(tokens_per_step * timed_steps / seconds, 1)}
+                    if self.peak_flops:  # model FLOPs utilisation
+                        row["mfu"] = round(self.flops_per_step * timed_steps / seconds / self.peak_flops, 4)
                     log(row)
                     self.emit("step", {**row, "max_iters": cfg.max_iters, "val_loss": self.last_eval.get("val_loss")})
                     self.loss_sum.zero_()
@@ -524,6 +609,7 @@ def train(
     preset: str | None = None,
     on_event: EventHandler | None = None,
     resume_from: Path | None = None,
+    init: InitWeights | None = None,
 ) -> dict[str, Any]:
     """Train a new run (or continue one from `resume_from`); return a summary of it."""
     train_config.validate()
@@ -538,5 +624,5 @@ def train(
                 )
             for old in [*run_dir.glob("*.pt"), run_dir / "metrics.jsonl", run_dir / "config.json"]:
                 old.unlink(missing_ok=True)
-        trainer = Trainer(model_config, train_config, run_dir, preset, on_event or (lambda kind, info: None), resume)
+        trainer = Trainer(model_config, train_config, run_dir, preset, on_event or (lambda kind, info: None), resume, init)
         return trainer.run()

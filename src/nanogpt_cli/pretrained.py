@@ -1,0 +1,173 @@
+"""Weights from elsewhere: OpenAI's GPT-2 (Hugging Face's safetensors layout), other runs, and export.
+
+`load_init(spec)` gives the model config, weights and tokenizer spec a new run starts from: a GPT-2
+size name (`gpt2`, `gpt2-medium`, `gpt2-large`, `gpt2-xl`, downloaded once from the Hugging Face Hub,
+or from $HF_ENDPOINT), a local folder with config.json + model.safetensors, or the name of another
+run (its best weights). `export_hf` writes a run in the GPT-2 layout so other tools can open it.
+
+Facts of the GPT-2 layout that matter here: tensor names come with or without a `transformer.` prefix;
+`lm_head.weight` is usually absent (it is tied to `wte`); `attn.bias` / `attn.masked_bias` are
+attention-mask buffers, not weights; the four Conv1D weights (c_attn, attn.c_proj, c_fc, mlp.c_proj)
+are stored as [in, out], the transpose of a Linear weight. This module never trains.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nanogpt_cli import paths
+from nanogpt_cli.config import ModelConfig, model_config_from_dict
+from nanogpt_cli.errors import NanoGPTError
+
+GPT2_SIZES = {  # name: (n_layer, n_head, n_embd)
+    "gpt2": (12, 12, 768),
+    "gpt2-medium": (24, 16, 1024),
+    "gpt2-large": (36, 20, 1280),
+    "gpt2-xl": (48, 25, 1600),
+}
+GPT2_TOKENIZER = {"kind": "tiktoken", "name": "gpt2", "encoding": "r50k_base"}
+CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+
+
+def _hub_folder(name: str) -> Path:
+    """Download config.json and model.safetensors of a GPT-2 size from the Hub (once) into one folder."""
+    from nanogpt_cli.sources import download
+
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    folder = paths.ensure_dir(paths.cache_dir() / "hub" / name)
+    for filename in ("config.json", "model.safetensors"):
+        target = folder / filename
+        if not target.is_file():
+            os.replace(download(f"{endpoint}/{name}/resolve/main/{filename}"), target)
+    return folder
+
+
+def read_hf_config(folder: Path) -> tuple[ModelConfig, dict[str, Any]]:
+    try:
+        raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        config = ModelConfig(
+            model="gpt", vocab_size=raw["vocab_size"], block_size=raw.get("n_positions", raw.get("n_ctx")),
+            n_layer=raw["n_layer"], n_head=raw["n_head"], n_embd=raw["n_embd"], dropout=0.0, bias=True,
+        )
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise NanoGPTError(f"{folder} has no readable GPT-2 config.json ({type(exc).__name__}: {exc})") from None
+    config.validate()
+    return config, raw
+
+
+def load_hf_folder(folder: Path) -> tuple[ModelConfig, dict[str, torch.Tensor], dict[str, Any]]:
+    """Config, weights (in our GPT's names and shapes) and tokenizer spec of a GPT-2-layout folder."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    config, raw = read_hf_config(folder)
+    try:
+        tensors = load_file(folder / "model.safetensors")
+    except (OSError, SafetensorError) as exc:
+        raise NanoGPTError(f"cannot read {folder / 'model.safetensors'}: {exc}") from None
+    weights = {}
+    for name, tensor in tensors.items():
+        name = name.removeprefix("transformer.")
+        if name.endswith(("attn.bias", "attn.masked_bias")) and tensor.dim() > 1:
+            continue  # causal-mask buffers, not weights
+        if name == "lm_head.weight":
+            continue  # tied to wte
+        if name.endswith(CONV1D):
+            tensor = tensor.t()
+        weights[f"transformer.{name}"] = tensor.contiguous()
+    weights["lm_head.weight"] = weights.get("transformer.wte.weight")
+    expected = expected_shapes(config)
+    got = {k: tuple(v.shape) for k, v in weights.items() if v is not None}
+    if got != expected:
+        missing = sorted(set(expected) - set(got))[:3]
+        wrong = sorted(k for k in set(expected) & set(got) if expected[k] != got[k])[:3]
+        raise NanoGPTError(
+            f"{folder} does not hold a GPT-2 model matching its config.json"
+            + (f" (missing {', '.join(missing)})" if missing else "")
+            + (f" (wrong shape: {', '.join(wrong)})" if wrong else "")
+        )
+    tokenizer = raw.get("nanogpt", {}).get("tokenizer", GPT2_TOKENIZER)
+    return config, weights, tokenizer
+
+
+def expected_shapes(c: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """The name and shape of every tensor of our GPT with biases (the GPT-2 configuration)."""
+    d = c.n_embd
+    shapes = {"transformer.wte.weight": (c.vocab_size, d), "transformer.wpe.weight": (c.block_size, d),
+              "transformer.ln_f.weight": (d,), "transformer.ln_f.bias": (d,), "lm_head.weight": (c.vocab_size, d)}
+    for i in range(c.n_layer):
+        block = {"ln_1.weight": (d,), "ln_1.bias": (d,), "attn.c_attn.weight": (3 * d, d), "attn.c_attn.bias": (3 * d,),
+                 "attn.c_proj.weight": (d, d), "attn.c_proj.bias": (d,), "ln_2.weight": (d,), "ln_2.bias": (d,),
+                 "mlp.c_fc.weight": (4 * d, d), "mlp.c_fc.bias": (4 * d,), "mlp.c_proj.weight": (d, 4 * d),
+                 "mlp.c_proj.bias": (d,)}
+        shapes |= {f"transformer.h.{i}.{name}": shape for name, shape in block.items()}
+    return shapes
+
+
+def load_init(spec: str) -> tuple[ModelConfig, dict[str, torch.Tensor], dict[str, Any], str]:
+    """(model config, weights, tokenizer spec, description) of what --init-from names."""
+    from nanogpt_cli.checkpoint import checkpoint_path, load_checkpoint
+
+    if spec in GPT2_SIZES:
+        config, weights, tokenizer = load_hf_folder(_hub_folder(spec))
+        return config, weights, tokenizer, f"OpenAI {spec}"
+    folder = Path(spec).expanduser()
+    if folder.is_dir() and (folder / "config.json").is_file() and (folder / "model.safetensors").is_file():
+        config, weights, tokenizer = load_hf_folder(folder)
+        return config, weights, tokenizer, str(folder.resolve())
+    if (paths.runs_dir() / spec / "config.json").is_file():
+        ckpt = load_checkpoint(checkpoint_path(paths.run_dir(spec), "best"))
+        return model_config_from_dict(ckpt["model_config"]), ckpt["model"], ckpt["tokenizer"], f"run {spec}"
+    raise NanoGPTError(
+        f"--init-from {spec!r} is neither a GPT-2 size ({', '.join(GPT2_SIZES)}), a folder with config.json and "
+        "model.safetensors, nor a run name"
+    )
+
+
+def export_hf(model: torch.nn.Module, config: ModelConfig, tokenizer: dict[str, Any], folder: Path) -> list[Path]:
+    """Write config.json + model.safetensors in the GPT-2 layout. Models without biases get zero
+    biases (the same function), since the GPT-2 layout always has them."""
+    from safetensors.torch import save_file
+
+    if config.model != "gpt":
+        raise NanoGPTError("only GPT models can be exported in the GPT-2 layout (not the bigram baseline)")
+    state = model.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    for name, tensor in state.items():
+        if name == "lm_head.weight":
+            continue
+        short = name.removeprefix("transformer.")
+        tensors[short] = (tensor.t() if short.endswith(CONV1D) else tensor).contiguous().clone()
+        if short.endswith(".weight") and not short.startswith(("wte", "wpe")):
+            bias = short.removesuffix(".weight") + ".bias"
+            if f"transformer.{bias}" not in state:
+                tensors[bias] = torch.zeros(tensor.shape[0], dtype=tensor.dtype)  # out features / LayerNorm width
+    hf_config = {
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "vocab_size": config.vocab_size,
+        "n_positions": config.block_size,
+        "n_ctx": config.block_size,
+        "n_embd": config.n_embd,
+        "n_layer": config.n_layer,
+        "n_head": config.n_head,
+        "activation_function": "gelu",  # exact GELU, as this model computes it
+        "layer_norm_epsilon": 1e-5,
+        "tie_word_embeddings": True,
+        "nanogpt": {"tokenizer": tokenizer, "model_config": asdict(config)},
+    }
+    if tokenizer.get("kind") == "tiktoken":
+        hf_config["bos_token_id"] = hf_config["eos_token_id"] = 50256
+    paths.ensure_dir(folder)
+    try:
+        save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+        (folder / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise NanoGPTError(f"cannot write to {folder}: {exc.strerror or exc}") from None
+    return [folder / "config.json", folder / "model.safetensors"]
