@@ -50,7 +50,8 @@ def friendly_errors(command: Callable) -> Callable:
         except NanoGPTError as exc:
             if _debug():
                 raise
-            err.print(f"[bold red]error:[/] {exc}", markup=True)
+            if os.environ.get("RANK", "0") == "0":  # under torchrun, every process has the same error
+                err.print(f"[bold red]error:[/] {exc}", markup=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             if _debug():
@@ -248,6 +249,26 @@ class TrainDisplay:
             self.progress = None
 
 
+def _launch_torchrun(nproc: int) -> None:
+    """Re-run this same `nanogpt train` command under torchrun with `nproc` processes, then exit."""
+    import subprocess
+
+    args, skip = [], False
+    after_train = sys.argv[sys.argv.index("train") + 1 :] if "train" in sys.argv else []
+    for arg in after_train:  # drop --nproc and its value
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            args.append(arg)
+    # "--" stops torchrun from reading our flags as its own (it would take --run for --run-path).
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               "-m", "nanogpt_cli", "--", "train", *args]
+    err.print(f"starting {nproc} processes: torchrun --standalone --nproc_per_node={nproc} -m nanogpt_cli -- train {' '.join(args)}")
+    raise typer.Exit(subprocess.run(command).returncode)
+
+
 def _list_presets() -> None:
     from nanogpt_cli.config import DEFAULT_PRESET_FOR_DEVICE, PRESETS
 
@@ -276,6 +297,7 @@ def train(
     run: Annotated[Optional[str], typer.Option(help="Run name (default: <dataset>-<date>-<time>).", rich_help_panel=RUN)] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue --run (default: the latest run) from its last checkpoint, exactly.", rich_help_panel=RUN)] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run of the same name.", rich_help_panel=RUN)] = False,
+    nproc: Annotated[int, typer.Option(help="Train with N data-parallel processes on this machine (runs torchrun for you).", rich_help_panel=RUN)] = 1,
     compile: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the model (default: on for CUDA, off on CPU and MPS).", rich_help_panel=RUN)] = None,
     peak_flops: Annotated[Optional[float], typer.Option(help="Your device's peak FLOP/s, to show MFU (known GPUs need none).", rich_help_panel=RUN)] = None,
     init_from: Annotated[Optional[str], typer.Option(help="Start from these weights: gpt2, gpt2-medium, gpt2-large, gpt2-xl, a folder with config.json + model.safetensors, or a run.", rich_help_panel=RUN)] = None,
@@ -312,8 +334,13 @@ def train(
     if preset == "list":
         _list_presets()
         return
+    from nanogpt_cli import distributed
     from nanogpt_cli.train import TrainingInterrupted, plan_resume, plan_run
     from nanogpt_cli.train import train as run_training
+
+    launching = nproc > 1 and "WORLD_SIZE" not in os.environ
+    group = distributed.Group() if launching else distributed.setup()
+    quiet = quiet or not group.is_main  # one process talks for all of them
 
     overrides = dict(
         model=model, n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, dropout=dropout,
@@ -325,11 +352,16 @@ def train(
     )
     if resume and overwrite:
         raise NanoGPTError("--resume continues a run and --overwrite replaces it; choose one")
-    plan = plan_resume(run, preset, overrides) if resume else plan_run(preset, overrides, run)
+    world = nproc if launching else group.world
+    plan = plan_resume(run, preset, overrides, world) if resume else plan_run(preset, overrides, run, world)
+    if launching:  # every flag checked above: now start the processes
+        _launch_torchrun(nproc)
     if plan.bundled_source is not None:
         if not quiet:
             err.print(f"dataset {plan.train_config.dataset!r} is not prepared yet; preparing the bundled Tiny Shakespeare first")
-        meta = _prepare(plan.bundled_source, plan.bundled_tokenizer, plan.train_config.dataset, 0.1, quiet)
+        meta = distributed.on_main(
+            lambda: _prepare(plan.bundled_source, plan.bundled_tokenizer, plan.train_config.dataset, 0.1, quiet)
+        )
         if not quiet:
             err.print(f"  {meta['train_tokens']:,} train and {meta['val_tokens']:,} val tokens in {meta['path']}")
     try:
@@ -338,9 +370,14 @@ def train(
                                    preset=plan.preset, on_event=display, resume_from=plan.resume_from,
                                    init=plan.init)
     except TrainingInterrupted as stop:
-        err.print(f"[yellow]stopped at iteration {stop.iteration:,}[/]; checkpoint saved to {stop.checkpoint}", markup=True)
-        err.print(f"resume with: nanogpt train --run {stop.run} --resume")
+        if group.is_main:
+            err.print(f"[yellow]stopped at iteration {stop.iteration:,}[/]; checkpoint saved to {stop.checkpoint}", markup=True)
+            err.print(f"resume with: nanogpt train --run {stop.run} --resume" + (f" --nproc {nproc}" if nproc > 1 else ""))
         raise typer.Exit(130) from None
+    finally:
+        distributed.teardown()
+    if not group.is_main:
+        return
     minutes, seconds = divmod(int(summary["elapsed"]), 60)
     out.print(
         f"done: {summary['iterations']:,} iterations in {minutes}m{seconds:02d}s, best val loss "

@@ -398,11 +398,15 @@ class BatchSampler:
 
     Owns its random generator so a run's data order depends only on the seed (and can be saved)."""
 
-    def __init__(self, tokens: np.ndarray, batch_size: int, block_size: int, device: Any, seed: int):
+    def __init__(self, tokens: np.ndarray, batch_size: int, block_size: int, device: Any, seed: int,
+                 rank: int = 0, world: int = 1):
         import torch
 
         self.tokens = tokens
         self.batch_size = batch_size
+        # Data-parallel ranks share the seed: each draws the same world-sized batch and keeps its own
+        # rows, so together they see exactly what one process with world x the accumulation would.
+        self.rank, self.world = rank, world
         self.block_size = block_size
         self.device = device
         self.generator = torch.Generator().manual_seed(seed)
@@ -422,7 +426,8 @@ class BatchSampler:
 
         self._before_last = self.generator.get_state()
         high = len(self.tokens) - self.block_size
-        starts = torch.randint(high, (self.batch_size,), generator=self.generator).numpy()
+        starts = torch.randint(high, (self.batch_size * self.world,), generator=self.generator).numpy()
+        starts = starts[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
         windows = torch.from_numpy(self.tokens[starts[:, None] + self._offsets].astype(np.int64))
         x, y = windows[:, :-1].contiguous(), windows[:, 1:].contiguous()
         if self._pin:

@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from nanogpt_cli import __version__, paths
+from nanogpt_cli import __version__, distributed, paths
 from nanogpt_cli.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
 from nanogpt_cli.config import (
     DEFAULT_PRESET_FOR_DEVICE,
@@ -149,15 +149,17 @@ class InitWeights:
     description: str
 
 
-def plan_run(preset: str | None, overrides: dict[str, Any], run: str | None = None) -> RunPlan:
+def plan_run(preset: str | None, overrides: dict[str, Any], run: str | None = None, world: int = 1) -> RunPlan:
     """Pick the preset (by device when none is given), merge the flags and check them all, so a bad
-    flag fails before any dataset is prepared or run folder created."""
+    flag fails before any dataset is prepared or run folder created. With `world` data-parallel
+    processes, the micro-steps of gradient accumulation are shared out among them."""
     device = resolve_device(overrides.get("device") or "auto")
     if preset is None:
         preset = "bigram" if overrides.get("model") == "bigram" else DEFAULT_PRESET_FOR_DEVICE[device.type]
     model_config, train_config = build_configs(preset, overrides)
     model_config.validate()
     train_config.validate()
+    check_world(train_config, world, explicit=overrides.get("grad_accum") is not None)
     resolve_dtype(train_config.dtype, device)
     init = None
     if train_config.init_from:
@@ -167,6 +169,19 @@ def plan_run(preset: str | None, overrides: dict[str, Any], run: str | None = No
     if not (paths.dataset_dir(train_config.dataset) / "meta.json").is_file():
         bundled = bundled_dataset(train_config.dataset)
     return RunPlan(preset, model_config, train_config, *(bundled or (None, "char")), run=run, init=init)
+
+
+def check_world(cfg: TrainConfig, world: int, explicit: bool) -> None:
+    """Each of `world` processes does grad_accum / world micro-steps. A preset's accumulation is
+    rounded up to a multiple of the process count; one the user typed must divide evenly."""
+    if world <= 1 or cfg.grad_accum % world == 0:
+        return
+    if explicit:
+        raise NanoGPTError(
+            f"--grad-accum {cfg.grad_accum} must be divisible by the number of processes ({world}): "
+            "each process does its share of the micro-steps"
+        )
+    cfg.grad_accum = -(-cfg.grad_accum // world) * world
 
 
 def _load_init(spec: str, overrides: dict[str, Any]) -> InitWeights:
@@ -192,7 +207,7 @@ def _load_init(spec: str, overrides: dict[str, Any]) -> InitWeights:
     return InitWeights(config, weights, tokenizer, description)
 
 
-def plan_resume(run: str | None, preset: str | None, overrides: dict[str, Any]) -> RunPlan:
+def plan_resume(run: str | None, preset: str | None, overrides: dict[str, Any], world: int = 1) -> RunPlan:
     """Continue `run` (default: the latest) from its ckpt.pt with its own settings; flags may extend
     the schedule but not change the model or the data."""
     from nanogpt_cli.catalog import resolve_run
@@ -219,6 +234,7 @@ def plan_resume(run: str | None, preset: str | None, overrides: dict[str, Any]) 
             )
     train_config = train_config_from_dict(train_values)
     train_config.validate()
+    check_world(train_config, world, explicit=True)
     resolve_dtype(train_config.dtype, resolve_device(train_config.device))
     done = ckpt["train_state"]["iteration"]
     if done >= train_config.max_iters:
@@ -330,8 +346,17 @@ class Trainer:
                  emit: EventHandler, resume: dict[str, Any] | None, init: InitWeights | None = None):
         self.cfg = cfg
         self.run_dir = run_dir
-        self.emit = emit
+        self.group = distributed.current()
+        self.emit = emit if self.group.is_main else (lambda kind, info: None)  # only rank 0 reports
         self.device = resolve_device(cfg.device)
+        if self.group.active and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.group.local_rank)
+        if cfg.grad_accum % self.group.world:
+            raise NanoGPTError(
+                f"--grad-accum {cfg.grad_accum} must be divisible by the number of processes ({self.group.world}): "
+                "each process does its share of the micro-steps"
+            )
+        self.micro_steps = cfg.grad_accum // self.group.world
         self.dtype = resolve_dtype(cfg.dtype, self.device)
         self.dataset = load_dataset(cfg.dataset)
         if resume is not None and resume["tokenizer"] != self.dataset.meta["tokenizer"]:
@@ -356,13 +381,17 @@ class Trainer:
         self.model = build_model(model_config, init.weights if init else None).to(self.device)
         use_compile = cfg.compile if cfg.compile is not None else self.device.type == "cuda"
         self.compiled = torch.compile(self.model) if use_compile else None
+        self.parallel = self._wrap_ddp()
+        if self.group.active:  # different dropout masks on each rank
+            torch.manual_seed(cfg.seed + 1000 * self.group.rank)
         self.optimizer = make_optimizer(self.model, cfg, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=(self.dtype == torch.float16))
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         block = model_config.block_size
-        self.train_batches = BatchSampler(self.dataset.tokens("train"), cfg.batch_size, block, self.device, cfg.seed)
+        self.train_batches = BatchSampler(self.dataset.tokens("train"), cfg.batch_size, block, self.device, cfg.seed,
+                                          self.group.rank, self.group.world)
         self.eval_batches = {
             split: BatchSampler(self.dataset.tokens(split), cfg.batch_size, block, self.device, cfg.seed)
             for split in ("train", "val")
@@ -401,17 +430,30 @@ class Trainer:
     def autocast(self):
         return autocast(self.device, self.dtype)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor):
-        """The model's forward pass, compiled when asked; a compile failure (it shows on the first
-        call) falls back to eager mode with one warning."""
-        if self.compiled is not None:
-            try:
-                return self.compiled(x, y)
-            except Exception as exc:
-                self.emit("warning", {"message": f"torch.compile failed ({type(exc).__name__}: {str(exc)[:200]}); "
-                                                 "continuing without it (--no-compile skips it)"})
-                self.compiled = None
-        return self.model(x, y)
+    def _wrap_ddp(self):
+        """The model wrapped in DistributedDataParallel when several processes train together."""
+        if not self.group.active:
+            return None
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(self.compiled or self.model, device_ids=ids)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, parallel: bool = False):
+        """The model's forward pass (through DDP for training steps when distributed), compiled when
+        asked; a compile failure (it shows on the first call) falls back to eager mode, one warning."""
+        try:
+            if parallel and self.parallel is not None:
+                return self.parallel(x, y)
+            return (self.compiled or self.model)(x, y)
+        except Exception as exc:
+            if self.compiled is None:
+                raise
+            self.emit("warning", {"message": f"torch.compile failed ({type(exc).__name__}: {str(exc)[:200]}); "
+                                             "continuing without it (--no-compile skips it)"})
+            self.compiled = None
+            self.parallel = self._wrap_ddp()
+            return self.forward(x, y, parallel)
 
     # -- checkpoints
 
@@ -427,7 +469,8 @@ class Trainer:
         self.loss_count = state["loss_count"]
         rng = state["rng"]
         random.setstate((3, tuple(rng["python"]), None))
-        torch.set_rng_state(rng["torch"])
+        by_rank = rng.get("torch_by_rank") or []
+        torch.set_rng_state(by_rank[self.group.rank] if len(by_rank) == self.group.world else rng["torch"])
         if rng.get("cuda") and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
         self.train_batches.rewind(rng["sampler"])
@@ -456,16 +499,21 @@ class Trainer:
                     "torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
                     "sampler": self.train_batches.position(),
+                    "torch_by_rank": distributed.gather(torch.get_rng_state()) if self.group.active else [],
                 },
             )
         return payload
 
     def save(self, best: bool = False) -> None:
         """Write best.pt (weights) when asked, then ckpt.pt (full state). best.pt goes first: if the
-        process dies in between, resuming from the older ckpt.pt redoes this eval and rewrites both."""
+        process dies in between, resuming from the older ckpt.pt redoes this eval and rewrites both.
+        Every rank calls this (their RNG states are gathered); only rank 0 writes."""
+        payload = self._payload(full=True)
+        if not self.group.is_main:
+            return
         if best:
             save_checkpoint(self.run_dir / "best.pt", self._payload(full=False))
-        save_checkpoint(self.run_dir / "ckpt.pt", self._payload(full=True))
+        save_checkpoint(self.run_dir / "ckpt.pt", payload)
         if self.cfg.keep > 1:
             self._keep_history()
 
@@ -517,12 +565,16 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         total = torch.zeros((), device=self.device)
-        for _ in range(cfg.grad_accum):
-            with self.autocast():
-                _, loss = self.forward(x, y)
-                loss = loss / cfg.grad_accum
-            x, y = self.train_batches.next()  # fetch the next batch while the GPU works
-            self.scaler.scale(loss).backward()
+        for micro in range(self.micro_steps):
+            # Under DDP, gradients are averaged across processes only after the last micro-step.
+            last = micro == self.micro_steps - 1
+            sync = contextlib.nullcontext() if last or self.parallel is None else self.parallel.no_sync()
+            with sync:
+                with self.autocast():
+                    _, loss = self.forward(x, y, parallel=True)
+                    loss = loss / self.micro_steps
+                x, y = self.train_batches.next()  # fetch the next batch while the GPU works
+                self.scaler.scale(loss).backward()
             total += loss.detach()
         if cfg.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
@@ -537,11 +589,13 @@ class Trainer:
         cfg = self.cfg
         metrics_path = self.run_dir / "metrics.jsonl"
         resumed = self.info["resumed_from"] is not None
-        if resumed:
-            _trim_metrics(metrics_path, self.step)
-        else:
-            metrics_path.unlink(missing_ok=True)
-        (self.run_dir / "config.json").write_text(json.dumps(self.info, indent=2) + "\n", encoding="utf-8")
+        main = self.group.is_main
+        if main:
+            if resumed:
+                _trim_metrics(metrics_path, self.step)
+            else:
+                metrics_path.unlink(missing_ok=True)
+            (self.run_dir / "config.json").write_text(json.dumps(self.info, indent=2) + "\n", encoding="utf-8")
         self.emit("start", self.info)
 
         tokens_per_step = cfg.batch_size * self.model_config.block_size * cfg.grad_accum
@@ -549,7 +603,7 @@ class Trainer:
         self.started = time.perf_counter()
         x, y = self.train_batches.next()
         self.model.train()
-        with open(metrics_path, "a", encoding="utf-8") as metrics, _StopRequests() as stop:
+        with open(metrics_path if main else os.devnull, "a", encoding="utf-8") as metrics, _StopRequests() as stop:
 
             def log(row: dict[str, Any]) -> None:
                 metrics.write(json.dumps(row) + "\n")
@@ -563,7 +617,7 @@ class Trainer:
                 skip_eval = False
                 if self.step >= cfg.max_iters:
                     break
-                if stop.requested:
+                if distributed.any_rank(stop.requested, self.device):
                     self.save()
                     raise TrainingInterrupted(self.run_dir.name, self.step, self.run_dir / "ckpt.pt")
 
@@ -572,7 +626,7 @@ class Trainer:
                 self.loss_count += 1
                 timed_steps += 1
                 if self.step % cfg.log_interval == 0 or self.step == cfg.max_iters:
-                    mean = self.loss_sum.item() / self.loss_count  # one device sync per log line
+                    mean = distributed.mean(self.loss_sum).item() / self.loss_count  # one sync per log line
                     self._check_finite(mean, "training loss")
                     seconds = time.perf_counter() - timer
                     seconds = max(seconds, 1e-9)
@@ -614,8 +668,10 @@ def train(
     """Train a new run (or continue one from `resume_from`); return a summary of it."""
     train_config.validate()
     resume = load_checkpoint(resume_from) if resume_from is not None else None
-    run_dir = paths.ensure_dir(paths.run_dir(run or new_run_name(train_config.dataset)))
-    with run_lock(run_dir):
+    main = distributed.current().is_main
+    run_dir = paths.run_dir(distributed.broadcast(run or new_run_name(train_config.dataset)))
+
+    def claim_run_dir() -> None:
         if resume is None and any((run_dir / name).exists() for name in ("config.json", "ckpt.pt", "best.pt")):
             if not overwrite:
                 raise NanoGPTError(
@@ -624,5 +680,8 @@ def train(
                 )
             for old in [*run_dir.glob("*.pt"), run_dir / "metrics.jsonl", run_dir / "config.json"]:
                 old.unlink(missing_ok=True)
+
+    with run_lock(paths.ensure_dir(run_dir)) if main else contextlib.nullcontext():
+        distributed.on_main(claim_run_dir)
         trainer = Trainer(model_config, train_config, run_dir, preset, on_event or (lambda kind, info: None), resume, init)
         return trainer.run()
