@@ -7,6 +7,7 @@ stderr; results (text, tables, JSON) go to stdout, so they pipe cleanly.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -100,13 +101,13 @@ def _fmt(value: Any, digits: int = 4) -> str:
 # ---------------------------------------------------------------------------------------- prepare
 
 
-def _prepare(source: str, tokenizer: str, name: Optional[str], val_fraction: float, quiet: bool,
-             **options: Any) -> dict[str, Any]:
-    """Run prepare_dataset with a progress bar (bytes, speed, ETA) on a terminal."""
-    from nanogpt_cli.data import prepare_dataset
-
+@contextlib.contextmanager
+def _byte_progress(quiet: bool):
+    """A progress callback (stage, done, total) drawing one bar per stage with bytes, speed and ETA on
+    a terminal; a no-op otherwise."""
     if quiet or not err.is_terminal:
-        return prepare_dataset(source, tokenizer, name, val_fraction, **options)
+        yield lambda stage, done, total: None
+        return
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
     labels = {"download": "downloading", "scan": "reading", "scan val": "reading val", "tokenize": "tokenizing"}
@@ -117,8 +118,17 @@ def _prepare(source: str, tokenizer: str, name: Optional[str], val_fraction: flo
         def progress(stage: str, done: int, total: int) -> None:
             if stage not in tasks:
                 tasks[stage] = bar.add_task(labels.get(stage, stage), total=total or None)
-            bar.update(tasks[stage], completed=done)
+            bar.update(tasks[stage], completed=done, total=total or None)
 
+        yield progress
+
+
+def _prepare(source: str, tokenizer: str, name: Optional[str], val_fraction: float, quiet: bool,
+             **options: Any) -> dict[str, Any]:
+    """Run prepare_dataset with a progress bar (bytes, speed, ETA) on a terminal."""
+    from nanogpt_cli.data import prepare_dataset
+
+    with _byte_progress(quiet) as progress:
         return prepare_dataset(source, tokenizer, name, val_fraction, progress=progress, **options)
 
 
@@ -353,7 +363,11 @@ def train(
     if resume and overwrite:
         raise NanoGPTError("--resume continues a run and --overwrite replaces it; choose one")
     world = nproc if launching else group.world
-    plan = plan_resume(run, preset, overrides, world) if resume else plan_run(preset, overrides, run, world)
+    if resume:
+        plan = plan_resume(run, preset, overrides, world)
+    else:
+        with _byte_progress(quiet) as progress:  # --init-from gpt2 downloads the weights once
+            plan = plan_run(preset, overrides, run, world, progress)
     if launching:  # every flag checked above: now start the processes
         _launch_torchrun(nproc)
     if plan.bundled_source is not None:

@@ -1,6 +1,6 @@
 """Weights from elsewhere: OpenAI's GPT-2 (Hugging Face's safetensors layout), other runs, and export.
 
-`load_init(spec)` gives the model config, weights and tokenizer spec a new run starts from: a GPT-2
+`load_init(spec, progress)` gives the model config, weights and tokenizer spec a new run starts from: a GPT-2
 size name (`gpt2`, `gpt2-medium`, `gpt2-large`, `gpt2-xl`, downloaded once from the Hugging Face Hub,
 or from $HF_ENDPOINT), a local folder with config.json + model.safetensors, or the name of another
 run (its best weights). `export_hf` writes a run in the GPT-2 layout so other tools can open it.
@@ -35,7 +35,7 @@ GPT2_TOKENIZER = {"kind": "tiktoken", "name": "gpt2", "encoding": "r50k_base"}
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 
 
-def _hub_folder(name: str) -> Path:
+def _hub_folder(name: str, progress=None) -> Path:
     """Download config.json and model.safetensors of a GPT-2 size from the Hub (once) into one folder."""
     from nanogpt_cli.sources import download
 
@@ -44,7 +44,8 @@ def _hub_folder(name: str) -> Path:
     for filename in ("config.json", "model.safetensors"):
         target = folder / filename
         if not target.is_file():
-            os.replace(download(f"{endpoint}/{name}/resolve/main/{filename}"), target)
+            url = f"{endpoint}/{name}/resolve/main/{filename}"
+            os.replace(download(url, progress=progress) if progress else download(url), target)
     return folder
 
 
@@ -110,12 +111,12 @@ def expected_shapes(c: ModelConfig) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def load_init(spec: str) -> tuple[ModelConfig, dict[str, torch.Tensor], dict[str, Any], str]:
+def load_init(spec: str, progress=None) -> tuple[ModelConfig, dict[str, torch.Tensor], dict[str, Any], str]:
     """(model config, weights, tokenizer spec, description) of what --init-from names."""
     from nanogpt_cli.checkpoint import checkpoint_path, load_checkpoint
 
     if spec in GPT2_SIZES:
-        config, weights, tokenizer = load_hf_folder(_hub_folder(spec))
+        config, weights, tokenizer = load_hf_folder(_hub_folder(spec, progress))
         return config, weights, tokenizer, f"OpenAI {spec}"
     folder = Path(spec).expanduser()
     if folder.is_dir() and (folder / "config.json").is_file() and (folder / "model.safetensors").is_file():

@@ -149,7 +149,8 @@ class InitWeights:
     description: str
 
 
-def plan_run(preset: str | None, overrides: dict[str, Any], run: str | None = None, world: int = 1) -> RunPlan:
+def plan_run(preset: str | None, overrides: dict[str, Any], run: str | None = None, world: int = 1,
+             progress=None) -> RunPlan:
     """Pick the preset (by device when none is given), merge the flags and check them all, so a bad
     flag fails before any dataset is prepared or run folder created. With `world` data-parallel
     processes, the micro-steps of gradient accumulation are shared out among them."""
@@ -163,7 +164,7 @@ def plan_run(preset: str | None, overrides: dict[str, Any], run: str | None = No
     resolve_dtype(train_config.dtype, device)
     init = None
     if train_config.init_from:
-        init = _load_init(train_config.init_from, overrides)
+        init = _load_init(train_config.init_from, overrides, progress)
         model_config = init.config
     bundled = None
     if not (paths.dataset_dir(train_config.dataset) / "meta.json").is_file():
@@ -184,12 +185,12 @@ def check_world(cfg: TrainConfig, world: int, explicit: bool) -> None:
     cfg.grad_accum = -(-cfg.grad_accum // world) * world
 
 
-def _load_init(spec: str, overrides: dict[str, Any]) -> InitWeights:
+def _load_init(spec: str, overrides: dict[str, Any], progress=None) -> InitWeights:
     """Load --init-from weights; the model's shape is theirs, but dropout may be set and the block size
     shrunk (the position table is cropped, as nanoGPT does)."""
     from nanogpt_cli.pretrained import load_init
 
-    config, weights, tokenizer, description = load_init(spec)
+    config, weights, tokenizer, description = load_init(spec, progress)
     for key in ("model", "n_layer", "n_head", "n_embd", "bias"):
         if overrides.get(key) is not None and overrides[key] != getattr(config, key):
             raise NanoGPTError(
