@@ -352,11 +352,7 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         if self.group.active and self.device.type == "cuda":
             self.device = torch.device("cuda", self.group.local_rank)
-        if cfg.grad_accum % self.group.world:
-            raise NanoGPTError(
-                f"--grad-accum {cfg.grad_accum} must be divisible by the number of processes ({self.group.world}): "
-                "each process does its share of the micro-steps"
-            )
+        check_world(cfg, self.group.world, explicit=True)
         self.micro_steps = cfg.grad_accum // self.group.world
         self.dtype = resolve_dtype(cfg.dtype, self.device)
         self.dataset = load_dataset(cfg.dataset)
@@ -634,7 +630,8 @@ class Trainer:
                     row = {"kind": "train", "iter": self.step, "loss": mean, "lr": lr_at(self.step - 1, cfg),
                            "tokens_per_second": round(tokens_per_step * timed_steps / seconds, 1)}
                     if self.peak_flops:  # model FLOPs utilisation
-                        row["mfu"] = round(self.flops_per_step * timed_steps / seconds / self.peak_flops, 4)
+                        device_peak = self.peak_flops * self.group.world  # every process has its own GPU
+                        row["mfu"] = round(self.flops_per_step * timed_steps / seconds / device_peak, 4)
                     log(row)
                     self.emit("step", {**row, "max_iters": cfg.max_iters, "val_loss": self.last_eval.get("val_loss")})
                     self.loss_sum.zero_()
