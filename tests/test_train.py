@@ -179,6 +179,7 @@ def test_mfu_is_reported_against_a_stated_peak(cli, home, small_text):
     assert result.exit_code == 0, result.output
     rows = [m for m in _metrics(home, "m") if m["kind"] == "train"]
     assert rows and all(0 < r["mfu"] < 1 for r in rows)
+    assert "tokens/s, MFU " in result.stdout  # in the summary too
     assert "mfu" not in _metrics(home, "m")[0]  # eval rows carry no MFU
 
 

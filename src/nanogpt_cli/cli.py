@@ -393,9 +393,11 @@ def train(
     if not group.is_main:
         return
     minutes, seconds = divmod(int(summary["elapsed"]), 60)
+    mfu = f", MFU {summary['mfu']:.1%}" if "mfu" in summary else ""
     out.print(
         f"done: {summary['iterations']:,} iterations in {minutes}m{seconds:02d}s, best val loss "
-        f"[bold]{summary['best_val_loss']:.4f}[/] (train {summary['final_train_loss']:.4f})",
+        f"[bold]{summary['best_val_loss']:.4f}[/] (train {summary['final_train_loss']:.4f}), "
+        f"{summary['tokens_per_second']:,.0f} tokens/s{mfu}",
         markup=True,
     )
     out.print(f"checkpoint: {summary['checkpoint']}")

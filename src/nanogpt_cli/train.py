@@ -555,6 +555,16 @@ class Trainer:
         self.last_eval = row
         self.emit("eval", {**row, "best_val_loss": self.best_val_loss, "improved": improved})
 
+    def throughput(self, steps: int, seconds: float) -> dict[str, float]:
+        """Tokens per second over `steps` optimizer steps, and model FLOPs utilisation when the
+        device's peak is known (every process has its own device)."""
+        seconds = max(seconds, 1e-9)
+        tokens = self.cfg.batch_size * self.model_config.block_size * self.cfg.grad_accum * steps
+        result = {"tokens_per_second": round(tokens / seconds, 1)}
+        if self.peak_flops:
+            result["mfu"] = round(self.flops_per_step * steps / seconds / (self.peak_flops * self.group.world), 4)
+        return result
+
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
         """One optimizer step over grad_accum micro-batches; returns the next batch and the mean loss."""
         cfg = self.cfg
@@ -595,8 +605,8 @@ class Trainer:
             (self.run_dir / "config.json").write_text(json.dumps(self.info, indent=2) + "\n", encoding="utf-8")
         self.emit("start", self.info)
 
-        tokens_per_step = cfg.batch_size * self.model_config.block_size * cfg.grad_accum
         timer, timed_steps = time.perf_counter(), 0
+        total_steps, total_seconds = 0, 0.0  # training time only, for the summary's throughput
         self.started = time.perf_counter()
         x, y = self.train_batches.next()
         self.model.train()
@@ -626,12 +636,9 @@ class Trainer:
                     mean = distributed.mean(self.loss_sum).item() / self.loss_count  # one sync per log line
                     self._check_finite(mean, "training loss")
                     seconds = time.perf_counter() - timer
-                    seconds = max(seconds, 1e-9)
+                    total_steps, total_seconds = total_steps + timed_steps, total_seconds + seconds
                     row = {"kind": "train", "iter": self.step, "loss": mean, "lr": lr_at(self.step - 1, cfg),
-                           "tokens_per_second": round(tokens_per_step * timed_steps / seconds, 1)}
-                    if self.peak_flops:  # model FLOPs utilisation
-                        device_peak = self.peak_flops * self.group.world  # every process has its own GPU
-                        row["mfu"] = round(self.flops_per_step * timed_steps / seconds / device_peak, 4)
+                           **self.throughput(timed_steps, seconds)}
                     log(row)
                     self.emit("step", {**row, "max_iters": cfg.max_iters, "val_loss": self.last_eval.get("val_loss")})
                     self.loss_sum.zero_()
@@ -648,6 +655,7 @@ class Trainer:
             "elapsed": time.perf_counter() - self.started,
             "parameters": self.info["parameters"],
             "checkpoint": str(self.run_dir / "best.pt"),
+            **self.throughput(total_steps, total_seconds),
         }
         self.emit("done", summary)
         return summary
