@@ -46,6 +46,8 @@ CASES = [
     (["sample", "--checkpoint", "middle"], "unknown checkpoint 'middle'"),
     (["eval", "--split", "test"], "--split must be train or val"),
     (["eval", "--text-file", "{latin1}"], "is not UTF-8 text"),
+    (["eval", "--text-file", "{folder}"], "is a folder; pass a UTF-8 text file"),
+    (["sample", "--prompt-file", "{folder}"], "is a folder; pass a UTF-8 text file"),
     (["info", "nobody"], "no run or dataset named 'nobody'"),
     (["train", "--resume", "--preset", "cpu"], "--preset cannot be combined with --resume"),
     (["train", "--resume", "--overwrite"], "--resume continues a run and --overwrite replaces it"),
