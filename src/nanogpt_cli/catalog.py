@@ -12,6 +12,7 @@ from typing import Any
 
 from nanogpt_cli import paths
 from nanogpt_cli.errors import NanoGPTError
+from nanogpt_cli.tokenizer import spec_name
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -89,10 +90,6 @@ def resolve_run(name: str | None, need: str | None = None) -> Path:
     return Path(max(runs, key=lambda r: r["modified_ts"])["path"])
 
 
-def _tokenizer_name(spec: dict[str, Any]) -> str:
-    return "char" if spec.get("kind") == "char" else spec.get("name", "?")
-
-
 def describe_system() -> dict[str, Any]:
     """Everything `nanogpt info` shows without arguments."""
     import platform
@@ -104,7 +101,7 @@ def describe_system() -> dict[str, Any]:
 
     datasets = [
         {k: d.get(k) for k in ("name", "vocab_size", "train_tokens", "val_tokens", "dtype", "path")}
-        | {"tokenizer_name": _tokenizer_name(d.get("tokenizer", {}))}
+        | {"tokenizer_name": spec_name(d.get("tokenizer", {}))}
         for d in list_datasets()
     ]
     runs = [{k: v for k, v in r.items() if k != "modified_ts"} for r in list_runs()]
@@ -144,6 +141,6 @@ def describe_item(name: str) -> dict[str, Any]:
     return {
         "type": "dataset",
         "meta": {**dataset.meta, "path": str(dataset.path)},
-        "tokenizer_name": _tokenizer_name(dataset.meta["tokenizer"]),
+        "tokenizer_name": spec_name(dataset.meta["tokenizer"]),
         "sample": dataset.tokenizer.decode(head),
     }

@@ -149,7 +149,9 @@ def prepare(
     if quiet:
         return
     src = meta["source"]
-    tokenizer_name = "char" if meta["tokenizer"]["kind"] == "char" else meta["tokenizer"]["name"]
+    from nanogpt_cli.tokenizer import spec_name
+
+    tokenizer_name = spec_name(meta["tokenizer"])
     documents = f"{src['documents']:,} files, " if src["documents"] > 1 else ""
     out.print(
         f"prepared [bold]{meta['name']}[/] from {src['description']}: {documents}{src['characters']:,} characters, "

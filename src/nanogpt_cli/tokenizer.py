@@ -150,6 +150,11 @@ def get_tokenizer(name: str, text: str | None = None) -> Tokenizer:
     return TiktokenTokenizer(name)
 
 
+def spec_name(spec: dict[str, Any]) -> str:
+    """The user-facing name of the tokenizer a spec describes ('char', 'gpt2', 'cl100k_base', ...)."""
+    return "char" if spec.get("kind") == "char" else spec.get("name", "?")
+
+
 def tokenizer_from_spec(spec: dict[str, Any]) -> Tokenizer:
     kind = spec.get("kind")
     if kind == "char":

@@ -47,6 +47,7 @@ from nanogpt_cli.device import autocast, describe, peak_flops, resolve_device, r
 from nanogpt_cli.errors import NanoGPTError
 from nanogpt_cli.model import build_model, count_parameters, flops_per_token
 from nanogpt_cli.sources import bundled_dataset
+from nanogpt_cli.tokenizer import spec_name
 
 EventHandler = Callable[[str, dict[str, Any]], None]
 
@@ -247,10 +248,6 @@ def plan_resume(run: str | None, preset: str | None, overrides: dict[str, Any], 
     return RunPlan(preset, model_config, train_config, run=run_dir.name, resume_from=path)
 
 
-def _tokenizer_name(spec: dict[str, Any]) -> str:
-    return "char" if spec.get("kind") == "char" else spec.get("name", "?")
-
-
 def same_tokenizer(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """Whether two tokenizer specs give the same ids ('gpt2' and 'r50k_base' do)."""
     if a.get("kind") == b.get("kind") == "tiktoken":
@@ -363,8 +360,8 @@ class Trainer:
             )
         if init is not None and not same_tokenizer(init.tokenizer, self.dataset.meta["tokenizer"]):
             raise NanoGPTError(
-                f"{init.description} was trained with the {_tokenizer_name(init.tokenizer)} tokenizer but dataset "
-                f"{self.dataset.name!r} uses {_tokenizer_name(self.dataset.meta['tokenizer'])}; prepare the data with "
+                f"{init.description} was trained with the {spec_name(init.tokenizer)} tokenizer but dataset "
+                f"{self.dataset.name!r} uses {spec_name(self.dataset.meta['tokenizer'])}; prepare the data with "
                 "the same tokenizer (`nanogpt prepare ... --tokenizer gpt2` for GPT-2 weights)"
             )
         if resume is None and init is None:
