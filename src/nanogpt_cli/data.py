@@ -127,6 +127,16 @@ class _Scan:
     def vocabulary(self) -> str:
         return "".join(chr(c) for c in np.flatnonzero(self._seen))
 
+    @property
+    def size(self) -> int:
+        """Bytes of the documents kept."""
+        return sum(d.size for d in self.documents)
+
+    def char_separator(self, i: int) -> str:
+        """The text between document i and the next one in a char dataset: enough newlines to leave
+        one blank line."""
+        return "\n" if self.ends_with_newline[i] else "\n\n"
+
 
 def _safe_cut(text: str) -> int:
     """The last index where the text may be cut without changing its BPE tokens: a single space with a
@@ -233,17 +243,25 @@ class _TokenWriter:
             f.close()
 
 
+def _feed_documents(writer: _TokenWriter, scan: _Scan, eot: int | None, on_bytes) -> None:
+    for i, doc in enumerate(scan.documents):
+        if i:
+            writer.separator(scan.char_separator(i - 1), eot)
+        for text in _chunks(doc, on_bytes):
+            writer.feed(text)
+        writer.boundary()
+
+
 def _write_dataset(folder: Path, scan: _Scan, val_scan: _Scan | None, tokenizer: Tokenizer, dtype: np.dtype,
                    val_fraction: float, progress: Progress) -> dict[str, int]:
     """The second pass: tokenize every document into folder/{train,val}.bin."""
-    char_separator = ["\n\n" if not nl else "\n" for nl in scan.ends_with_newline]
     total = sum(scan.characters)
     if tokenizer.name == "char":
-        total += sum(len(s) for s in char_separator[:-1])
+        total += sum(len(scan.char_separator(i)) for i in range(len(scan.documents) - 1))
     split_at = float("inf") if val_scan is not None else int(total * (1.0 - val_fraction))
     writer = _TokenWriter(folder, tokenizer, dtype, split_at)
     eot = getattr(tokenizer, "eot_token", None)
-    size = sum(d.size for d in scan.documents) + (sum(d.size for d in val_scan.documents) if val_scan else 0)
+    size = scan.size + (val_scan.size if val_scan else 0)
     done = 0
 
     def on_bytes(block: bytes) -> None:
@@ -252,21 +270,10 @@ def _write_dataset(folder: Path, scan: _Scan, val_scan: _Scan | None, tokenizer:
         progress("tokenize", done, size)
 
     try:
-        for i, doc in enumerate(scan.documents):
-            if i:
-                writer.separator(char_separator[i - 1], eot)
-            for text in _chunks(doc, on_bytes):
-                writer.feed(text)
-            writer.boundary()
+        _feed_documents(writer, scan, eot, on_bytes)
         if val_scan is not None:
-            writer.boundary()
             writer.split = "val"
-            for i, doc in enumerate(val_scan.documents):
-                if i:
-                    writer.separator("\n\n" if not val_scan.ends_with_newline[i - 1] else "\n", eot)
-                for text in _chunks(doc, on_bytes):
-                    writer.feed(text)
-                writer.boundary()
+            _feed_documents(writer, val_scan, eot, on_bytes)
         return writer.finish()
     except BaseException:
         writer.abort()
@@ -327,7 +334,7 @@ def prepare_dataset(
                 "description": src.description,
                 "sha256": scan.sha256,
                 "characters": sum(scan.characters),
-                "bytes": sum(d.size for d in scan.documents),
+                "bytes": scan.size,
                 "documents": len(scan.documents),
                 "skipped_files": scan.skipped,
             },

@@ -2,8 +2,8 @@
 
 `generate_tokens` is the sampling loop over token ids. The prompt is fed through the model once
 (prefill, filling the KV cache); after that each step feeds only the newest token. The context is at
-most block_size tokens: when it would grow past that, the window slides, keeping the last 3/4 of a
-block, and the cache is refilled from those tokens in one pass. With `use_cache=False` the same
+most block_size tokens: when it would grow past that, the window slides, keeping the last half of a
+block (WINDOW_KEEP), and the cache is refilled from those tokens in one pass. With `use_cache=False` the same
 windows are fed whole at every step (the slow, simple path; outputs are the same).
 
 `SampleSession` holds a run's model and tokenizer and turns prompts into streamed text, with stop
