@@ -380,18 +380,21 @@ def train(
         )
         if not quiet:
             err.print(f"  {meta['train_tokens']:,} train and {meta['val_tokens']:,} val tokens in {meta['path']}")
+    together = False  # whether every process reached the same end (then they leave the group together)
     try:
         with TrainDisplay(quiet) as display:
             summary = run_training(plan.model_config, plan.train_config, run=plan.run, overwrite=overwrite,
                                    preset=plan.preset, on_event=display, resume_from=plan.resume_from,
                                    init=plan.init)
-    except TrainingInterrupted as stop:
+        together = True
+    except TrainingInterrupted as stop:  # every process stops at the same step
+        together = True
         if group.is_main:
             err.print(f"[yellow]stopped at iteration {stop.iteration:,}[/]; checkpoint saved to {stop.checkpoint}", markup=True)
             err.print(f"resume with: nanogpt train --run {stop.run} --resume" + (f" --nproc {nproc}" if nproc > 1 else ""))
         raise typer.Exit(130) from None
     finally:
-        distributed.teardown()
+        distributed.teardown(finished=together)
     if not group.is_main:
         return
     minutes, seconds = divmod(int(summary["elapsed"]), 60)

@@ -55,8 +55,13 @@ def current() -> Group:
     return Group(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def teardown() -> None:
+def teardown(finished: bool = True) -> None:
+    """Leave the process group. After a run that every rank finished together, wait for all of them
+    first: a rank that exits while another is still tearing down can make gloo abort the process.
+    (After an error on one rank only, waiting could hang, so then nobody waits.)"""
     if dist.is_available() and dist.is_initialized():
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()
 
 
