@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from nanogpt_cli.config import ModelConfig
+from nanogpt_cli.errors import NanoGPTError
 from nanogpt_cli.generate import generate_tokens, next_token
 from nanogpt_cli.model import GPT
 
@@ -25,11 +26,57 @@ def test_cached_logits_equal_full_forward(model):
     cache = model.new_cache()
     prefill, _ = model(idx[:, :5], cache=cache)
     assert torch.allclose(prefill[0, -1], full[0, 4], atol=1e-5)
-    for t in range(5, 12):
+    for t in range(5, 8):
         step, _ = model(idx[:, t : t + 1], cache=cache)
         assert torch.allclose(step[0, -1], full[0, t], atol=1e-5)
+    for t in range(8, 12):  # the single-token path sampling uses, on the same cache
+        step = model.decode(idx[:, t : t + 1], cache)
+        assert step.shape == (1, 1, 40) and torch.allclose(step[0, -1], full[0, t], atol=1e-5)
     several, _ = model(idx[:, :3], cache=model.new_cache())
     assert cache.length == 12 and several.shape == (1, 1, 40)
+    with pytest.raises(AssertionError, match="exceed block_size"):
+        cache.length = 16
+        model.decode(idx[:, :1], cache)
+
+
+def test_decode_handles_a_batch_and_biases():
+    torch.manual_seed(1)
+    model = GPT(ModelConfig(vocab_size=30, block_size=8, n_layer=2, n_head=4, n_embd=32, bias=True)).eval()
+    for p in model.parameters():  # biases start at zero; make them count
+        torch.nn.init.normal_(p, std=0.1)
+    idx = torch.randint(0, 30, (3, 8))
+    full, _ = model(idx, idx)
+    cache = model.new_cache(batch_size=3)
+    model(idx[:, :4], cache=cache)
+    for t in range(4, 8):
+        assert torch.allclose(model.decode(idx[:, t : t + 1], cache)[:, 0], full[:, t], atol=1e-5)
+
+
+def test_column_major_weights_change_layout_not_outputs(model):
+    idx = torch.randint(0, 40, (1, 12))
+    before, _ = model(idx, idx)
+    model.store_weights_column_major()
+    after, _ = model(idx, idx)
+    assert torch.allclose(before, after, atol=1e-5)
+    assert model.transformer.h[0].mlp.c_fc.weight.stride() == (1, 128)  # (128, 32), stored transposed
+    assert model.transformer.wte.weight is model.lm_head.weight  # still tied
+    plain = list(generate_tokens(model, [1, 2], 40, 1.0, generator=torch.Generator().manual_seed(3), use_cache=False))
+    cached = list(generate_tokens(model, [1, 2], 40, 1.0, generator=torch.Generator().manual_seed(3)))
+    assert plain == cached
+
+
+def test_sampling_draws_what_torch_multinomial_draws():
+    # next_token samples without torch.multinomial's separate checks; a seed must still give the
+    # tokens multinomial would, so seeded samples stay what they were.
+    logits = torch.randn(1, 65) * 3
+    ours, theirs = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    probs = torch.softmax(logits / 0.8, dim=-1)
+    assert [int(next_token(logits, 0.8, generator=ours)) for _ in range(300)] == \
+        [int(torch.multinomial(probs, 1, generator=theirs)) for _ in range(300)]
+    with pytest.raises(NanoGPTError, match="not finite"):
+        next_token(torch.tensor([[0.0, float("nan")]]), 1.0)
+    with pytest.raises(NanoGPTError, match="not finite"):
+        next_token(torch.tensor([[0.0, float("inf")]]), 1.0)
 
 
 @pytest.mark.parametrize("temperature, top_k, top_p", [(0.0, None, None), (1.0, None, None), (0.8, 10, 0.9)])

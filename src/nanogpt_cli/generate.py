@@ -12,6 +12,7 @@ strings and timing. This module knows token ids and a tokenizer; it never reads 
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ import torch
 from torch.nn import functional as F
 
 from nanogpt_cli.errors import NanoGPTError
+from nanogpt_cli.model import GPT
 
 WINDOW_KEEP = 0.5  # fraction of block_size kept when the context window slides
 
@@ -42,8 +44,8 @@ def next_token(
     top_p: float | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Pick one token per row of (B, vocab) logits: greedy at temperature 0, else sample after
-    temperature scaling, top-k and then top-p (nucleus) filtering."""
+    """Pick one token per row of (B, vocab) logits, as a (B, 1) tensor: greedy at temperature 0,
+    else sample after temperature scaling, top-k and then top-p (nucleus) filtering."""
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)
     logits = logits.float() / temperature
@@ -57,11 +59,14 @@ def next_token(
         before = probs.cumsum(dim=-1) - probs  # probability mass of the tokens ranked above each one
         sorted_logits = sorted_logits.masked_fill(before >= top_p, float("-inf"))
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
-    probs = F.softmax(logits, dim=-1).cpu()
-    if not torch.isfinite(probs).all():
+    probs = F.softmax(logits, dim=-1).cpu()  # the generator is a CPU one; the result stays on the CPU
+    if not math.isfinite(probs.sum()):  # NaN or inf anywhere makes every probability NaN
         raise NanoGPTError("the model's outputs are not finite numbers (NaN or inf): its weights are broken; "
                            "sample from an earlier checkpoint or retrain")
-    return torch.multinomial(probs, num_samples=1, generator=generator).to(logits.device)
+    # torch.multinomial's own method for one sample, without its checks (above, in one op): dividing
+    # each probability by Exp(1) noise and taking the largest picks token i with probability p_i.
+    noise = torch.empty_like(probs).exponential_(generator=generator)
+    return (probs / noise).argmax(dim=-1, keepdim=True)
 
 
 @torch.inference_mode()
@@ -87,9 +92,10 @@ def generate_tokens(
     for _ in range(max_new_tokens):
         if cache is None:
             logits, _ = model(torch.tensor([window], device=device))
+        elif cache.length == 0:  # the first step, or the window just slid: fill the cache in one pass
+            logits, _ = model(torch.tensor([window], device=device), cache=cache)
         else:
-            fresh = window[cache.length :]  # the whole window after a reset, else the newest token
-            logits, _ = model(torch.tensor([fresh], device=device), cache=cache)
+            logits = model.decode(torch.tensor([window[-1:]], device=device), cache)
         token = int(next_token(logits[:, -1, :], temperature, top_k, top_p, generator))
         yield token
         window.append(token)
@@ -138,6 +144,8 @@ class SampleSession:
 
     def __init__(self, loaded, run: str):
         self.model = loaded.model
+        if isinstance(self.model, GPT) and next(self.model.parameters()).device.type == "cpu":
+            self.model.store_weights_column_major()
         self.tokenizer = loaded.tokenizer
         self.run = run
         self.checkpoint = loaded.path.name

@@ -8,6 +8,7 @@ by the user.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -21,22 +22,24 @@ class KVCache:
     in every layer. With it, each new token costs one position's work instead of the whole context's.
     Training never uses it."""
 
-    def __init__(self, config: ModelConfig, batch_size: int, device: torch.device, dtype: torch.dtype):
-        shape = (batch_size, config.n_head, config.block_size, config.n_embd // config.n_head)
-        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
-        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
+    def __init__(self, config: ModelConfig, batch_size: int, device: torch.device, dtype: torch.dtype,
+                 layers: list[LayerWeights]):
+        # A position's key and value sit side by side, (B, block_size, 2, n_embd): they arrive together
+        # from one matmul, and one copy stores both.
+        shape = (batch_size, config.block_size, 2, config.n_embd)
+        self.kv = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
         self.length = 0  # positions filled so far
+        self.layers = layers  # the model's weights, as GPT.decode reads them
 
     def reset(self) -> None:
         self.length = 0
 
-    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store this layer's new (B, n_head, T, head_size) keys and values after the cached ones and
-        return every key and value so far."""
-        end = self.length + k.size(2)
-        self.k[layer][:, :, self.length : end] = k
-        self.v[layer][:, :, self.length : end] = v
-        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+    def append(self, layer: int, kv: torch.Tensor) -> torch.Tensor:
+        """Store this layer's new (B, T, 2, n_embd) keys and values after the cached ones and return
+        every key and value so far."""
+        end = self.length + kv.size(1)
+        self.kv[layer][:, self.length : end] = kv
+        return self.kv[layer][:, :end]
 
 
 class CausalSelfAttention(nn.Module):
@@ -56,15 +59,22 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         B, T, C = x.size()
-        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
-        # Heads become a batch dimension: (B, T, C) -> (B, n_head, T, head_size).
-        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        qkv = self.c_attn(x).view(B, T, 3, C)  # query, key and value of every position
+        return self.resid_dropout(self.c_proj(self.attend(qkv, cache)))
+
+    def attend(self, qkv: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """Each position's query weighs the values of the keys it may see: (B, T, 3, C) -> (B, T, C)."""
+        B, T, _, C = qkv.size()
+        q, kv = qkv[:, :, 0], qkv[:, :, 1:]
         past = 0
         if cache is not None:
             past = cache.length
-            k, v = cache.append(self.layer, k, v)  # every key and value so far
+            kv = cache.append(self.layer, kv)  # every key and value so far
+        k, v = kv.unbind(2)
+        # Heads become a batch dimension: (B, T, C) -> (B, n_head, T, head_size).
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        k = k.view(B, past + T, self.n_head, C // self.n_head).transpose(1, 2)
+        v = v.view(B, past + T, self.n_head, C // self.n_head).transpose(1, 2)
         if past == 0:
             # PyTorch picks the fastest kernel it has (flash attention on recent GPUs).
             y = F.scaled_dot_product_attention(
@@ -73,10 +83,9 @@ class CausalSelfAttention(nn.Module):
         else:
             # Cached sampling: the new tokens see every cached position and, among themselves, only
             # the past. A single new token needs no mask at all.
-            mask = None if T == 1 else torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(past)
+            mask = None if T == 1 else torch.ones(T, past + T, dtype=torch.bool, device=qkv.device).tril(past)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-join the heads
-        return self.resid_dropout(self.c_proj(y))
+        return y.transpose(1, 2).reshape(B, T, C)  # re-join the heads
 
 
 class MLP(nn.Module):
@@ -108,6 +117,32 @@ class Block(nn.Module):
         x = x + self.attn(self.ln_1(x), cache)
         x = x + self.mlp(self.ln_2(x))
         return x
+
+
+class LayerWeights(NamedTuple):
+    """One block's tensors, gathered once per KVCache for GPT.decode: reading ~13 of them through
+    nn.Module attributes for every layer of every token costs about 7% of a CPU sampling step."""
+
+    ln_1_weight: torch.Tensor
+    ln_1_bias: torch.Tensor | None
+    attn: CausalSelfAttention
+    c_attn_weight: torch.Tensor
+    c_attn_bias: torch.Tensor | None
+    attn_proj_weight: torch.Tensor
+    attn_proj_bias: torch.Tensor | None
+    ln_2_weight: torch.Tensor
+    ln_2_bias: torch.Tensor | None
+    c_fc_weight: torch.Tensor
+    c_fc_bias: torch.Tensor | None
+    mlp_proj_weight: torch.Tensor
+    mlp_proj_bias: torch.Tensor | None
+
+    @classmethod
+    def of(cls, block: Block) -> LayerWeights:
+        attn, mlp = block.attn, block.mlp
+        return cls(block.ln_1.weight, block.ln_1.bias, attn, attn.c_attn.weight, attn.c_attn.bias,
+                   attn.c_proj.weight, attn.c_proj.bias, block.ln_2.weight, block.ln_2.bias,
+                   mlp.c_fc.weight, mlp.c_fc.bias, mlp.c_proj.weight, mlp.c_proj.bias)
 
 
 class GPT(nn.Module):
@@ -167,9 +202,43 @@ class GPT(nn.Module):
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
         return logits, loss
 
+    def decode(self, idx: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """forward() for one new token per row, idx (B, 1), after the cached ones: the (B, 1, vocab)
+        logits of the token after it. Sampling calls this once per token. It is the same arithmetic
+        as forward(), spelled as plain tensor operations on the weights the cache holds: on a CPU one
+        token of a 10M-parameter model takes a few milliseconds, and a forward()'s ~70 submodule calls
+        and ~140 attribute lookups would add a fifth to that (docs/performance.md).
+        tests/test_generate.py holds the two equal."""
+        C, pos = self.config.n_embd, cache.length
+        assert pos < self.config.block_size, f"{pos + 1} tokens exceed block_size {self.config.block_size}"
+        x = F.embedding(idx, self.transformer.wte.weight) + self.transformer.wpe.weight[pos]
+        for w in cache.layers:
+            h = F.layer_norm(x, (C,), w.ln_1_weight, w.ln_1_bias)
+            qkv = F.linear(h, w.c_attn_weight, w.c_attn_bias).view(*idx.shape, 3, C)
+            x = x + F.linear(w.attn.attend(qkv, cache), w.attn_proj_weight, w.attn_proj_bias)
+            h = F.layer_norm(x, (C,), w.ln_2_weight, w.ln_2_bias)
+            h = F.gelu(F.linear(h, w.c_fc_weight, w.c_fc_bias))
+            x = x + F.linear(h, w.mlp_proj_weight, w.mlp_proj_bias)
+        cache.length += 1
+        x = F.layer_norm(x, (C,), self.transformer.ln_f.weight, self.transformer.ln_f.bias)
+        return F.linear(x, self.lm_head.weight)
+
+    @torch.no_grad()
+    def store_weights_column_major(self) -> None:
+        """Keep each Linear weight transposed in memory: the same values and shape, another layout.
+        On a CPU, multiplying one vector by a column-major matrix reads memory about 10% faster, and
+        a sampling step is mostly such products (docs/performance.md). For sampling only; training
+        and export keep the usual row-major layout."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                module.weight = nn.Parameter(module.weight.t().contiguous().t(), requires_grad=False)
+        self.transformer.wte.weight = self.lm_head.weight  # the tie survives the new storage
+
     def new_cache(self, batch_size: int = 1) -> KVCache:
+        """An empty cache for this model as its weights are now (make a new one after changing them)."""
         weight = self.lm_head.weight
-        return KVCache(self.config, batch_size, weight.device, weight.dtype)
+        layers = [LayerWeights.of(block) for block in self.transformer.h]
+        return KVCache(self.config, batch_size, weight.device, weight.dtype, layers)
 
 
 class BigramLanguageModel(nn.Module):
