@@ -65,12 +65,13 @@ class CausalSelfAttention(nn.Module):
     def attend(self, qkv: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """Each position's query weighs the values of the keys it may see: (B, T, 3, C) -> (B, T, C)."""
         B, T, _, C = qkv.size()
-        q, kv = qkv[:, :, 0], qkv[:, :, 1:]
-        past = 0
-        if cache is not None:
+        if cache is None:
+            past = 0
+            q, k, v = qkv.unbind(2)
+        else:
             past = cache.length
-            kv = cache.append(self.layer, kv)  # every key and value so far
-        k, v = kv.unbind(2)
+            q = qkv[:, :, 0]
+            k, v = cache.append(self.layer, qkv[:, :, 1:]).unbind(2)  # every key and value so far
         # Heads become a batch dimension: (B, T, C) -> (B, n_head, T, head_size).
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         k = k.view(B, past + T, self.n_head, C // self.n_head).transpose(1, 2)
