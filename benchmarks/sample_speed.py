@@ -111,8 +111,12 @@ def main() -> None:
                                  check=True, capture_output=True, text=True).stdout
             runs.append(json.loads(out))
         rounds.append(runs)
-    def speedup(runs: list[dict], mode: str) -> float:  # a mode's mean tokens/s in a round over nanogpt's
-        return statistics.mean(r["tokens_per_second"] for r in runs if r["mode"] == mode) / runs[1]["tokens_per_second"]
+
+    def tokens_per_second(runs: list[dict], mode: str) -> float:  # a mode's mean in one round
+        return statistics.mean(r["tokens_per_second"] for r in runs if r["mode"] == mode)
+
+    def speedup(runs: list[dict], mode: str) -> float:
+        return tokens_per_second(runs, mode) / tokens_per_second(runs, "nanogpt")
 
     print("| mode | tokens/s | speed-up | time to first token | total | peak RSS |\n|---|---:|---:|---:|---:|---:|")
     for mode in MODES:

@@ -90,9 +90,7 @@ def generate_tokens(
     window = list(prompt[-block_size:])
     cache = model.new_cache() if use_cache else None
     for _ in range(max_new_tokens):
-        if cache is None:
-            logits, _ = model(torch.tensor([window], device=device))
-        elif cache.length == 0:  # the first step, or the window just slid: fill the cache in one pass
+        if cache is None or cache.length == 0:  # no cache, or fill it in one pass (first step, window slid)
             logits, _ = model(torch.tensor([window], device=device), cache=cache)
         else:
             logits = model.decode(torch.tensor([window[-1:]], device=device), cache)
