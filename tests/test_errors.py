@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 
@@ -153,8 +154,20 @@ def test_unwritable_data_dir(cli, tmp_path, monkeypatch, small_text):
 def test_dataset_prepared_again_with_another_tokenizer(cli, home, trained_run, tmp_path):
     other = tmp_path / "other.txt"
     other.write_text("completely different letters: XYZ QRS " * 200, encoding="utf-8")
-    assert cli("prepare", other, "--name", "poems").exit_code == 0
+    # prepare refuses to do this (tests/test_prepare.py); a dataset folder replaced by hand is caught too.
+    assert cli("prepare", other, "--name", "elsewhere").exit_code == 0
+    shutil.rmtree(home / "datasets" / "poems")
+    shutil.copytree(home / "datasets" / "elsewhere", home / "datasets" / "poems")
     result = cli("train", "--run", trained_run, "--resume", "--max-iters", "30")
     assert result.exit_code == 1 and "prepared again with a different tokenizer" in result.stderr
     result = cli("eval", "--run", trained_run)
     assert result.exit_code == 1 and "different tokenizer" in result.stderr
+
+
+@pytest.mark.parametrize("args", [["--dataset", "nothing", "--run", "bad2"], ["--dataset", "nothing"],
+                                  ["--dataset", "poems", "--run", "bad3", "--block-size", "100000"]])
+def test_a_train_that_fails_before_its_first_step_leaves_no_run_folder(cli, home, trained_run, args):
+    before = sorted(p.name for p in (home / "runs").iterdir())
+    result = cli("train", *args)
+    assert result.exit_code == 1 and result.stderr.startswith("error: ")
+    assert sorted(p.name for p in (home / "runs").iterdir()) == before == ["tiny"]

@@ -92,7 +92,7 @@ def test_failed_prepare_leaves_existing_dataset_untouched(cli, home, small_text,
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(data._TokenWriter, "_write", disk_full)
-    result = cli("prepare", small_text, "--name", "keep", "--val-fraction", "0.5")
+    result = cli("prepare", small_text, "--name", "keep", "--val-fraction", "0.5", "--overwrite")
     assert result.exit_code == 1 and "No space left" in result.stderr
     assert (home / "datasets" / "keep" / "train.bin").read_bytes() == before
     assert [p.name for p in (home / "datasets").iterdir()] == ["keep"]  # no temporary folder left behind
@@ -103,3 +103,34 @@ def test_token_dtype_fits_vocabulary(vocab, dtype):
     from nanogpt_cli.data import token_dtype
 
     assert token_dtype(vocab).name == dtype
+
+
+def test_an_existing_dataset_is_replaced_only_with_overwrite(cli, home, small_text, tmp_path):
+    assert cli("prepare", small_text, "--name", "mine").exit_code == 0
+    before = (home / "datasets" / "mine" / "train.bin").read_bytes()
+    other = tmp_path / "other.txt"
+    other.write_text("something else entirely, " * 100, encoding="utf-8")
+
+    result = cli("prepare", other, "--name", "mine")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == ("error: dataset 'mine' already exists; pass --overwrite to replace it, "
+                                     "or --name to prepare it under another name")
+    assert (home / "datasets" / "mine" / "train.bin").read_bytes() == before
+
+    assert cli("prepare", other, "--name", "mine", "--overwrite").exit_code == 0  # no run uses it: replaced
+    assert (home / "datasets" / "mine" / "train.bin").read_bytes() != before
+
+
+def test_a_dataset_that_runs_trained_on_keeps_its_tokens(cli, home, trained_run, small_text, tmp_path):
+    before = (home / "datasets" / "poems" / "train.bin").read_bytes()
+    other = tmp_path / "other.txt"
+    other.write_text("completely different letters: XYZ QRS " * 200, encoding="utf-8")
+    result = cli("prepare", other, "--name", "poems", "--overwrite")
+    assert result.exit_code == 1
+    assert "dataset 'poems' is what run(s) 'tiny' trained on, and the new tokens differ" in result.stderr
+    assert "Prepare it under another --name" in result.stderr
+    assert (home / "datasets" / "poems" / "train.bin").read_bytes() == before
+    assert not [p for p in (home / "datasets").iterdir() if p.name.startswith(".")]
+    # The same text again gives the same tokens: replacing is harmless, and the run still resumes.
+    assert cli("prepare", small_text, "--overwrite").exit_code == 0
+    assert cli("train", "--run", trained_run, "--resume", "--max-iters", "25", "-q", "--sample-tokens", "0").exit_code == 0

@@ -74,6 +74,11 @@ def list_runs() -> list[dict[str, Any]]:
     return [r for r in runs if r is not None]
 
 
+def runs_using_dataset(dataset: str) -> list[str]:
+    """Runs trained on `dataset` that still hold a checkpoint to resume or evaluate."""
+    return [r["name"] for r in list_runs() if r["dataset"] == dataset and (Path(r["path"]) / "ckpt.pt").is_file()]
+
+
 def resolve_run(name: str | None, need: str | None = None) -> Path:
     """A run's folder by name, or the most recently updated run that has a checkpoint (or, with
     `need`, that has that file)."""

@@ -142,10 +142,12 @@ def prepare(
     val_file: Annotated[Optional[str], typer.Option(help="Use this text file (or folder, or URL) as the validation split instead.")] = None,
     glob: Annotated[str, typer.Option(help="For a folder: which files to read (recursively), e.g. '*.md'.")] = "*",
     sha256: Annotated[Optional[str], typer.Option(help="For a URL: the expected SHA-256 of the download.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing dataset of the same name (refused if resumable runs trained on it and the tokens change).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
 ) -> None:
     """Tokenize text into a dataset: train.bin, val.bin and meta.json (streamed: any size fits)."""
-    meta = _prepare(source, tokenizer, name, val_fraction, quiet, glob=glob, val_file=val_file, sha256=sha256)
+    meta = _prepare(source, tokenizer, name, val_fraction, quiet, glob=glob, val_file=val_file, sha256=sha256,
+                    overwrite=overwrite)
     if quiet:
         return
     src = meta["source"]

@@ -18,6 +18,7 @@ an interrupted prepare never leaves a dataset that looks complete.
 from __future__ import annotations
 
 import codecs
+import filecmp
 import hashlib
 import json
 import os
@@ -289,8 +290,11 @@ def prepare_dataset(
     glob: str = "*",
     val_file: str | None = None,
     sha256: str | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Tokenize `source` into a dataset folder and return its metadata (also written as meta.json)."""
+    """Tokenize `source` into a dataset folder and return its metadata (also written as meta.json).
+    An existing dataset of the same name is replaced only with `overwrite`, and even then not when a
+    run that can still be resumed was trained on it and the new tokens differ."""
     if not 0.0 < val_fraction < 1.0:
         raise NanoGPTError(f"--val-fraction must be between 0 and 1 (exclusive), got {val_fraction}")
     src = resolve_source(source, glob, sha256, progress)
@@ -298,6 +302,11 @@ def prepare_dataset(
     if name is None:
         name = src.default_name if tokenizer == "char" else f"{src.default_name}-{tokenizer}"
     final_dir = paths.dataset_dir(name)
+    replacing = (final_dir / "meta.json").is_file()
+    if replacing and not overwrite:
+        raise NanoGPTError(
+            f"dataset {name!r} already exists; pass --overwrite to replace it, or --name to prepare it under another name"
+        )
     tok = None if tokenizer == "char" else get_tokenizer(tokenizer)  # fail fast on a bad name
 
     scan = _Scan(src, tok is None, progress)
@@ -344,6 +353,8 @@ def prepare_dataset(
             meta["val_source"] = {"description": val_src.description, "sha256": val_scan.sha256,
                                   "characters": sum(val_scan.characters)}
         (tmp_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        if replacing:
+            _check_replaceable(final_dir, tmp_dir)
         old_dir = datasets / f".{name}.old-{os.getpid()}"
         if final_dir.exists():
             final_dir.rename(old_dir)
@@ -355,6 +366,32 @@ def prepare_dataset(
         shutil.rmtree(tmp_dir, ignore_errors=True)
     meta["path"] = str(final_dir)
     return meta
+
+
+def _same_tokens(old_dir: Path, new_dir: Path) -> bool:
+    """Whether two dataset folders hold the same tokenizer and the same token files, byte for byte."""
+    try:
+        old_meta = json.loads((old_dir / "meta.json").read_text(encoding="utf-8"))
+        new_meta = json.loads((new_dir / "meta.json").read_text(encoding="utf-8"))
+        return old_meta.get("tokenizer") == new_meta.get("tokenizer") and all(
+            filecmp.cmp(old_dir / f"{split}.bin", new_dir / f"{split}.bin", shallow=False) for split in ("train", "val")
+        )
+    except (OSError, ValueError):
+        return False
+
+
+def _check_replaceable(final_dir: Path, new_dir: Path) -> None:
+    """Refuse to swap in different tokens under a dataset that resumable runs were trained on: their
+    --resume and eval would read tokens they were not trained on."""
+    from nanogpt_cli.catalog import runs_using_dataset
+
+    users = runs_using_dataset(final_dir.name)
+    if users and not _same_tokens(final_dir, new_dir):
+        shown = ", ".join(repr(r) for r in users[:5]) + (f" and {len(users) - 5} more" if len(users) > 5 else "")
+        raise NanoGPTError(
+            f"dataset {final_dir.name!r} is what run(s) {shown} trained on, and the new tokens differ: replacing it "
+            "would break their --resume and eval. Prepare it under another --name, or delete those runs first"
+        )
 
 
 class Dataset:

@@ -22,6 +22,7 @@ import json
 import math
 import os
 import random
+import shutil
 import signal
 import threading
 import time
@@ -684,7 +685,22 @@ def train(
             for old in [*run_dir.glob("*.pt"), run_dir / "metrics.jsonl", run_dir / "config.json"]:
                 old.unlink(missing_ok=True)
 
-    with run_lock(paths.ensure_dir(run_dir)) if main else contextlib.nullcontext():
-        distributed.on_main(claim_run_dir)
-        trainer = Trainer(model_config, train_config, run_dir, preset, on_event or (lambda kind, info: None), resume, init)
-        return trainer.run()
+    created = main and not run_dir.exists()
+    try:
+        with run_lock(paths.ensure_dir(run_dir)) if main else contextlib.nullcontext():
+            distributed.on_main(claim_run_dir)
+            trainer = Trainer(model_config, train_config, run_dir, preset, on_event or (lambda kind, info: None), resume, init)
+            return trainer.run()
+    except BaseException:
+        if created:
+            remove_if_unused(run_dir)
+        raise
+
+
+def remove_if_unused(run_dir: Path) -> None:
+    """Remove a run folder that a failed start left holding nothing but its lock file."""
+    try:
+        if {p.name for p in run_dir.iterdir()} <= {".lock"}:
+            shutil.rmtree(run_dir)
+    except OSError:
+        pass
