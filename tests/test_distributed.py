@@ -67,7 +67,7 @@ def test_grad_accum_must_split_evenly_across_processes(home, small_text, cli):
 
 
 def test_a_presets_accumulation_is_shared_out():
-    from nanogpt_cli.train import plan_run
+    from nanogpt_cli.plan import plan_run
 
     assert plan_run("cpu", {}, world=2).train_config.grad_accum == 2  # the preset's 1, rounded up
     assert plan_run("cpu", {"grad_accum": 4}, world=2).train_config.grad_accum == 4

@@ -155,7 +155,7 @@ def test_interrupted_prepare_leaves_nothing_half_written(cli, home, small_text, 
 
     monkeypatch.setattr(data, "READ_BYTES", 1000)
     monkeypatch.setattr(data._TokenWriter, "_write", interrupted)
-    assert cli("prepare", small_text, "--name", "keep").exit_code == 130
+    assert cli("prepare", small_text, "--name", "keep", "--overwrite").exit_code == 130
     assert cli("prepare", small_text, "--name", "fresh").exit_code == 130
     assert sorted(p.name for p in (home / "datasets").iterdir()) == ["keep"]  # no 'fresh', no temporary folder
     assert (home / "datasets" / "keep" / "train.bin").read_bytes() == before

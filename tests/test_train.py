@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from conftest import TINY
@@ -170,7 +171,28 @@ def test_compile_failure_falls_back_to_eager_with_one_warning(cli, home, small_t
     result = cli("train", "--dataset", "poems", "--run", "c", "--compile", *args)
     assert result.exit_code == 0, result.output
     assert result.stderr.count("warning: torch.compile failed (RuntimeError: no C++ compiler)") == 1
-    assert json.loads((home / "runs" / "c" / "config.json").read_text())["compile"] is True
+    # The failure shows in the warm-up step, before the run starts: it is recorded as not compiled.
+    assert json.loads((home / "runs" / "c" / "config.json").read_text())["compile"] is False
+
+
+def test_errors_after_the_compile_warm_up_are_real_errors(cli, home, small_text, monkeypatch):
+    calls = []
+
+    def flaky_compile(model, **kwargs):
+        def compiled(*args, **kw):
+            calls.append(1)
+            if len(calls) > 1:  # the warm-up works; a later step runs out of memory
+                raise RuntimeError("CUDA out of memory (pretend)")
+            return model(*args, **kw)
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", flaky_compile)
+    cli("prepare", small_text)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        from nanogpt_cli.train import TrainOptions, run_training
+
+        run_training(TrainOptions(flags={"dataset": "poems", "compile": True, "n_layer": 1, "n_head": 2, "n_embd": 16,
+                                         "block_size": 16, "batch_size": 4, "max_iters": 5}, run="oom"))
 
 
 def test_mfu_is_reported_against_a_stated_peak(cli, home, small_text):

@@ -1,91 +1,160 @@
-"""Configuration as plain dataclasses, plus the named presets.
+"""Configuration: every knob declared once, as a dataclass field with its help text.
 
 `ModelConfig` fixes the network's shape (it is saved in every checkpoint); `TrainConfig` says how a
-run trains. A preset is a named set of values for fields of either. Values are merged in one order:
-dataclass defaults, then the preset, then the flags the user typed.
+run trains. Each field carries its help text and help panel in its metadata, and everything else is
+derived from the fields: the `train` command's options, presets, TOML run configs (`--config`,
+`--print-config`, a run's `config.toml`), checkpoints and `info RUN`. Adding a knob is one field.
+
+Values are merged in one order: dataclass defaults < preset < run config file < command-line flags.
+A value that is wrong names where it came from: the flag, or the file, key and line.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+import math
+import re
+import sys
+import typing
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from nanogpt_cli.errors import NanoGPTError
 
 MODEL_TYPES = ("gpt", "bigram")
+MODEL, TRAINING, RUN = "Model", "Training", "Run"  # help panels
+
+
+def knob(default: Any, help: str, panel: str, derived: bool = False) -> Any:
+    """A config field: its default, the help text shown by --help and --print-config, and its panel.
+    A `derived` field is set by nanogpt (e.g. the vocabulary from the dataset), never by the user."""
+    return field(default=default, metadata={"help": help, "panel": panel, "derived": derived})
+
+
+class InvalidValue(NanoGPTError):
+    """A config field holds a value it cannot take; `requirement` reads after the field's name."""
+
+    def __init__(self, name: str, requirement: str, message: str | None = None):
+        super().__init__(message or f"--{name.replace('_', '-')} {requirement}")
+        self.name = name
+        self.requirement = requirement
+
+
+def _at_least(config: Any, minimum: int, *names: str) -> None:
+    for name in names:
+        if getattr(config, name) < minimum:
+            raise InvalidValue(name, f"must be at least {minimum}, got {getattr(config, name)}")
 
 
 @dataclass
 class ModelConfig:
-    model: str = "gpt"  # "gpt" (nanoGPT's transformer) or "bigram" (the lecture's baseline)
-    vocab_size: int = 65
-    block_size: int = 64  # context length in tokens
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 128
-    dropout: float = 0.0
-    bias: bool = False  # biases in Linear and LayerNorm layers (GPT-2 has them)
+    model: str = knob("gpt", "gpt (nanoGPT's transformer) or bigram (the lecture's baseline).", MODEL)
+    vocab_size: int = knob(65, "Vocabulary size (set from the dataset's tokenizer).", MODEL, derived=True)
+    block_size: int = knob(64, "Context length in tokens.", MODEL)
+    n_layer: int = knob(4, "Transformer blocks.", MODEL)
+    n_head: int = knob(4, "Attention heads per block.", MODEL)
+    n_embd: int = knob(128, "Embedding width (divisible by n_head).", MODEL)
+    dropout: float = knob(0.0, "Dropout probability.", MODEL)
+    bias: bool = knob(False, "Biases in Linear and LayerNorm layers (GPT-2 has them).", MODEL)
 
     def validate(self) -> None:
         if self.model not in MODEL_TYPES:
-            raise NanoGPTError(f"unknown model {self.model!r}: choose one of {', '.join(MODEL_TYPES)}")
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
-            if getattr(self, name) < 1:
-                raise NanoGPTError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+            choices = ", ".join(MODEL_TYPES)
+            raise InvalidValue("model", f"must be one of {choices}, got {self.model!r}",
+                               f"unknown model {self.model!r}: choose one of {choices}")
+        _at_least(self, 1, "vocab_size", "block_size", "n_layer", "n_head", "n_embd")
         if self.n_embd % self.n_head:
-            raise NanoGPTError(
-                f"--n-embd ({self.n_embd}) must be divisible by --n-head ({self.n_head}); "
-                f"for example --n-embd {self.n_head * max(1, round(self.n_embd / self.n_head))}"
-            )
+            suggestion = self.n_head * max(1, round(self.n_embd / self.n_head))
+            raise InvalidValue("n_embd", f"({self.n_embd}) must be divisible by --n-head ({self.n_head}); "
+                                         f"for example --n-embd {suggestion}")
         if not 0.0 <= self.dropout < 1.0:
-            raise NanoGPTError(f"--dropout must be in [0, 1), got {self.dropout}")
+            raise InvalidValue("dropout", f"must be in [0, 1), got {self.dropout}")
 
 
 @dataclass
 class TrainConfig:
-    dataset: str = "shakespeare"
-    batch_size: int = 12  # sequences per micro-step
-    grad_accum: int = 1  # micro-steps per optimizer step
-    max_iters: int = 2000
-    lr: float = 1e-3
-    min_lr: float = 1e-4
-    warmup_iters: int = 100
-    lr_decay_iters: int | None = None  # None: decay over the whole run (max_iters)
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.99
-    grad_clip: float = 1.0  # 0 disables clipping
-    eval_interval: int = 250
-    eval_iters: int = 20
-    log_interval: int = 10
-    device: str = "auto"
-    dtype: str = "auto"
-    seed: int = 1337
-    init_from: str | None = None  # start from these weights: a GPT-2 size, a folder, or a run
-    compile: bool | None = None  # torch.compile the model; None: on for CUDA, off elsewhere
-    peak_flops: float | None = None  # the device's peak FLOP/s, for MFU (known GPUs need none)
-    keep: int = 1  # periodic checkpoints kept (ckpt.pt, plus ckpt-<iter>.pt files when > 1)
-    allow_nan: bool = False  # go on when the loss becomes NaN or infinite
+    dataset: str = knob("shakespeare", "Prepared dataset to train on.", RUN)
+    batch_size: int = knob(12, "Sequences per micro-step.", TRAINING)
+    grad_accum: int = knob(1, "Micro-steps accumulated per optimizer step.", TRAINING)
+    max_iters: int = knob(2000, "Optimizer steps.", TRAINING)
+    lr: float = knob(1e-3, "Peak learning rate (given alone, it also sets min_lr to a tenth of it).", TRAINING)
+    min_lr: float = knob(1e-4, "Learning rate at the end of the cosine decay.", TRAINING)
+    warmup_iters: int = knob(100, "Steps of linear warmup.", TRAINING)
+    lr_decay_iters: int | None = knob(None, "Step where the decay reaches min_lr (unset: max_iters).", TRAINING)
+    weight_decay: float = knob(0.1, "AdamW weight decay (matrices only).", TRAINING)
+    beta1: float = knob(0.9, "AdamW beta1.", TRAINING)
+    beta2: float = knob(0.99, "AdamW beta2.", TRAINING)
+    grad_clip: float = knob(1.0, "Clip the gradient norm to this (0: off).", TRAINING)
+    eval_interval: int = knob(250, "Steps between loss estimates and checkpoints.", TRAINING)
+    eval_iters: int = knob(20, "Batches per loss estimate.", TRAINING)
+    log_interval: int = knob(10, "Steps between progress updates.", TRAINING)
+    device: str = knob("auto", "auto, cpu, cuda, cuda:N or mps.", RUN)
+    dtype: str = knob("auto", "auto, float32, bfloat16 or float16.", RUN)
+    seed: int = knob(1337, "Random seed; a CPU run with the same seed repeats exactly.", RUN)
+    init_from: str | None = knob(None, "Start from these weights: gpt2, gpt2-medium, gpt2-large, gpt2-xl, a folder "
+                                       "with config.json + model.safetensors, or a run.", RUN)
+    compile: bool | None = knob(None, "torch.compile the model (unset: on for CUDA, off on CPU and MPS).", RUN)
+    peak_flops: float | None = knob(None, "Your device's peak FLOP/s, to show MFU (known GPUs need none).", RUN)
+    keep: int = knob(1, "Periodic checkpoints to keep (as ckpt-<iter>.pt when above 1).", RUN)
+    allow_nan: bool = knob(False, "Keep going if the loss becomes NaN or infinite.", RUN)
 
     @property
     def decay_iters(self) -> int:
         return self.lr_decay_iters if self.lr_decay_iters is not None else self.max_iters
 
     def validate(self) -> None:
-        for name in ("batch_size", "grad_accum", "max_iters", "eval_interval", "eval_iters", "log_interval", "keep"):
-            if getattr(self, name) < 1:
-                raise NanoGPTError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        _at_least(self, 1, "batch_size", "grad_accum", "max_iters", "eval_interval", "eval_iters", "log_interval", "keep")
+        _at_least(self, 0, "warmup_iters")
+        if self.lr_decay_iters is not None:
+            _at_least(self, 1, "lr_decay_iters")
         if self.lr <= 0:
-            raise NanoGPTError(f"--lr must be positive, got {self.lr}")
+            raise InvalidValue("lr", f"must be positive, got {self.lr}")
         if not 0 <= self.min_lr <= self.lr:
-            raise NanoGPTError(f"--min-lr must be between 0 and --lr ({self.lr}), got {self.min_lr}")
-        if self.warmup_iters < 0 or self.decay_iters < 1:
-            raise NanoGPTError("--warmup-iters must be >= 0 and --lr-decay-iters >= 1")
-        if self.weight_decay < 0 or self.grad_clip < 0:
-            raise NanoGPTError("--weight-decay and --grad-clip must not be negative")
+            raise InvalidValue("min_lr", f"must be between 0 and lr ({self.lr}), got {self.min_lr}")
+        for name in ("weight_decay", "grad_clip"):
+            if getattr(self, name) < 0:
+                raise InvalidValue(name, f"must not be negative, got {getattr(self, name)}")
         for name in ("beta1", "beta2"):
             if not 0 <= getattr(self, name) < 1:
-                raise NanoGPTError(f"--{name} must be in [0, 1), got {getattr(self, name)}")
+                raise InvalidValue(name, f"must be in [0, 1), got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One config field as the rest of the tool sees it."""
+
+    name: str
+    section: str  # "model" or "train"
+    type: type  # int, float, str or bool (Optional stripped)
+    optional: bool  # None is a meaningful value ("unset")
+    default: Any
+    help: str
+    panel: str
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+SECTIONS = {"model": ModelConfig, "train": TrainConfig}
+
+
+def _knobs() -> dict[str, Knob]:
+    found = {}
+    for section, cls in SECTIONS.items():
+        hints = typing.get_type_hints(cls)
+        for f in fields(cls):
+            if f.metadata.get("derived"):
+                continue
+            args = [a for a in typing.get_args(hints[f.name]) if a is not type(None)]
+            kind = args[0] if args else hints[f.name]
+            found[f.name] = Knob(f.name, section, kind, bool(args), f.default if f.default is not MISSING else None,
+                                 f.metadata["help"], f.metadata["panel"])
+    return found
+
+
+KNOBS: dict[str, Knob] = _knobs()
+DERIVED = {f.name for cls in SECTIONS.values() for f in fields(cls) if f.metadata.get("derived")}
 
 
 @dataclass(frozen=True)
@@ -119,9 +188,6 @@ PRESETS: dict[str, Preset] = {
 
 DEFAULT_PRESET_FOR_DEVICE = {"cpu": "cpu", "mps": "mps", "cuda": "shakespeare-char"}
 
-_MODEL_FIELDS = {f.name for f in fields(ModelConfig)}
-_TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
-
 
 def get_preset(name: str) -> Preset:
     if name not in PRESETS:
@@ -129,27 +195,160 @@ def get_preset(name: str) -> Preset:
     return PRESETS[name]
 
 
-def build_configs(preset: str | None, overrides: dict[str, Any]) -> tuple[ModelConfig, TrainConfig]:
-    """Merge defaults <- preset <- overrides (None values in overrides mean 'not given')."""
-    values: dict[str, Any] = dict(get_preset(preset).values) if preset else {}
-    given = {k: v for k, v in overrides.items() if v is not None}
-    if "lr" in given and "min_lr" not in given:
-        values["min_lr"] = given["lr"] / 10  # keep the decay's floor below a newly chosen peak
-    values.update(given)
-    unknown = set(values) - _MODEL_FIELDS - _TRAIN_FIELDS
-    if unknown:
-        raise ValueError(f"unknown config fields: {sorted(unknown)}")
-    model = ModelConfig(**{k: v for k, v in values.items() if k in _MODEL_FIELDS})
-    train = TrainConfig(**{k: v for k, v in values.items() if k in _TRAIN_FIELDS})
-    return model, train
-
-
 def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
-    return ModelConfig(**{k: v for k, v in data.items() if k in _MODEL_FIELDS})
+    """A ModelConfig from a checkpoint's dict; fields it lacks (older checkpoints) keep their defaults."""
+    names = {f.name for f in fields(ModelConfig)}
+    return ModelConfig(**{k: v for k, v in data.items() if k in names})
 
 
 def train_config_from_dict(data: dict[str, Any]) -> TrainConfig:
-    return TrainConfig(**{k: v for k, v in data.items() if k in _TRAIN_FIELDS})
+    names = {f.name for f in fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in data.items() if k in names})
 
 
-__all__ = ["ModelConfig", "TrainConfig", "PRESETS", "Preset", "asdict", "build_configs", "get_preset"]
+# ----------------------------------------------------------------------------------- run config files
+
+
+@dataclass
+class RunFile:
+    """A TOML run config: `preset`, and [model] / [train] tables keyed by field name."""
+
+    path: Path
+    preset: str | None
+    values: dict[str, Any]
+    lines: dict[str, int]  # key -> line number, where it could be found
+
+    def where(self, key: str) -> str:
+        line = self.lines.get(key)
+        return f"{self.path}, line {line}" if line else str(self.path)
+
+
+def _load_toml(text: str) -> dict[str, Any]:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+    return tomllib.loads(text)
+
+
+def read_run_file(path: str | Path) -> RunFile:
+    """Read and type-check a run config file; every mistake is one error naming the file and key."""
+    path = Path(path).expanduser()
+    if path.is_dir() and (path / "config.toml").is_file():
+        path = path / "config.toml"  # a run folder stands for its config
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise NanoGPTError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise NanoGPTError(f"cannot read config file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        data = _load_toml(text)
+    except ValueError as exc:  # tomllib.TOMLDecodeError says where: "(at line 3, column 9)"
+        raise NanoGPTError(f"{path} is not valid TOML: {exc}") from None
+    lines = _key_lines(text)
+    where = RunFile(path, None, {}, lines).where
+    preset = data.pop("preset", None)
+    if preset is not None and not isinstance(preset, str):
+        raise NanoGPTError(f"{where('preset')}: preset must be a string such as \"cpu\"")
+    values: dict[str, Any] = {}
+    for section, table in data.items():
+        if section not in SECTIONS or not isinstance(table, dict):
+            raise NanoGPTError(f"{where(section)}: unknown {'table' if isinstance(table, dict) else 'key'} "
+                               f"{section!r}; a run config has `preset` and the tables [model] and [train]")
+        for key, value in table.items():
+            knob_ = KNOBS.get(key)
+            if key in DERIVED:
+                raise NanoGPTError(f"{where(key)}: {key} is set from the dataset, not by a config; remove it")
+            if knob_ is None or knob_.section != section:
+                hint = f" (it belongs in [{knob_.section}])" if knob_ else _close_match(key)
+                raise NanoGPTError(f"{where(key)}: unknown key {key!r} in [{section}]{hint}")
+            values[key] = _check_type(knob_, value, where(key))
+    if preset is not None:
+        get_preset(preset)
+    return RunFile(path, preset, values, lines)
+
+
+def _key_lines(text: str) -> dict[str, int]:
+    """The line of each `key = value` (and [table]) in a TOML text, for error messages."""
+    found: dict[str, int] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        match = re.match(r"\s*(?:\[\s*([A-Za-z0-9_-]+)\s*\]|([A-Za-z0-9_-]+)\s*=)", line)
+        if match:
+            found.setdefault(match.group(1) or match.group(2), number)
+    return found
+
+
+def _close_match(key: str) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(key, list(KNOBS), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _check_type(knob_: Knob, value: Any, where: str) -> Any:
+    kind = knob_.type
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    raise NanoGPTError(f"{where}: {knob_.name} must be {names[kind]}, got {value!r}")
+
+
+# ------------------------------------------------------------------------------------ merging values
+
+
+def build_configs(preset: str | None, flags: dict[str, Any], file: RunFile | None = None) -> tuple[ModelConfig, TrainConfig]:
+    """Merge defaults < preset < file < flags (a None flag means 'not given') and validate the result.
+    An invalid value is reported against where it came from."""
+    values: dict[str, Any] = dict(get_preset(preset).values) if preset else {}
+    given = {**(file.values if file else {}), **{k: v for k, v in flags.items() if v is not None}}
+    if "lr" in given and "min_lr" not in given:
+        values["min_lr"] = given["lr"] / 10  # keep the decay's floor below a newly chosen peak
+    values.update(given)
+    unknown = set(values) - set(KNOBS)
+    if unknown:
+        raise ValueError(f"unknown config fields: {sorted(unknown)}")
+    model = ModelConfig(**{k: v for k, v in values.items() if KNOBS[k].section == "model"})
+    train = TrainConfig(**{k: v for k, v in values.items() if KNOBS[k].section == "train"})
+    try:
+        model.validate()
+        train.validate()
+    except InvalidValue as exc:
+        if file is not None and exc.name in file.values and flags.get(exc.name) is None:
+            raise NanoGPTError(f"{file.where(exc.name)}: {exc.name} {exc.requirement}") from None
+        raise
+    return model, train
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else ("nan" if math.isnan(value) else "inf" if value > 0 else "-inf")
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return str(value)
+
+
+def to_toml(model: ModelConfig, train: TrainConfig, preset: str | None = None) -> str:
+    """The whole resolved config as a run config file: every field, its help text as a comment. Unset
+    optional fields are written commented out (TOML has no null)."""
+    lines = ["# A nanogpt run config: `nanogpt train --config FILE`.",
+             "# Precedence: defaults < preset < this file < command-line flags.", ""]
+    if preset:
+        lines += [f"preset = {_toml_value(preset)}", ""]
+    for section, config in (("model", asdict(model)), ("train", asdict(train))):
+        lines.append(f"[{section}]")
+        for name, value in config.items():
+            if name in DERIVED:
+                continue
+            lines.append(f"# {KNOBS[name].help}")
+            lines.append(f"# {name} =" if value is None else f"{name} = {_toml_value(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+__all__ = ["KNOBS", "ModelConfig", "TrainConfig", "PRESETS", "Preset", "RunFile", "asdict", "build_configs",
+           "get_preset", "read_run_file", "to_toml"]

@@ -9,6 +9,7 @@ only it prints, and only it writes files.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -34,6 +35,20 @@ class Group:
     @property
     def active(self) -> bool:
         return self.world > 1
+
+
+def torchrun_command(nproc: int, train_args: list[str]) -> list[str]:
+    """The command that runs `nanogpt train TRAIN_ARGS` in `nproc` processes on this machine. "--"
+    stops torchrun from reading our flags as its own (it would take --run for --run-path)."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+            "-m", "nanogpt_cli", "--", "train", *train_args]
+
+
+def launch(nproc: int, train_args: list[str]) -> int:
+    """Run `nanogpt train TRAIN_ARGS` under torchrun with `nproc` processes; return its exit status."""
+    import subprocess
+
+    return subprocess.run(torchrun_command(nproc, train_args)).returncode
 
 
 def setup() -> Group:

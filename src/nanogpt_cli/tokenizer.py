@@ -155,6 +155,13 @@ def spec_name(spec: dict[str, Any]) -> str:
     return "char" if spec.get("kind") == "char" else spec.get("name", "?")
 
 
+def same_tokenizer(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two tokenizer specs give the same ids ('gpt2' and 'r50k_base' do)."""
+    if a.get("kind") == b.get("kind") == "tiktoken":
+        return a.get("encoding") == b.get("encoding")
+    return a == b
+
+
 def tokenizer_from_spec(spec: dict[str, Any]) -> Tokenizer:
     kind = spec.get("kind")
     if kind == "char":

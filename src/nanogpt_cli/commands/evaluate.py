@@ -1,0 +1,41 @@
+"""`nanogpt eval`: loss, perplexity and bits per character of a trained run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from nanogpt_cli.commands.render import err, fmt, out, show_json
+
+
+def eval_(
+    run: Annotated[Optional[str], typer.Option(help="Run to evaluate (default: the latest).")] = None,
+    checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
+    split: Annotated[str, typer.Option(help="Dataset split: val or train.")] = "val",
+    iters: Annotated[int, typer.Option(help="Random batches to average (ignored with --full or --text-file).")] = 200,
+    batch_size: Annotated[int, typer.Option(help="Sequences per batch.")] = 32,
+    full: Annotated[bool, typer.Option("--full", help="Evaluate every token of the split once.")] = False,
+    text_file: Annotated[Optional[Path], typer.Option(help="Evaluate on this UTF-8 text file instead (every token).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    seed: Annotated[int, typer.Option(help="Seed for choosing the random batches.")] = 1337,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+) -> None:
+    """Loss, perplexity and bits per character (or token) of a trained run."""
+    from nanogpt_cli.evaluate import evaluate
+
+    if as_json:
+        result = evaluate(run, checkpoint, split, iters, batch_size, full, text_file, device, seed)
+        show_json(result)
+        return
+    with err.status("evaluating..."):
+        result = evaluate(run, checkpoint, split, iters, batch_size, full, text_file, device, seed)
+    table = Table(title=f"{result['run']} ({result['checkpoint']}) on {result['source']}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in ("loss", "perplexity", "bits_per_char", "bits_per_token", "tokens"):
+        if key in result:
+            table.add_row(key.replace("_", " "), fmt(result[key]))
+    out.print(table)

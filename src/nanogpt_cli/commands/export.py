@@ -1,0 +1,31 @@
+"""`nanogpt export RUN PATH`: a run's weights in the GPT-2 layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from nanogpt_cli.commands.render import out
+from nanogpt_cli.errors import NanoGPTError
+
+
+def export(
+    run: Annotated[str, typer.Argument(help="The run to export.")],
+    path: Annotated[Path, typer.Argument(help="Folder to write config.json and model.safetensors into.")],
+    format: Annotated[str, typer.Option("--format", help="Only 'hf': the Hugging Face GPT-2 layout.")] = "hf",
+    checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
+) -> None:
+    """Write a run's weights in the GPT-2 layout (config.json + model.safetensors) for other tools."""
+    import torch
+
+    from nanogpt_cli.catalog import resolve_run
+    from nanogpt_cli.checkpoint import checkpoint_path, load_model
+    from nanogpt_cli.pretrained import export_hf
+
+    if format != "hf":
+        raise NanoGPTError(f"unknown export format {format!r}: use hf")
+    loaded = load_model(checkpoint_path(resolve_run(run), checkpoint), torch.device("cpu"))
+    written = export_hf(loaded.model, loaded.config, loaded.checkpoint["tokenizer"], path)
+    out.print(f"exported {run} ({loaded.path.name}) to {', '.join(str(p) for p in written)}")

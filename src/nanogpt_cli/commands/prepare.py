@@ -1,0 +1,43 @@
+"""`nanogpt prepare SOURCE`: text into a dataset."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from nanogpt_cli.commands.render import byte_progress, out
+
+
+def prepare(
+    source: Annotated[str, typer.Argument(help="'shakespeare' (bundled Tiny Shakespeare), a UTF-8 text file, a folder of them, or an http(s) URL.")],
+    tokenizer: Annotated[str, typer.Option(help="char, gpt2, or any tiktoken encoding (r50k_base, p50k_base, cl100k_base, o200k_base).")] = "char",
+    name: Annotated[Optional[str], typer.Option(help="Dataset name (default: from the source, plus the tokenizer if not char).")] = None,
+    val_fraction: Annotated[float, typer.Option(help="Fraction of the text, at the end, kept for validation.")] = 0.1,
+    val_file: Annotated[Optional[str], typer.Option(help="Use this text file (or folder, or URL) as the validation split instead.")] = None,
+    glob: Annotated[str, typer.Option(help="For a folder: which files to read (recursively), e.g. '*.md'.")] = "*",
+    sha256: Annotated[Optional[str], typer.Option(help="For a URL: the expected SHA-256 of the download.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing dataset of the same name (refused if resumable runs trained on it and the tokens change).")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
+) -> None:
+    """Tokenize text into a dataset: train.bin, val.bin and meta.json (streamed: any size fits)."""
+    from nanogpt_cli.data import prepare_dataset
+    from nanogpt_cli.tokenizer import spec_name
+
+    with byte_progress(quiet) as progress:
+        meta = prepare_dataset(source, tokenizer, name, val_fraction, progress=progress, glob=glob, val_file=val_file,
+                               sha256=sha256, overwrite=overwrite)
+    if quiet:
+        return
+    src = meta["source"]
+    documents = f"{src['documents']:,} files, " if src["documents"] > 1 else ""
+    out.print(
+        f"prepared [bold]{meta['name']}[/] from {src['description']}: {documents}{src['characters']:,} characters, "
+        f"{spec_name(meta['tokenizer'])} tokenizer, vocab {meta['vocab_size']:,}",
+        markup=True,
+    )
+    if src["skipped_files"]:
+        shown = ", ".join(src["skipped_files"][:5]) + (" ..." if len(src["skipped_files"]) > 5 else "")
+        out.print(f"  skipped {len(src['skipped_files']):,} binary or non-UTF-8 file(s): {shown}")
+    out.print(f"  train {meta['train_tokens']:,} tokens, val {meta['val_tokens']:,} tokens ({meta['dtype']})")
+    out.print(f"  written to {meta['path']}")

@@ -1,0 +1,246 @@
+"""Everything the commands show: the consoles, tables, progress bars and the training display.
+
+Results (text, tables, JSON) go to stdout and progress and status to stderr, so output pipes
+cleanly. Nothing here computes anything; it renders what the core returns or reports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+out = Console(soft_wrap=True, highlight=False)
+err = Console(stderr=True, soft_wrap=True, highlight=False)
+
+
+def show_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+# ------------------------------------------------------------------------------------------ progress
+
+
+@contextlib.contextmanager
+def byte_progress(quiet: bool):
+    """A progress callback (stage, done, total) drawing one bar per stage with bytes, speed and ETA on
+    a terminal; a no-op otherwise."""
+    if quiet or not err.is_terminal:
+        yield lambda stage, done, total: None
+        return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+    labels = {"download": "downloading", "scan": "reading", "scan val": "reading val", "tokenize": "tokenizing"}
+    with Progress(TextColumn("[bold blue]{task.description:<12}"), BarColumn(), DownloadColumn(),
+                  TransferSpeedColumn(), TimeRemainingColumn(), console=err, transient=True) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(labels.get(stage, stage), total=total or None)
+            bar.update(tasks[stage], completed=done, total=total or None)
+
+        yield progress
+
+
+# ------------------------------------------------------------------------------------------ training
+
+
+class TrainDisplay:
+    """Shows training events: a live progress bar on a terminal, plain lines otherwise."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.live = err.is_terminal and not quiet
+        self.progress = None
+        self.task = None
+
+    def __enter__(self) -> TrainDisplay:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def __call__(self, kind: str, info: dict[str, Any]) -> None:
+        if self.quiet and kind != "launch":  # starting other processes is said even with --quiet
+            return
+        getattr(self, f"on_{kind}")(info)
+
+    def on_start(self, info: dict[str, Any]) -> None:
+        m, t = info["model_config"], info["train_config"]
+        shape = (
+            "bigram" if m["model"] == "bigram"
+            else f"{m['n_layer']} layers, {m['n_head']} heads, {m['n_embd']} wide"
+        )
+        if info["resumed_from"] is not None:
+            err.print(f"resuming run [bold]{info['run']}[/] from iteration {info['resumed_from']:,}", markup=True)
+        if info["init_from"]:
+            err.print(f"starting from the weights of {info['init_from']}")
+        err.print(
+            f"run [bold]{info['run']}[/]: {info['parameters'] / 1e6:.2f}M parameters ({shape}, block {m['block_size']}), "
+            f"dataset {info['dataset']}, preset {info['preset'] or 'none'}",
+            markup=True,
+        )
+        err.print(
+            f"device {info['device']}, {info['dtype']}{', compiled' if info['compile'] else ''}; {t['max_iters']:,} iterations of "
+            f"{t['batch_size']} x {m['block_size']} tokens" + (f" x {t['grad_accum']} accumulated" if t["grad_accum"] > 1 else "")
+        )
+        if self.live:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self.progress = Progress(
+                TextColumn("[bold blue]training"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("loss [bold]{task.fields[loss]}[/] val {task.fields[val]}"),
+                TextColumn("{task.fields[speed]} tok/s{task.fields[mfu]}"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=err,
+            )
+            self.task = self.progress.add_task(
+                "train", total=t["max_iters"], completed=info["resumed_from"] or 0, loss="-", val="-", speed="-", mfu=""
+            )
+            self.progress.start()
+
+    def on_step(self, info: dict[str, Any]) -> None:
+        if self.progress is not None:
+            self.progress.update(
+                self.task,
+                completed=info["iter"],
+                loss=f"{info['loss']:.4f}",
+                val=fmt(info["val_loss"]),
+                speed=f"{info['tokens_per_second']:,.0f}",
+                mfu=f" MFU {info['mfu']:.0%}" if "mfu" in info else "",
+            )
+
+    def on_warning(self, info: dict[str, Any]) -> None:
+        (self.progress.console if self.progress else err).print(f"[yellow]warning:[/] {info['message']}", markup=True)
+
+    def on_eval(self, info: dict[str, Any]) -> None:
+        mark = " [green](best, saved)[/]" if info["improved"] and info["iter"] > 0 else ""
+        line = f"iter {info['iter']:>6,}: train loss {info['train_loss']:.4f}, val loss {info['val_loss']:.4f}{mark}"
+        (self.progress.console if self.progress else err).print(line, markup=True)
+        if self.progress is not None:
+            self.progress.update(self.task, val=f"{info['val_loss']:.4f}")
+
+    def on_launch(self, info: dict[str, Any]) -> None:
+        err.print(f"starting {info['nproc']} processes: {info['command']}")
+
+    def on_prepare(self, info: dict[str, Any]) -> None:
+        err.print(f"dataset {info['dataset']!r} is not prepared yet; preparing the bundled Tiny Shakespeare first")
+
+    def on_prepared(self, meta: dict[str, Any]) -> None:
+        err.print(f"  {meta['train_tokens']:,} train and {meta['val_tokens']:,} val tokens in {meta['path']}")
+
+    def on_done(self, info: dict[str, Any]) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+
+def train_summary(summary: dict[str, Any]) -> None:
+    minutes, seconds = divmod(int(summary["elapsed"]), 60)
+    mfu = f", MFU {summary['mfu']:.1%}" if "mfu" in summary else ""
+    out.print(
+        f"done: {summary['iterations']:,} iterations in {minutes}m{seconds:02d}s, best val loss "
+        f"[bold]{summary['best_val_loss']:.4f}[/] (train {summary['final_train_loss']:.4f}), "
+        f"{summary['tokens_per_second']:,.0f} tokens/s{mfu}",
+        markup=True,
+    )
+    out.print(f"checkpoint: {summary['checkpoint']}")
+
+
+def presets_table() -> None:
+    from nanogpt_cli.config import DEFAULT_PRESET_FOR_DEVICE, PRESETS
+
+    table = Table(title="presets (explicit flags override their values)")
+    table.add_column("name", style="bold")
+    table.add_column("default on")
+    table.add_column("what it is")
+    table.add_column("values")
+    defaults = {preset: device for device, preset in DEFAULT_PRESET_FOR_DEVICE.items()}
+    for name, preset in PRESETS.items():
+        values = ", ".join(f"{k}={v}" for k, v in preset.values.items())
+        table.add_row(name, defaults.get(name, "--model bigram" if name == "bigram" else ""), preset.description, values)
+    out.print(table)
+
+
+# -------------------------------------------------------------------------------------------- info
+
+
+def system_info(system: dict[str, Any]) -> None:
+    out.print(f"[bold]nanogpt-cli {system['version']}[/] (torch {system['torch_version']}, Python {system['python_version']})", markup=True)
+    out.print(f"device: {system['auto_device']} would be used; available: {', '.join(system['available_devices'])}")
+    out.print(f"data dir: {system['data_dir']}\ncache dir: {system['cache_dir']}\nruns dir: {system['runs_dir']}")
+    datasets = Table(title="datasets")
+    for column in ("name", "tokenizer", "vocab", "train tokens", "val tokens"):
+        datasets.add_column(column, justify="right" if "tokens" in column or column == "vocab" else "left")
+    for d in system["datasets"]:
+        datasets.add_row(d["name"], d["tokenizer_name"], fmt(d["vocab_size"]), fmt(d["train_tokens"]), fmt(d["val_tokens"]))
+    out.print(datasets if system["datasets"] else "datasets: none yet (nanogpt prepare shakespeare)")
+    runs = Table(title="runs")
+    for column in ("name", "dataset", "parameters", "iterations", "best val loss", "last modified"):
+        runs.add_column(column, justify="right" if column in ("parameters", "iterations", "best val loss") else "left")
+    for r in system["runs"]:
+        iters = f"{r['iterations']:,}/{r['max_iters']:,}" if r["max_iters"] else fmt(r["iterations"])
+        params = f"{r['parameters'] / 1e6:.2f}M" if r["parameters"] else "-"
+        runs.add_row(r["name"], r["dataset"] or "-", params, iters, fmt(r["best_val_loss"]), r["last_modified"])
+    out.print(runs if system["runs"] else "runs: none yet (nanogpt train)")
+
+
+
+def run_info(item: dict[str, Any]) -> None:
+    s = item["summary"]
+    out.print(f"[bold]run {s['name']}[/] in {s['path']}", markup=True)
+    out.print(f"dataset {s['dataset']}, {fmt(s['parameters'])} parameters, {s['iterations']:,} iterations, "
+              f"best val loss {fmt(s['best_val_loss'])}, last modified {s['last_modified']}")
+    config = Table(title="config")
+    config.add_column("setting")
+    config.add_column("value", justify="right")
+    for section in ("model_config", "train_config"):
+        for key, value in item["config"].get(section, {}).items():
+            config.add_row(key, str(value))
+    out.print(config)
+    evals = Table(title="evaluations")
+    for column in ("iter", "train loss", "val loss", "lr", "elapsed s"):
+        evals.add_column(column, justify="right")
+    for m in item["evals"]:
+        evals.add_row(fmt(m["iter"]), fmt(m["train_loss"]), fmt(m["val_loss"]), f"{m['lr']:.2e}", f"{m['elapsed']:.0f}")
+    out.print(evals)
+
+
+def dataset_info(item: dict[str, Any]) -> None:
+    meta = item["meta"]
+    out.print(f"[bold]dataset {meta['name']}[/] in {meta['path']}", markup=True)
+    out.print(f"tokenizer {item['tokenizer_name']}, vocab {meta['vocab_size']:,}, {meta['dtype']}; "
+              f"train {meta['train_tokens']:,} tokens, val {meta['val_tokens']:,} tokens")
+    out.print(f"source: {meta['source']['description']} (sha256 {meta['source']['sha256'][:16]}...)")
+    out.print("[dim]--- the first train tokens, decoded ---[/]", markup=True)
+    sys.stdout.write(item["sample"] + "\n")
+
+

@@ -1,0 +1,92 @@
+"""`nanogpt sample`: stream text from a trained run, once, for each line of stdin, or interactively."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from nanogpt_cli.commands.render import err
+from nanogpt_cli.errors import NanoGPTError
+
+
+def _unescape(text: str) -> str:
+    """Read \\n and \\t typed on the command line as newline and tab (\\\\ is a backslash)."""
+    return re.sub(r"\\(\\|n|t)", lambda m: {"n": "\n", "t": "\t", "\\": "\\"}[m.group(1)], text)
+
+
+def sample(
+    run: Annotated[Optional[str], typer.Option(help="Run to sample from (default: the latest).")] = None,
+    checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
+    prompt: Annotated[Optional[str], typer.Option(help="Text to continue (\\n is a newline); '-' reads stdin (so does a pipe). Default: a newline, or <|endoftext|> for BPE.")] = None,
+    prompt_file: Annotated[Optional[Path], typer.Option(help="Read the prompt from this file.")] = None,
+    num_samples: Annotated[int, typer.Option(help="How many samples.")] = 1,
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate per sample (may exceed the block size).")] = 500,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature; 0 is greedy.")] = 0.8,
+    top_k: Annotated[Optional[int], typer.Option(help="Sample only from the k most likely tokens.")] = 200,
+    top_p: Annotated[Optional[float], typer.Option(help="Nucleus sampling: only the most likely tokens whose probabilities add up to p.")] = None,
+    stop: Annotated[Optional[list[str]], typer.Option(help="End a sample where this text appears (repeatable; \\n is a newline); the stop text is not printed.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed for repeatable samples.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    interactive: Annotated[bool, typer.Option("--interactive", "-i", help="Read a prompt per line from stdin and answer each, until EOF (Ctrl-D).")] = False,
+    kv_cache: Annotated[bool, typer.Option("--kv-cache/--no-kv-cache", help="Reuse attention keys/values between steps (--no-kv-cache re-runs the whole context, for comparison).")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per sample (prompt, text, tokens, tokens/s).")] = False,
+) -> None:
+    """Generate text from a trained run, streamed to stdout; samples are separated by a line of dashes."""
+    from nanogpt_cli.generate import SampleSession
+
+    if num_samples < 1:
+        raise NanoGPTError(f"--num-samples must be at least 1, got {num_samples}")
+    if prompt is not None and prompt_file is not None:
+        raise NanoGPTError("give either --prompt or --prompt-file, not both")
+    if interactive and (prompt is not None or prompt_file is not None):
+        raise NanoGPTError("--interactive reads its prompts from stdin; drop --prompt / --prompt-file")
+    if prompt_file is not None:
+        from nanogpt_cli.sources import read_text_file
+
+        prompt = read_text_file(prompt_file)
+    elif prompt == "-" or (prompt is None and not interactive and not sys.stdin.isatty()):
+        prompt = sys.stdin.read() or None
+    elif prompt is not None:
+        prompt = _unescape(prompt)
+    stop = [_unescape(s) for s in stop or []]
+    session = SampleSession.open(run, checkpoint, device)
+    settings = dict(temperature=temperature, top_k=top_k, top_p=top_p, stop=stop, use_cache=kv_cache)
+
+    def answer(text: Optional[str], first_seed: Optional[int], echo: bool = True) -> None:
+        for i in range(num_samples):
+            generation = session.generate(text, max_new_tokens, seed=None if first_seed is None else first_seed + i, **settings)
+            if as_json:
+                for _ in generation:
+                    pass
+                sys.stdout.write(json.dumps({"run": session.run, "checkpoint": session.checkpoint, **generation.as_dict()}) + "\n")
+                continue
+            if i:
+                sys.stdout.write("\n---------------\n")
+            if echo:
+                sys.stdout.write(text or "")
+            for piece in generation:
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+            sys.stdout.write("\n")
+        sys.stdout.flush()
+
+    if not interactive:
+        answer(prompt, seed)
+        return
+    turn = 0
+    while True:
+        if sys.stdin.isatty():
+            err.print("[bold]>[/] ", end="", markup=True)
+        line = sys.stdin.readline()
+        if not line:
+            if sys.stdin.isatty():
+                err.print()
+            return
+        # The prompt is already on the screen (typed, or in the input file): print only the answer.
+        answer(line.rstrip("\n"), None if seed is None else seed + turn * num_samples, echo=False)
+        turn += 1

@@ -1,0 +1,217 @@
+"""Deciding a run before any work starts: which config, and whether it can start or resume.
+
+`plan_run` picks the preset (by device when none is given), merges defaults < preset < config file <
+flags, checks every value once, and loads --init-from weights. `plan_resume` continues a run with its
+own saved settings, letting flags change only the schedule and bookkeeping. `attach_dataset` then
+opens the dataset (after the bundled one has been prepared, if it had to be) and checks that the
+model fits it. A bad flag fails here, before a dataset is prepared or a run folder created. This
+module builds no model and trains nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import torch
+
+from nanogpt_cli import paths
+from nanogpt_cli.checkpoint import load_checkpoint
+from nanogpt_cli.config import (
+    DEFAULT_PRESET_FOR_DEVICE,
+    ModelConfig,
+    RunFile,
+    TrainConfig,
+    build_configs,
+    model_config_from_dict,
+    to_toml,
+    train_config_from_dict,
+)
+from nanogpt_cli.data import Dataset, load_dataset
+from nanogpt_cli.device import resolve_device, resolve_dtype
+from nanogpt_cli.errors import NanoGPTError
+from nanogpt_cli.sources import bundled_dataset
+from nanogpt_cli.tokenizer import same_tokenizer, spec_name
+
+# Settings a resumed run may change: they alter the schedule or bookkeeping, not the model or data.
+RESUMABLE_CHANGES = {"max_iters", "lr_decay_iters", "min_lr", "eval_interval", "eval_iters", "log_interval",
+                     "device", "dtype", "keep", "allow_nan", "compile", "peak_flops"}
+
+
+@dataclass
+class InitWeights:
+    """What --init-from loaded: a model config, its weights, the tokenizer they were trained with."""
+
+    config: ModelConfig
+    weights: dict[str, torch.Tensor]
+    tokenizer: dict[str, Any]
+    description: str
+
+
+@dataclass
+class RunPlan:
+    """What `nanogpt train` will do, settled before any work starts."""
+
+    preset: str | None
+    model_config: ModelConfig
+    train_config: TrainConfig
+    run: str | None = None
+    bundled: tuple[str, str] | None = None  # (source, tokenizer) to prepare first when the dataset is missing
+    resume: dict[str, Any] | None = None  # the checkpoint to continue from
+    init: InitWeights | None = None  # weights to start from (--init-from)
+    dataset: Dataset | None = None  # set by attach_dataset
+
+
+def plan_run(preset: str | None, flags: dict[str, Any], run: str | None = None, world: int = 1,
+             progress=None, file: RunFile | None = None) -> RunPlan:
+    """A new run. With `world` data-parallel processes, the micro-steps of gradient accumulation are
+    shared out among them."""
+    preset, model_config, train_config = resolve_config(preset, flags, file)
+    device = resolve_device(train_config.device)
+    explicit = flags.get("grad_accum") is not None or (file is not None and "grad_accum" in file.values)
+    train_config.grad_accum = check_world(train_config.grad_accum, world, explicit)
+    resolve_dtype(train_config.dtype, device)
+    init = None
+    if train_config.init_from:
+        init = _load_init(train_config.init_from, {**(file.values if file else {}), **flags}, progress)
+        model_config = init.config
+    bundled = None
+    if not (paths.dataset_dir(train_config.dataset) / "meta.json").is_file():
+        bundled = bundled_dataset(train_config.dataset)
+    return RunPlan(preset, model_config, train_config, run=run, bundled=bundled, init=init)
+
+
+def resolve_config(preset: str | None, flags: dict[str, Any], file: RunFile | None = None
+                   ) -> tuple[str, ModelConfig, TrainConfig]:
+    """The preset (a flag's, else the file's, else by model and device) and the merged, checked configs."""
+    given = {**(file.values if file else {}), **{k: v for k, v in flags.items() if v is not None}}
+    preset = preset or (file.preset if file else None)
+    if preset is None:
+        device = resolve_device(given.get("device") or "auto")
+        preset = "bigram" if given.get("model") == "bigram" else DEFAULT_PRESET_FOR_DEVICE[device.type]
+    model_config, train_config = build_configs(preset, flags, file)
+    return preset, model_config, train_config
+
+
+def resolved_toml(preset: str | None, flags: dict[str, Any], file: RunFile | None = None, resume: bool = False,
+                  run: str | None = None) -> str:
+    """What `train --print-config` prints: the config a run would use, as a TOML run config."""
+    if resume:
+        plan = plan_resume(run, preset, flags)
+        preset, model_config, train_config = plan.preset, plan.model_config, plan.train_config
+    else:
+        preset, model_config, train_config = resolve_config(preset, flags, file)
+    return to_toml(model_config, train_config, preset)
+
+
+def check_world(grad_accum: int, world: int, explicit: bool) -> int:
+    """The accumulation to use with `world` processes, each doing grad_accum / world micro-steps. A
+    preset's accumulation is rounded up to a multiple of the process count; a chosen one must divide."""
+    if world <= 1 or grad_accum % world == 0:
+        return grad_accum
+    if explicit:
+        raise NanoGPTError(
+            f"--grad-accum {grad_accum} must be divisible by the number of processes ({world}): "
+            "each process does its share of the micro-steps"
+        )
+    return -(-grad_accum // world) * world
+
+
+def _load_init(spec: str, given: dict[str, Any], progress=None) -> InitWeights:
+    """Load --init-from weights; the model's shape is theirs, but dropout may be set and the block size
+    shrunk (the position table is cropped, as nanoGPT does)."""
+    from nanogpt_cli.pretrained import load_init
+
+    config, weights, tokenizer, description = load_init(spec, progress)
+    for key in ("model", "n_layer", "n_head", "n_embd", "bias"):
+        if given.get(key) is not None and given[key] != getattr(config, key):
+            raise NanoGPTError(
+                f"--{key.replace('_', '-')} cannot change the shape of a model started from {description} "
+                f"(it has {getattr(config, key)}); leave it out"
+            )
+    block_size = given.get("block_size")
+    if block_size is not None:
+        if block_size > config.block_size:
+            raise NanoGPTError(f"--block-size {block_size} is larger than {description}'s ({config.block_size})")
+        weights = {**weights, "transformer.wpe.weight": weights["transformer.wpe.weight"][:block_size].clone()}
+        config.block_size = block_size
+    config.dropout = given.get("dropout") or 0.0
+    config.validate()
+    return InitWeights(config, weights, tokenizer, description)
+
+
+def plan_resume(run: str | None, preset: str | None, flags: dict[str, Any], world: int = 1) -> RunPlan:
+    """Continue `run` (default: the latest) from its ckpt.pt with its own settings; flags may extend
+    the schedule but not change the model or the data."""
+    from nanogpt_cli.catalog import resolve_run
+
+    if preset is not None:
+        raise NanoGPTError("--preset cannot be combined with --resume: a resumed run keeps its own settings")
+    run_dir = resolve_run(run, need="ckpt.pt")
+    path = run_dir / "ckpt.pt"
+    ckpt = load_checkpoint(path)
+    if "optimizer" not in ckpt or "rng" not in ckpt.get("train_state", {}):
+        raise NanoGPTError(f"{path} holds weights only, not a full training state; it cannot be resumed")
+    model_config = model_config_from_dict(ckpt["model_config"])
+    train_values = asdict(train_config_from_dict(ckpt["train_config"]))
+    for key, value in flags.items():
+        if value is None:
+            continue
+        current = getattr(model_config, key, train_values.get(key))
+        if key in RESUMABLE_CHANGES:
+            train_values[key] = value
+        elif value != current:
+            raise NanoGPTError(
+                f"--{key.replace('_', '-')} {value} would change run {run_dir.name!r} (it has {current}); "
+                "a resumed run keeps its model and data. Start a new run to change it"
+            )
+    train_config = train_config_from_dict(train_values)
+    train_config.validate()
+    check_world(train_config.grad_accum, world, explicit=True)
+    resolve_dtype(train_config.dtype, resolve_device(train_config.device))
+    done = ckpt["train_state"]["iteration"]
+    if done >= train_config.max_iters:
+        raise NanoGPTError(
+            f"run {run_dir.name!r} already finished {done} of {train_config.max_iters} iterations; "
+            f"pass a larger --max-iters to train it further"
+        )
+    preset = json.loads((run_dir / "config.json").read_text(encoding="utf-8")).get("preset")
+    return RunPlan(preset, model_config, train_config, run=run_dir.name, resume=ckpt)
+
+
+def model_vocab_size(dataset: Dataset) -> int:
+    """Char vocabularies are used as they are; BPE ones are padded to a multiple of 64 (as nanoGPT
+    pads GPT-2's 50257 to 50304) because matmuls with round sizes run faster on GPUs."""
+    vocab = dataset.vocab_size
+    return vocab if dataset.meta["tokenizer"]["kind"] == "char" else -(-vocab // 64) * 64
+
+
+def attach_dataset(plan: RunPlan, run_name: str) -> RunPlan:
+    """The plan with its dataset opened, the vocabulary set from it, and every check that needs the
+    data done: the tokenizer a resumed or initial model was trained with, and the block size."""
+    dataset = load_dataset(plan.train_config.dataset)
+    if plan.resume is not None and plan.resume["tokenizer"] != dataset.meta["tokenizer"]:
+        raise NanoGPTError(
+            f"dataset {dataset.name!r} has been prepared again with a different tokenizer since run "
+            f"{run_name!r} started; prepare it as before to resume"
+        )
+    model_config = plan.model_config
+    if plan.init is not None:
+        if not same_tokenizer(plan.init.tokenizer, dataset.meta["tokenizer"]):
+            raise NanoGPTError(
+                f"{plan.init.description} was trained with the {spec_name(plan.init.tokenizer)} tokenizer but dataset "
+                f"{dataset.name!r} uses {spec_name(dataset.meta['tokenizer'])}; prepare the data with the same tokenizer "
+                "(`nanogpt prepare ... --tokenizer gpt2` for GPT-2 weights)"
+            )
+    elif plan.resume is None:
+        model_config = replace(model_config, vocab_size=model_vocab_size(dataset))
+    for split in ("train", "val"):
+        n = len(dataset.tokens(split))
+        if n <= model_config.block_size:
+            raise NanoGPTError(
+                f"--block-size {model_config.block_size} needs more than {model_config.block_size} tokens in each "
+                f"split, but the {split} split of {dataset.name!r} has {n}; use a smaller --block-size or more text"
+            )
+    return replace(plan, model_config=model_config, dataset=dataset)
+
