@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Annotated, Any, Optional
 
 import typer
+from rich.markup import escape
 
 from nanogpt_cli import __version__
 from nanogpt_cli.commands import evaluate, export, info, prepare, sample, train
@@ -47,7 +48,7 @@ def friendly_errors(command: Callable) -> Callable:
             if _debug():
                 raise
             if os.environ.get("RANK", "0") == "0":  # under torchrun, every process has the same error
-                err.print(f"[bold red]error:[/] {exc}", markup=True)
+                err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             if _debug():
