@@ -29,17 +29,17 @@ def test_cached_logits_equal_full_forward(model):
     for t in range(5, 8):
         step, _ = model(idx[:, t : t + 1], cache=cache)
         assert torch.allclose(step[0, -1], full[0, t], atol=1e-5)
-    for t in range(8, 12):  # the single-token path sampling uses, on the same cache
-        step = model.decode(idx[:, t : t + 1], cache)
+    for t in range(8, 12):  # one token at a time, as sampling feeds it, on the same cache
+        step, _ = model(idx[:, t : t + 1], cache=cache)
         assert step.shape == (1, 1, 40) and torch.allclose(step[0, -1], full[0, t], atol=1e-5)
     several, _ = model(idx[:, :3], cache=model.new_cache())
     assert cache.length == 12 and several.shape == (1, 1, 40)
     with pytest.raises(AssertionError, match="exceed block_size"):
         cache.length = 16
-        model.decode(idx[:, :1], cache)
+        model(idx[:, :1], cache=cache)
 
 
-def test_decode_handles_a_batch_and_biases():
+def test_cached_steps_handle_a_batch_and_biases():
     torch.manual_seed(1)
     model = GPT(ModelConfig(vocab_size=30, block_size=8, n_layer=2, n_head=4, n_embd=32, bias=True)).eval()
     for p in model.parameters():  # biases start at zero; make them count
@@ -49,7 +49,26 @@ def test_decode_handles_a_batch_and_biases():
     cache = model.new_cache(batch_size=3)
     model(idx[:, :4], cache=cache)
     for t in range(4, 8):
-        assert torch.allclose(model.decode(idx[:, t : t + 1], cache)[:, 0], full[:, t], atol=1e-5)
+        assert torch.allclose(model(idx[:, t : t + 1], cache=cache)[0][:, 0], full[:, t], atol=1e-5)
+
+
+def test_the_cache_holds_tensors_only_and_survives_new_weights(model):
+    from nanogpt_cli.model import KVCache
+
+    cache = model.new_cache()
+    assert set(vars(cache)) == {"kv", "length"} and all(isinstance(t, torch.Tensor) for t in cache.kv)
+    assert not any(isinstance(v, torch.nn.Module) for v in vars(cache).values())
+    idx = torch.randint(0, 40, (1, 6))
+    model(idx[:, :3], cache=cache)
+    with torch.no_grad():  # change the weights after the cache was made: it must not hold stale ones
+        for p in model.parameters():
+            p.mul_(1.5)
+    model.store_weights_column_major()
+    full, _ = model(idx, idx)
+    fresh = KVCache(model.config, 1, torch.device("cpu"), torch.float32)
+    model(idx[:, :5], cache=fresh)
+    step, _ = model(idx[:, 5:6], cache=fresh)
+    assert torch.allclose(step[0, -1], full[0, 5], atol=1e-5)
 
 
 def test_column_major_weights_change_layout_not_outputs(model):

@@ -90,10 +90,10 @@ def generate_tokens(
     window = list(prompt[-block_size:])
     cache = model.new_cache() if use_cache else None
     for _ in range(max_new_tokens):
-        if cache is None or cache.length == 0:  # no cache, or fill it in one pass (first step, window slid)
-            logits, _ = model(torch.tensor([window], device=device), cache=cache)
-        else:
-            logits = model.decode(torch.tensor([window[-1:]], device=device), cache)
+        # Without a cache, the whole window every step; with one, the window once to fill it (first
+        # step, or after the window slid), then only the newest token.
+        fed = window if cache is None or cache.length == 0 else window[-1:]
+        logits, _ = model(torch.tensor([fed], device=device), cache=cache)
         token = int(next_token(logits[:, -1, :], temperature, top_k, top_p, generator))
         yield token
         window.append(token)

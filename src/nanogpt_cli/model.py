@@ -1,15 +1,13 @@
 """The networks: nanoGPT's GPT (a GPT-2 shaped decoder-only transformer) and the bigram baseline.
 
 Read top to bottom: the KV cache used for fast sampling, attention, MLP, block, then the GPT that
-stacks them. This module knows token ids and tensors only; it never sees text, files or devices chosen
+stacks them. Training and sampling run through the same layer code; sampling passes a cache. This module knows token ids and tensors only; it never sees text, files or devices chosen
 by the user.
 """
 
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
-
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
@@ -17,19 +15,22 @@ from torch.nn import functional as F
 from nanogpt_cli.config import ModelConfig
 
 
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Dropout while training; nothing at all otherwise (a sampling step would call it 13 times)."""
+    return F.dropout(x, p, training) if training and p > 0 else x
+
+
 class KVCache:
     """Keys and values of the tokens a GPT has already processed, preallocated for block_size positions
-    in every layer. With it, each new token costs one position's work instead of the whole context's.
-    Training never uses it."""
+    in every layer: tensors and a length, nothing else. With it, each new token costs one position's
+    work instead of the whole context's. Training never uses it."""
 
-    def __init__(self, config: ModelConfig, batch_size: int, device: torch.device, dtype: torch.dtype,
-                 layers: list[LayerWeights]):
+    def __init__(self, config: ModelConfig, batch_size: int, device: torch.device, dtype: torch.dtype):
         # A position's key and value sit side by side, (B, block_size, 2, n_embd): they arrive together
         # from one matmul, and one copy stores both.
         shape = (batch_size, config.block_size, 2, config.n_embd)
         self.kv = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
         self.length = 0  # positions filled so far
-        self.layers = layers  # the model's weights, as GPT.decode reads them
 
     def reset(self) -> None:
         self.length = 0
@@ -51,20 +52,13 @@ class CausalSelfAttention(nn.Module):
         # One matmul produces queries, keys and values for every head at once.
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
-        self.resid_dropout = nn.Dropout(config.dropout)
         self.n_head = config.n_head
-        self.n_embd = config.n_embd
         self.dropout = config.dropout
         self.layer = layer  # this layer's slot in a KVCache
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         B, T, C = x.size()
         qkv = self.c_attn(x).view(B, T, 3, C)  # query, key and value of every position
-        return self.resid_dropout(self.c_proj(self.attend(qkv, cache)))
-
-    def attend(self, qkv: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        """Each position's query weighs the values of the keys it may see: (B, T, 3, C) -> (B, T, C)."""
-        B, T, _, C = qkv.size()
         if cache is None:
             past = 0
             q, k, v = qkv.unbind(2)
@@ -78,15 +72,14 @@ class CausalSelfAttention(nn.Module):
         v = v.view(B, past + T, self.n_head, C // self.n_head).transpose(1, 2)
         if past == 0:
             # PyTorch picks the fastest kernel it has (flash attention on recent GPUs).
-            y = F.scaled_dot_product_attention(
-                q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
-            )
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)
         else:
             # Cached sampling: the new tokens see every cached position and, among themselves, only
             # the past. A single new token needs no mask at all.
-            mask = None if T == 1 else torch.ones(T, past + T, dtype=torch.bool, device=qkv.device).tril(past)
+            mask = None if T == 1 else torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(past)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        return y.transpose(1, 2).reshape(B, T, C)  # re-join the heads
+        y = y.transpose(1, 2).reshape(B, T, C)  # re-join the heads
+        return dropout(self.c_proj(y), self.dropout, self.training)
 
 
 class MLP(nn.Module):
@@ -95,12 +88,11 @@ class MLP(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.gelu = nn.GELU()
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = config.dropout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+        return dropout(self.c_proj(F.gelu(self.c_fc(x))), self.dropout, self.training)
 
 
 class Block(nn.Module):
@@ -120,32 +112,6 @@ class Block(nn.Module):
         return x
 
 
-class LayerWeights(NamedTuple):
-    """One block's tensors, gathered once per KVCache for GPT.decode: reading ~13 of them through
-    nn.Module attributes for every layer of every token costs about 7% of a CPU sampling step."""
-
-    ln_1_weight: torch.Tensor
-    ln_1_bias: torch.Tensor | None
-    attn: CausalSelfAttention
-    c_attn_weight: torch.Tensor
-    c_attn_bias: torch.Tensor | None
-    attn_proj_weight: torch.Tensor
-    attn_proj_bias: torch.Tensor | None
-    ln_2_weight: torch.Tensor
-    ln_2_bias: torch.Tensor | None
-    c_fc_weight: torch.Tensor
-    c_fc_bias: torch.Tensor | None
-    mlp_proj_weight: torch.Tensor
-    mlp_proj_bias: torch.Tensor | None
-
-    @classmethod
-    def of(cls, block: Block) -> LayerWeights:
-        attn, mlp = block.attn, block.mlp
-        return cls(block.ln_1.weight, block.ln_1.bias, attn, attn.c_attn.weight, attn.c_attn.bias,
-                   attn.c_proj.weight, attn.c_proj.bias, block.ln_2.weight, block.ln_2.bias,
-                   mlp.c_fc.weight, mlp.c_fc.bias, mlp.c_proj.weight, mlp.c_proj.bias)
-
-
 class GPT(nn.Module):
     """Token + position embeddings, a stack of blocks, a final LayerNorm and the language-model head."""
 
@@ -156,7 +122,6 @@ class GPT(nn.Module):
             dict(
                 wte=nn.Embedding(config.vocab_size, config.n_embd),
                 wpe=nn.Embedding(config.block_size, config.n_embd),
-                drop=nn.Dropout(config.dropout),
                 h=nn.ModuleList([Block(config, layer) for layer in range(config.n_layer)]),
                 ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
             )
@@ -186,43 +151,23 @@ class GPT(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """idx: (B, T) token ids. With targets, returns logits for every position and the mean
         cross-entropy; without, only the last position's logits (all that sampling needs). With a
-        cache, idx holds only the tokens that follow the cached ones."""
+        cache, idx holds only the tokens that follow the cached ones: sampling feeds the prompt once,
+        then one token per step."""
         B, T = idx.size()
         past = cache.length if cache is not None else 0
         assert past + T <= self.config.block_size, f"{past + T} tokens exceed block_size {self.config.block_size}"
-        pos = torch.arange(past, past + T, dtype=torch.long, device=idx.device)
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        x = self.transformer.wte(idx) + self.transformer.wpe.weight[past : past + T]  # token + position
+        x = dropout(x, self.config.dropout, self.training)
         for block in self.transformer.h:
             x = block(x, cache)
         if cache is not None:
             cache.length += T
         x = self.transformer.ln_f(x)
         if targets is None:
-            return self.lm_head(x[:, [-1], :]), None
+            return self.lm_head(x[:, -1:, :]), None
         logits = self.lm_head(x)
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
         return logits, loss
-
-    def decode(self, idx: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        """forward() for one new token per row, idx (B, 1), after the cached ones: the (B, 1, vocab)
-        logits of the token after it. Sampling calls this once per token. It is the same arithmetic
-        as forward(), spelled as plain tensor operations on the weights the cache holds: on a CPU one
-        token of a 10M-parameter model takes a few milliseconds, and a forward()'s ~70 submodule calls
-        and ~140 attribute lookups would add a fifth to that (docs/performance.md).
-        tests/test_generate.py holds the two equal."""
-        C, pos = self.config.n_embd, cache.length
-        assert pos < self.config.block_size, f"{pos + 1} tokens exceed block_size {self.config.block_size}"
-        x = F.embedding(idx, self.transformer.wte.weight) + self.transformer.wpe.weight[pos]
-        for w in cache.layers:
-            h = F.layer_norm(x, (C,), w.ln_1_weight, w.ln_1_bias)
-            qkv = F.linear(h, w.c_attn_weight, w.c_attn_bias).view(*idx.shape, 3, C)
-            x = x + F.linear(w.attn.attend(qkv, cache), w.attn_proj_weight, w.attn_proj_bias)
-            h = F.layer_norm(x, (C,), w.ln_2_weight, w.ln_2_bias)
-            h = F.gelu(F.linear(h, w.c_fc_weight, w.c_fc_bias))
-            x = x + F.linear(h, w.mlp_proj_weight, w.mlp_proj_bias)
-        cache.length += 1
-        x = F.layer_norm(x, (C,), self.transformer.ln_f.weight, self.transformer.ln_f.bias)
-        return F.linear(x, self.lm_head.weight)
 
     @torch.no_grad()
     def store_weights_column_major(self) -> None:
@@ -236,10 +181,9 @@ class GPT(nn.Module):
         self.transformer.wte.weight = self.lm_head.weight  # the tie survives the new storage
 
     def new_cache(self, batch_size: int = 1) -> KVCache:
-        """An empty cache for this model as its weights are now (make a new one after changing them)."""
+        """An empty cache for this model: one per generation."""
         weight = self.lm_head.weight
-        layers = [LayerWeights.of(block) for block in self.transformer.h]
-        return KVCache(self.config, batch_size, weight.device, weight.dtype, layers)
+        return KVCache(self.config, batch_size, weight.device, weight.dtype)
 
 
 class BigramLanguageModel(nn.Module):

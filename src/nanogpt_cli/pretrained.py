@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -83,32 +84,28 @@ def load_hf_folder(folder: Path) -> tuple[ModelConfig, dict[str, torch.Tensor], 
             tensor = tensor.t()
         weights[f"transformer.{name}"] = tensor.contiguous()
     weights["lm_head.weight"] = weights.get("transformer.wte.weight")
-    expected = expected_shapes(config)
-    got = {k: tuple(v.shape) for k, v in weights.items() if v is not None}
-    if got != expected:
-        missing = sorted(set(expected) - set(got))[:3]
-        wrong = sorted(k for k in set(expected) & set(got) if expected[k] != got[k])[:3]
-        raise NanoGPTError(
-            f"{folder} does not hold a GPT-2 model matching its config.json"
-            + (f" (missing {', '.join(missing)})" if missing else "")
-            + (f" (wrong shape: {', '.join(wrong)})" if wrong else "")
-        )
+    check_fits(config, {k: v for k, v in weights.items() if v is not None}, str(folder))
     tokenizer = raw.get("nanogpt", {}).get("tokenizer", GPT2_TOKENIZER)
     return config, weights, tokenizer
 
 
-def expected_shapes(c: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """The name and shape of every tensor of our GPT with biases (the GPT-2 configuration)."""
-    d = c.n_embd
-    shapes = {"transformer.wte.weight": (c.vocab_size, d), "transformer.wpe.weight": (c.block_size, d),
-              "transformer.ln_f.weight": (d,), "transformer.ln_f.bias": (d,), "lm_head.weight": (c.vocab_size, d)}
-    for i in range(c.n_layer):
-        block = {"ln_1.weight": (d,), "ln_1.bias": (d,), "attn.c_attn.weight": (3 * d, d), "attn.c_attn.bias": (3 * d,),
-                 "attn.c_proj.weight": (d, d), "attn.c_proj.bias": (d,), "ln_2.weight": (d,), "ln_2.bias": (d,),
-                 "mlp.c_fc.weight": (4 * d, d), "mlp.c_fc.bias": (4 * d,), "mlp.c_proj.weight": (d, 4 * d),
-                 "mlp.c_proj.bias": (d,)}
-        shapes |= {f"transformer.h.{i}.{name}": shape for name, shape in block.items()}
-    return shapes
+def check_fits(config: ModelConfig, weights: dict[str, torch.Tensor], where: str) -> None:
+    """Raise a clear error unless `weights` are exactly the tensors of a GPT with this config: loaded
+    (strictly) into one built on the meta device, which allocates nothing."""
+    from nanogpt_cli.model import GPT
+
+    with torch.device("meta"):
+        model = GPT(config)
+    try:
+        model.load_state_dict(weights, strict=True, assign=True)
+    except RuntimeError as exc:
+        missing = re.findall(r'"([^"]+)"', str(exc).split("Unexpected key(s)")[0].split("size mismatch")[0])[:3]
+        wrong = re.findall(r"size mismatch for ([^:]+):", str(exc))[:3]
+        raise NanoGPTError(
+            f"{where} does not hold a GPT-2 model matching its config.json"
+            + (f" (missing {', '.join(missing)})" if missing else "")
+            + (f" (wrong shape: {', '.join(wrong)})" if wrong else "")
+        ) from None
 
 
 def load_init(spec: str, progress=None) -> tuple[ModelConfig, dict[str, torch.Tensor], dict[str, Any], str]:
