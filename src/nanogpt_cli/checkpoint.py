@@ -20,6 +20,8 @@ import torch
 
 from nanogpt_cli.config import ModelConfig, model_config_from_dict
 from nanogpt_cli.errors import NanoGPTError
+from nanogpt_cli.model import build_model
+from nanogpt_cli.tokenizer import tokenizer_from_spec
 
 FORMAT_VERSION = 1
 CHECKPOINT_FILES = {"last": "ckpt.pt", "best": "best.pt"}
@@ -110,9 +112,6 @@ def checkpoint_path(run_dir: Path, which: str = "best") -> Path:
 
 def load_model(path: Path, device: torch.device) -> LoadedModel:
     """Rebuild the model and tokenizer stored in a checkpoint, in eval mode on `device`."""
-    from nanogpt_cli.model import build_model
-    from nanogpt_cli.tokenizer import tokenizer_from_spec
-
     ckpt = load_checkpoint(path, map_location="cpu")
     try:
         config = model_config_from_dict(ckpt["model_config"])

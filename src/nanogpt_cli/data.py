@@ -35,7 +35,7 @@ import numpy as np
 from nanogpt_cli import paths
 from nanogpt_cli.errors import NanoGPTError
 from nanogpt_cli.sources import Document, Progress, Source, no_progress, resolve_source
-from nanogpt_cli.tokenizer import CharTokenizer, Tokenizer, get_tokenizer, tokenizer_from_spec
+from nanogpt_cli.tokenizer import Tokenizer, codepoints, get_tokenizer, tokenizer_from_spec
 
 META_VERSION = 1
 READ_BYTES = 1 << 22  # bytes read at a time
@@ -45,13 +45,6 @@ UNICODE_SIZE = 0x110000
 
 def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
-
-
-def _codepoints(text: str) -> np.ndarray:
-    """The Unicode code points of `text` as an array (one byte each for ASCII text, the common case)."""
-    if text.isascii():  # O(1) in CPython
-        return np.frombuffer(text.encode("ascii"), dtype=np.uint8)
-    return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
 
 
 def _chunks(doc: Document, on_bytes) -> Iterator[str]:
@@ -93,28 +86,29 @@ class _Scan:
 
         single = len(source.documents) == 1
         for doc in source.documents:
-            count, last = 0, ""
+            count, last, binary = 0, "", False
             try:
                 for text in _chunks(doc, on_bytes):
                     if "\x00" in text:
-                        raise UnicodeDecodeError("utf-8", b"", 0, 1, "NUL byte")
+                        binary = True
+                        break
                     count += len(text)
                     last = text[-1]
                     if self._seen is not None:
-                        points = _codepoints(text)
+                        points = codepoints(text)
                         if points.dtype == np.uint8:
                             self._seen[:256] |= np.bincount(points, minlength=256) > 0
                         else:
                             self._seen[points] = True
             except UnicodeDecodeError as exc:
+                problem = f"is not UTF-8 text (bad byte at offset {exc.start}); convert it to UTF-8 first"
+            else:
+                problem = "looks like a binary file (it contains NUL bytes); pass a text file" if binary else None
+            if problem:
                 if not single:  # a folder: leave the file out and say so
                     self.skipped.append(doc.name)
                     continue
-                if exc.reason == "NUL byte":
-                    raise NanoGPTError(f"{doc.path} looks like a binary file (it contains NUL bytes); pass a text file") from None
-                raise NanoGPTError(
-                    f"{doc.path} is not UTF-8 text (bad byte at offset {exc.start}); convert it to UTF-8 first"
-                ) from None
+                raise NanoGPTError(f"{doc.path} {problem}")
             if count:
                 self.documents.append(doc)
                 self.characters.append(count)
@@ -162,11 +156,8 @@ class _TokenWriter:
         self.split = "train"
         self.files: dict[str, BinaryIO] = {s: open(folder / f"{s}.bin", "wb") for s in ("train", "val")}
         self.counts = {"train": 0, "val": 0}
-        self.is_char = isinstance(tokenizer, CharTokenizer)
-        if self.is_char:
-            self.lookup = np.zeros(UNICODE_SIZE, dtype=dtype)
-            self.lookup[[ord(c) for c in tokenizer.chars]] = np.arange(tokenizer.vocab_size, dtype=dtype)
-        else:
+        self.is_char = tokenizer.per_character  # char text is encoded in place; BPE on a thread pool
+        if not self.is_char:
             self.buffer = ""
             workers = os.cpu_count() or 1
             self.pool = ThreadPoolExecutor(max_workers=workers)
@@ -192,7 +183,7 @@ class _TokenWriter:
         if not text:
             return
         if self.is_char:
-            self._write(self.split, self.lookup[_codepoints(text)])
+            self._write(self.split, self.tokenizer.encode_array(text))
             return
         self.buffer += text
         while len(self.buffer) >= PIECE_CHARS:
@@ -257,11 +248,11 @@ def _write_dataset(folder: Path, scan: _Scan, val_scan: _Scan | None, tokenizer:
                    val_fraction: float, progress: Progress) -> dict[str, int]:
     """The second pass: tokenize every document into folder/{train,val}.bin."""
     total = sum(scan.characters)
-    if tokenizer.name == "char":
+    if tokenizer.per_character:
         total += sum(len(scan.char_separator(i)) for i in range(len(scan.documents) - 1))
     split_at = float("inf") if val_scan is not None else int(total * (1.0 - val_fraction))
     writer = _TokenWriter(folder, tokenizer, dtype, split_at)
-    eot = getattr(tokenizer, "eot_token", None)
+    eot = tokenizer.eot_token
     size = scan.size + (val_scan.size if val_scan else 0)
     done = 0
 
@@ -315,7 +306,7 @@ def prepare_dataset(
         chars = scan.vocabulary()
         if val_scan is not None:
             chars = "".join(sorted(set(chars) | set(val_scan.vocabulary())))
-        tok = CharTokenizer(chars)
+        tok = get_tokenizer("char", chars)
     dtype = token_dtype(tok.vocab_size)
 
     # Build the dataset beside its final place, then swap it in with renames.

@@ -9,6 +9,7 @@ only it prints, and only it writes files.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,8 +47,6 @@ def torchrun_command(nproc: int, train_args: list[str]) -> list[str]:
 
 def launch(nproc: int, train_args: list[str]) -> int:
     """Run `nanogpt train TRAIN_ARGS` under torchrun with `nproc` processes; return its exit status."""
-    import subprocess
-
     return subprocess.run(torchrun_command(nproc, train_args)).returncode
 
 

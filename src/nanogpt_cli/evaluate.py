@@ -66,7 +66,7 @@ def evaluate(
     path = checkpoint_path(run_dir, checkpoint)
     loaded = load_model(path, resolve_device(device))
     model, tokenizer, block_size = loaded.model, loaded.tokenizer, loaded.config.block_size
-    is_char = tokenizer.spec()["kind"] == "char"
+    is_char = tokenizer.per_character
     characters = None
 
     if text_file is not None:

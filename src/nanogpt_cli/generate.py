@@ -20,8 +20,12 @@ from dataclasses import dataclass, field
 import torch
 from torch.nn import functional as F
 
+from nanogpt_cli.catalog import resolve_run
+from nanogpt_cli.checkpoint import checkpoint_path, load_model
+from nanogpt_cli.device import resolve_device
 from nanogpt_cli.errors import NanoGPTError
 from nanogpt_cli.model import GPT
+from nanogpt_cli.tokenizer import StreamDecoder
 
 WINDOW_KEEP = 0.5  # fraction of block_size kept when the context window slides
 
@@ -150,20 +154,8 @@ class SampleSession:
 
     @classmethod
     def open(cls, run: str | None = None, checkpoint: str = "best", device: str = "auto") -> SampleSession:
-        from nanogpt_cli.catalog import resolve_run
-        from nanogpt_cli.checkpoint import checkpoint_path, load_model
-        from nanogpt_cli.device import resolve_device
-
         run_dir = resolve_run(run)
         return cls(load_model(checkpoint_path(run_dir, checkpoint), resolve_device(device)), run_dir.name)
-
-    def default_prompt(self) -> list[int]:
-        """Start from <|endoftext|> for BPE models, a newline (as nanoGPT does) for char models."""
-        eot = getattr(self.tokenizer, "eot_token", None)
-        if eot is not None:
-            return [eot]
-        chars = self.tokenizer.chars
-        return [chars.index("\n") if "\n" in chars else 0]
 
     def generate(
         self,
@@ -180,7 +172,7 @@ class SampleSession:
         (not the prompt itself). Generation ends after max_new_tokens or just before a stop string."""
         check_sampling_args(temperature, top_k, top_p, max_new_tokens)
         stops = [s for s in (stop or []) if s]
-        ids = self.tokenizer.encode(prompt) if prompt else self.default_prompt()
+        ids = self.tokenizer.encode(prompt) if prompt else self.tokenizer.default_prompt()
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         tokens = generate_tokens(self.model, ids, max_new_tokens, temperature, top_k, top_p, generator, use_cache)
         result = Generation(iter(()), prompt or "")
@@ -188,8 +180,6 @@ class SampleSession:
         return result
 
     def _stream(self, result: Generation, tokens: Iterator[int], stops: list[str]) -> Iterator[str]:
-        from nanogpt_cli.tokenizer import StreamDecoder
-
         decoder = StreamDecoder(self.tokenizer)
         # Text that could be the start of a stop string is held back until it is known not to be.
         hold = max((len(s) for s in stops), default=1) - 1

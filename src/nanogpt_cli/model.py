@@ -8,6 +8,7 @@ by the user.
 from __future__ import annotations
 
 import math
+
 import torch
 import torch.nn as nn
 from torch.nn import functional as F

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from nanogpt_cli import paths
+from nanogpt_cli.catalog import resolve_run
 from nanogpt_cli.checkpoint import load_checkpoint
 from nanogpt_cli.config import (
     DEFAULT_PRESET_FOR_DEVICE,
@@ -31,6 +32,7 @@ from nanogpt_cli.config import (
 from nanogpt_cli.data import Dataset, load_dataset
 from nanogpt_cli.device import resolve_device, resolve_dtype
 from nanogpt_cli.errors import NanoGPTError
+from nanogpt_cli.pretrained import load_init
 from nanogpt_cli.sources import bundled_dataset
 from nanogpt_cli.tokenizer import same_tokenizer, spec_name
 
@@ -121,8 +123,6 @@ def check_world(grad_accum: int, world: int, explicit: bool) -> int:
 def _load_init(spec: str, given: dict[str, Any], progress=None) -> InitWeights:
     """Load --init-from weights; the model's shape is theirs, but dropout may be set and the block size
     shrunk (the position table is cropped, as nanoGPT does)."""
-    from nanogpt_cli.pretrained import load_init
-
     config, weights, tokenizer, description = load_init(spec, progress)
     for key in ("model", "n_layer", "n_head", "n_embd", "bias"):
         if given.get(key) is not None and given[key] != getattr(config, key):
@@ -144,8 +144,6 @@ def _load_init(spec: str, given: dict[str, Any], progress=None) -> InitWeights:
 def plan_resume(run: str | None, preset: str | None, flags: dict[str, Any], world: int = 1) -> RunPlan:
     """Continue `run` (default: the latest) from its ckpt.pt with its own settings; flags may extend
     the schedule but not change the model or the data."""
-    from nanogpt_cli.catalog import resolve_run
-
     if preset is not None:
         raise NanoGPTError("--preset cannot be combined with --resume: a resumed run keeps its own settings")
     run_dir = resolve_run(run, need="ckpt.pt")

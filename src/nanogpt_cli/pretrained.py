@@ -21,10 +21,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
 from nanogpt_cli import paths
+from nanogpt_cli.checkpoint import checkpoint_path, load_checkpoint
 from nanogpt_cli.config import ModelConfig, model_config_from_dict
 from nanogpt_cli.errors import NanoGPTError
+from nanogpt_cli.model import GPT
+from nanogpt_cli.sources import download
 
 GPT2_SIZES = {  # name: (n_layer, n_head, n_embd)
     "gpt2": (12, 12, 768),
@@ -38,8 +43,6 @@ CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_
 
 def _hub_folder(name: str, progress=None) -> Path:
     """Download config.json and model.safetensors of a GPT-2 size from the Hub (once) into one folder."""
-    from nanogpt_cli.sources import download
-
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
     folder = paths.ensure_dir(paths.cache_dir() / "hub" / name)
     for filename in ("config.json", "model.safetensors"):
@@ -65,9 +68,6 @@ def read_hf_config(folder: Path) -> tuple[ModelConfig, dict[str, Any]]:
 
 def load_hf_folder(folder: Path) -> tuple[ModelConfig, dict[str, torch.Tensor], dict[str, Any]]:
     """Config, weights (in our GPT's names and shapes) and tokenizer spec of a GPT-2-layout folder."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     config, raw = read_hf_config(folder)
     try:
         tensors = load_file(folder / "model.safetensors")
@@ -92,8 +92,6 @@ def load_hf_folder(folder: Path) -> tuple[ModelConfig, dict[str, torch.Tensor], 
 def check_fits(config: ModelConfig, weights: dict[str, torch.Tensor], where: str) -> None:
     """Raise a clear error unless `weights` are exactly the tensors of a GPT with this config: loaded
     (strictly) into one built on the meta device, which allocates nothing."""
-    from nanogpt_cli.model import GPT
-
     with torch.device("meta"):
         model = GPT(config)
     try:
@@ -110,8 +108,6 @@ def check_fits(config: ModelConfig, weights: dict[str, torch.Tensor], where: str
 
 def load_init(spec: str, progress=None) -> tuple[ModelConfig, dict[str, torch.Tensor], dict[str, Any], str]:
     """(model config, weights, tokenizer spec, description) of what --init-from names."""
-    from nanogpt_cli.checkpoint import checkpoint_path, load_checkpoint
-
     if spec in GPT2_SIZES:
         config, weights, tokenizer = load_hf_folder(_hub_folder(spec, progress))
         return config, weights, tokenizer, f"OpenAI {spec}"
@@ -131,8 +127,6 @@ def load_init(spec: str, progress=None) -> tuple[ModelConfig, dict[str, torch.Te
 def export_hf(model: torch.nn.Module, config: ModelConfig, tokenizer: dict[str, Any], folder: Path) -> list[Path]:
     """Write config.json + model.safetensors in the GPT-2 layout. Models without biases get zero
     biases (the same function), since the GPT-2 layout always has them."""
-    from safetensors.torch import save_file
-
     if config.model != "gpt":
         raise NanoGPTError("only GPT models can be exported in the GPT-2 layout (not the bigram baseline)")
     state = model.state_dict()

@@ -16,6 +16,8 @@ import os
 from collections.abc import Iterable
 from typing import Any, Protocol
 
+import numpy as np
+
 from nanogpt_cli import paths
 from nanogpt_cli.errors import NanoGPTError
 
@@ -29,25 +31,43 @@ _TIKTOKEN_URLS = {
 
 
 class Tokenizer(Protocol):
+    """What every tokenizer answers; callers never need to ask which kind they hold."""
+
     vocab_size: int
     name: str
+    per_character: bool  # one token per character (the vocabulary is the training text's characters)
+    eot_token: int | None  # the end-of-text token that separates documents, if the vocabulary has one
 
     def encode(self, text: str) -> list[int]: ...
 
+    def encode_array(self, text: str) -> np.ndarray: ...
+
     def decode(self, ids: Iterable[int]) -> str: ...
 
+    def default_prompt(self) -> list[int]: ...
+
     def spec(self) -> dict[str, Any]: ...
+
+
+def codepoints(text: str) -> np.ndarray:
+    """The Unicode code points of `text` as an array (one byte each for ASCII text, the common case)."""
+    if text.isascii():  # O(1) in CPython
+        return np.frombuffer(text.encode("ascii"), dtype=np.uint8)
+    return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
 
 
 class CharTokenizer:
     """Each distinct character of the training text is one token; ids follow sorted order."""
 
     name = "char"
+    per_character = True
+    eot_token = None
 
     def __init__(self, chars: str):
         self.chars = chars
         self.vocab_size = len(chars)
         self._stoi = {ch: i for i, ch in enumerate(chars)}
+        self._lookup: np.ndarray | None = None  # code point -> id, built on first use
 
     @classmethod
     def from_text(cls, text: str) -> CharTokenizer:
@@ -67,9 +87,21 @@ class CharTokenizer:
         stoi = self._stoi
         return [stoi[ch] for ch in text]
 
+    def encode_array(self, text: str) -> np.ndarray:
+        """`encode` for large texts whose characters are all in the vocabulary (prepare's case),
+        as an array, without checking: a character outside the vocabulary becomes id 0."""
+        if self._lookup is None:
+            self._lookup = np.zeros(0x110000, dtype=np.uint32)
+            self._lookup[[ord(c) for c in self.chars]] = np.arange(self.vocab_size, dtype=np.uint32)
+        return self._lookup[codepoints(text)]
+
     def decode(self, ids: Iterable[int]) -> str:
         chars = self.chars
         return "".join(chars[i] for i in ids)
+
+    def default_prompt(self) -> list[int]:
+        """A newline, as nanoGPT starts char samples (or the first character if there is none)."""
+        return [self._stoi.get("\n", 0)]
 
     def spec(self) -> dict[str, Any]:
         return {"kind": "char", "chars": self.chars}
@@ -99,6 +131,8 @@ def _tiktoken_cache_env():
 class TiktokenTokenizer:
     """A BPE encoding from tiktoken. Text is encoded as ordinary text: special tokens such as
     <|endoftext|> inside it are not treated as special."""
+
+    per_character = False
 
     def __init__(self, name: str):
         import tiktoken
@@ -136,6 +170,9 @@ class TiktokenTokenizer:
 
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
         return self._enc.decode_bytes(list(ids))
+
+    def default_prompt(self) -> list[int]:
+        return [self.eot_token]
 
     def spec(self) -> dict[str, Any]:
         return {"kind": "tiktoken", "name": self.name, "encoding": self.encoding_name}

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import shutil
 import signal
 import threading
 import time
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from nanogpt_cli import __version__, distributed, paths
 from nanogpt_cli.checkpoint import FORMAT_VERSION, save_checkpoint
@@ -217,8 +219,6 @@ class Trainer:
         """The model wrapped in DistributedDataParallel when several processes train together."""
         if not self.group.active:
             return None
-        from torch.nn.parallel import DistributedDataParallel
-
         ids = [self.device.index] if self.device.type == "cuda" else None
         return DistributedDataParallel(self.compiled or self.model, device_ids=ids)
 
@@ -295,8 +295,6 @@ class Trainer:
         try:
             os.link(self.run_dir / "ckpt.pt", snapshot)
         except OSError:
-            import shutil
-
             shutil.copyfile(self.run_dir / "ckpt.pt", snapshot)
         for old in sorted(self.run_dir.glob("ckpt-*.pt"))[: -self.cfg.keep]:
             old.unlink(missing_ok=True)
