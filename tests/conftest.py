@@ -61,20 +61,35 @@ def cli():
     return invoke
 
 
-@pytest.fixture
-def small_text(tmp_path) -> Path:
+def write_small_text(path: Path) -> Path:
     """About 20 KB of text with a small alphabet, so tiny models learn something quickly."""
     lines = ["the quick brown fox jumps over the lazy dog.", "to be or not to be, that is the question.",
              "all the world's a stage, and all the men and women merely players."]
-    path = tmp_path / "poems.txt"
     path.write_text("\n".join(lines[i % 3] for i in range(450)) + "\n", encoding="utf-8")
     return path
 
 
 @pytest.fixture
-def trained_run(cli, small_text) -> str:
-    """A tiny trained run named 'tiny' on the 'poems' dataset."""
-    assert cli("prepare", small_text).exit_code == 0
-    result = cli("train", "--dataset", "poems", "--run", "tiny", *TINY)
-    assert result.exit_code == 0, result.output
+def small_text(tmp_path) -> Path:
+    return write_small_text(tmp_path / "poems.txt")
+
+
+@pytest.fixture(scope="session")
+def trained_home(tmp_path_factory) -> Path:
+    """A home holding the 'poems' dataset and the tiny trained run 'tiny', built once per session."""
+    template = tmp_path_factory.mktemp("trained") / "nanogpt-home"
+    text = write_small_text(tmp_path_factory.mktemp("text") / "poems.txt")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("NANOGPT_HOME", str(template))
+        runner = CliRunner()
+        assert runner.invoke(app, ["prepare", str(text)]).exit_code == 0
+        result = runner.invoke(app, ["train", "--dataset", "poems", "--run", "tiny", *TINY])
+        assert result.exit_code == 0, result.output
+    return template
+
+
+@pytest.fixture
+def trained_run(home, trained_home) -> str:
+    """A tiny trained run named 'tiny' on the 'poems' dataset, copied into this test's own home."""
+    shutil.copytree(trained_home, home, dirs_exist_ok=True)
     return "tiny"

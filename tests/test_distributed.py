@@ -22,10 +22,12 @@ def _curve(home, run):
             [r["val_loss"] for r in rows if r["kind"] == "eval"])
 
 
-def _nanogpt(home, *args):
+def _nanogpt(home, *args, torchrun: int = 0):
+    """`nanogpt ARGS` in a subprocess; with torchrun=N, `torchrun --nproc_per_node=N -m nanogpt_cli -- ARGS`."""
     env = {**os.environ, "NANOGPT_HOME": str(home)}
-    return subprocess.run([sys.executable, "-m", "nanogpt_cli", *args], env=env, capture_output=True, text=True,
-                          timeout=300)
+    launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={torchrun}", "-m", "nanogpt_cli", "--"]
+    return subprocess.run([sys.executable, *(launcher if torchrun else ["-m", "nanogpt_cli"]), *args], env=env,
+                          capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="this torch build has no torch.distributed")
@@ -49,7 +51,8 @@ def test_two_processes_match_one_with_twice_the_accumulation(cli, home, small_te
     # And the distributed run resumes (distributed again), continuing the same curve.
     longer = cli("train", "--run", "single20", "--max-iters", "20", *ARGS)
     assert longer.exit_code == 0
-    resumed = _nanogpt(home, "train", "--nproc", "2", "--run", "ddp", "--resume", "--max-iters", "20")
+    # (torchrun started directly this time, as a multi-node user would)
+    resumed = _nanogpt(home, "train", "--run", "ddp", "--resume", "--max-iters", "20", torchrun=2)
     assert resumed.returncode == 0, resumed.stderr
     (train_20, val_20), (train_r, val_r) = _curve(home, "single20"), _curve(home, "ddp")
     assert len(train_r) == 20
@@ -60,8 +63,9 @@ def test_two_processes_match_one_with_twice_the_accumulation(cli, home, small_te
 def test_grad_accum_must_split_evenly_across_processes(home, small_text, cli):
     assert cli("prepare", small_text).exit_code == 0
     odd = [a if i != ARGS.index("--grad-accum") + 1 else "3" for i, a in enumerate(ARGS)]
-    result = _nanogpt(home, "train", "--nproc", "2", "--run", "odd", "--max-iters", "2", *odd)
-    assert result.returncode == 1  # refused before any process starts
+    result = cli("train", "--nproc", "2", "--run", "odd", "--max-iters", "2", *odd)
+    assert result.exit_code == 1  # refused before any process starts
+    assert "starting 2 processes" not in result.stderr
     assert result.stderr.strip() == "error: --grad-accum 3 must be divisible by the number of processes (2): " \
                                     "each process does its share of the micro-steps"
 

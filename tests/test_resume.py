@@ -54,13 +54,28 @@ def _start_and_stop(home: Path, run: str, extra: list[str], at_iter: int, sig: i
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
-@pytest.fixture
-def reference(cli, home, small_text):
-    """The same run, never interrupted."""
-    assert cli("prepare", small_text).exit_code == 0
-    result = cli("train", "--run", "reference", *RUN_ARGS)
-    assert result.exit_code == 0, result.output
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The same run, never interrupted (trained once for the module, in a home of its own)."""
+    from typer.testing import CliRunner
+
+    from conftest import write_small_text
+    from nanogpt_cli.cli import app
+
+    home = tmp_path_factory.mktemp("reference")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("NANOGPT_HOME", str(home))
+        runner = CliRunner()
+        assert runner.invoke(app, ["prepare", str(write_small_text(home / "poems.txt"))]).exit_code == 0
+        result = runner.invoke(app, ["train", "--run", "reference", *RUN_ARGS])
+        assert result.exit_code == 0, result.output
     return _rows(home, "reference"), _weights(home, "reference")
+
+
+@pytest.fixture
+def poems(cli, small_text) -> str:
+    assert cli("prepare", small_text).exit_code == 0
+    return "poems"
 
 
 def _assert_same_as_reference(home, run, reference):
@@ -72,15 +87,40 @@ def _assert_same_as_reference(home, run, reference):
     assert all(torch.equal(weights[k], weights_ref[k]) for k in weights_ref)
 
 
-def test_sigint_twice_then_resume_equals_the_uninterrupted_run(cli, home, reference):
-    first = _start_and_stop(home, "stopped", [], at_iter=30, sig=signal.SIGINT)
+def _signal_at(monkeypatch, at_iter: int, *signals: int) -> None:
+    """Send this process `signals` (real ones, to the handler training installs) once training has
+    logged iteration `at_iter`: the in-process twin of signalling a `nanogpt train` subprocess."""
+    from nanogpt_cli.runs import MetricsLog
+
+    write = MetricsLog.write
+    sent = []
+
+    def write_then_signal(self, row):
+        write(self, row)
+        if row["iter"] >= at_iter and not sent:
+            sent.append(row["iter"])
+            for sig in signals:
+                os.kill(os.getpid(), sig)
+
+    monkeypatch.setattr(MetricsLog, "write", write_then_signal)
+
+
+def _train_until_signalled(cli, monkeypatch, run: str, extra: list[str], at_iter: int, *signals: int):
+    with monkeypatch.context() as patch:
+        _signal_at(patch, at_iter, *signals)
+        result = cli("train", "--run", run, *RUN_ARGS, *extra)
+    return subprocess.CompletedProcess([], result.exit_code, result.stdout, result.stderr)
+
+
+def test_sigint_twice_then_resume_equals_the_uninterrupted_run(cli, home, poems, reference, monkeypatch):
+    first = _train_until_signalled(cli, monkeypatch, "stopped", [], 30, signal.SIGINT)
     assert first.returncode == 130, first.stderr
     assert "resume with: nanogpt train --run stopped --resume" in first.stderr
     assert "Traceback" not in first.stderr
     stopped_at = torch.load(home / "runs" / "stopped" / "ckpt.pt", weights_only=True)["train_state"]["iteration"]
     assert 30 <= stopped_at < 240
 
-    second = _start_and_stop(home, "stopped", ["--resume"], at_iter=stopped_at + 50, sig=signal.SIGINT)
+    second = _train_until_signalled(cli, monkeypatch, "stopped", ["--resume"], stopped_at + 50, signal.SIGINT)
     assert second.returncode == 130, second.stderr
     again = torch.load(home / "runs" / "stopped" / "ckpt.pt", weights_only=True)["train_state"]["iteration"]
     assert again > stopped_at
@@ -90,7 +130,7 @@ def test_sigint_twice_then_resume_equals_the_uninterrupted_run(cli, home, refere
     _assert_same_as_reference(home, "stopped", reference)
 
 
-def test_sigkill_then_resume_equals_the_uninterrupted_run(cli, home, reference):
+def test_sigkill_then_resume_equals_the_uninterrupted_run(cli, home, poems, reference):
     killed = _start_and_stop(home, "killed", [], at_iter=100, sig=signal.SIGKILL)
     assert killed.returncode == -signal.SIGKILL
     saved = torch.load(home / "runs" / "killed" / "ckpt.pt", weights_only=True)["train_state"]["iteration"]
@@ -101,28 +141,21 @@ def test_sigkill_then_resume_equals_the_uninterrupted_run(cli, home, reference):
     _assert_same_as_reference(home, "killed", reference)
 
 
-def test_sigterm_saves_like_ctrl_c(home, small_text, cli):
+def test_sigterm_saves_like_ctrl_c(home, small_text, cli, monkeypatch):
     assert cli("prepare", small_text).exit_code == 0
-    stopped = _start_and_stop(home, "termed", [], at_iter=20, sig=signal.SIGTERM)
+    stopped = _train_until_signalled(cli, monkeypatch, "termed", [], 20, signal.SIGTERM)
     assert stopped.returncode == 130 and "resume with: nanogpt train --run termed --resume" in stopped.stderr
     state = torch.load(home / "runs" / "termed" / "ckpt.pt", weights_only=True)["train_state"]
     assert state["iteration"] >= 20
 
 
-def test_a_second_ctrl_c_stops_at_once_and_leaves_checkpoints_whole(home, small_text, cli):
+def test_a_second_ctrl_c_stops_at_once_and_leaves_checkpoints_whole(home, small_text, cli, monkeypatch):
     from nanogpt_cli.checkpoint import load_checkpoint
 
     assert cli("prepare", small_text).exit_code == 0
-    env = {**os.environ, "NANOGPT_HOME": str(home)}
-    proc = subprocess.Popen([sys.executable, "-m", "nanogpt_cli", "train", "--run", "twice", *RUN_ARGS],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    metrics = home / "runs" / "twice" / "metrics.jsonl"
-    while _last_iter(metrics) < 45 and proc.poll() is None:  # past the first periodic checkpoint
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGINT)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130 and "Traceback" not in err
+    # Past the first periodic checkpoint, two Ctrl-Cs in a row.
+    stopped = _train_until_signalled(cli, monkeypatch, "twice", [], 45, signal.SIGINT, signal.SIGINT)
+    assert stopped.returncode == 130 and "Traceback" not in stopped.stderr
     run_dir = home / "runs" / "twice"
     assert load_checkpoint(run_dir / "ckpt.pt")["train_state"]["iteration"] >= 40  # whole, whichever it is
     assert not list(run_dir.glob(".*.tmp-*"))  # no half-written file left behind
