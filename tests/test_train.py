@@ -189,7 +189,7 @@ def test_errors_after_the_compile_warm_up_are_real_errors(cli, home, small_text,
     monkeypatch.setattr(torch, "compile", flaky_compile)
     cli("prepare", small_text)
     with pytest.raises(RuntimeError, match="out of memory"):
-        from nanogpt_cli.train import TrainOptions, run_training
+        from nanogpt_cli.session import TrainOptions, run_training
 
         run_training(TrainOptions(flags={"dataset": "poems", "compile": True, "n_layer": 1, "n_head": 2, "n_embd": 16,
                                          "block_size": 16, "batch_size": 4, "max_iters": 5}, run="oom"))

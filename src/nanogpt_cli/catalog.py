@@ -5,6 +5,7 @@ Listing never loads tensors, so `nanogpt info` stays fast however many runs ther
 
 from __future__ import annotations
 
+import filecmp
 import json
 import time
 from pathlib import Path
@@ -77,6 +78,30 @@ def list_runs() -> list[dict[str, Any]]:
 def runs_using_dataset(dataset: str) -> list[str]:
     """Runs trained on `dataset` that still hold a checkpoint to resume or evaluate."""
     return [r["name"] for r in list_runs() if r["dataset"] == dataset and (Path(r["path"]) / "ckpt.pt").is_file()]
+
+
+def _same_tokens(old_dir: Path, new_dir: Path) -> bool:
+    """Whether two dataset folders hold the same tokenizer and the same token files, byte for byte."""
+    try:
+        old_meta = json.loads((old_dir / "meta.json").read_text(encoding="utf-8"))
+        new_meta = json.loads((new_dir / "meta.json").read_text(encoding="utf-8"))
+        return old_meta.get("tokenizer") == new_meta.get("tokenizer") and all(
+            filecmp.cmp(old_dir / f"{split}.bin", new_dir / f"{split}.bin", shallow=False) for split in ("train", "val")
+        )
+    except (OSError, ValueError):
+        return False
+
+
+def check_replaceable(final_dir: Path, new_dir: Path) -> None:
+    """Refuse to swap in different tokens under a dataset that resumable runs were trained on: their
+    --resume and eval would read tokens they were not trained on."""
+    users = runs_using_dataset(final_dir.name)
+    if users and not _same_tokens(final_dir, new_dir):
+        shown = ", ".join(repr(r) for r in users[:5]) + (f" and {len(users) - 5} more" if len(users) > 5 else "")
+        raise NanoGPTError(
+            f"dataset {final_dir.name!r} is what run(s) {shown} trained on, and the new tokens differ: replacing it "
+            "would break their --resume and eval. Prepare it under another --name, or delete those runs first"
+        )
 
 
 def resolve_run(name: str | None, need: str | None = None) -> Path:

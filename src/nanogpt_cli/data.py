@@ -18,7 +18,6 @@ an interrupted prepare never leaves a dataset that looks complete.
 from __future__ import annotations
 
 import codecs
-import filecmp
 import hashlib
 import json
 import os
@@ -33,6 +32,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from nanogpt_cli import paths
+from nanogpt_cli.catalog import check_replaceable
 from nanogpt_cli.errors import NanoGPTError
 from nanogpt_cli.sources import Document, Progress, Source, no_progress, resolve_source
 from nanogpt_cli.tokenizer import Tokenizer, codepoints, get_tokenizer, tokenizer_from_spec
@@ -345,7 +345,7 @@ def prepare_dataset(
                                   "characters": sum(val_scan.characters)}
         (tmp_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         if replacing:
-            _check_replaceable(final_dir, tmp_dir)
+            check_replaceable(final_dir, tmp_dir)
         old_dir = datasets / f".{name}.old-{os.getpid()}"
         if final_dir.exists():
             final_dir.rename(old_dir)
@@ -357,32 +357,6 @@ def prepare_dataset(
         shutil.rmtree(tmp_dir, ignore_errors=True)
     meta["path"] = str(final_dir)
     return meta
-
-
-def _same_tokens(old_dir: Path, new_dir: Path) -> bool:
-    """Whether two dataset folders hold the same tokenizer and the same token files, byte for byte."""
-    try:
-        old_meta = json.loads((old_dir / "meta.json").read_text(encoding="utf-8"))
-        new_meta = json.loads((new_dir / "meta.json").read_text(encoding="utf-8"))
-        return old_meta.get("tokenizer") == new_meta.get("tokenizer") and all(
-            filecmp.cmp(old_dir / f"{split}.bin", new_dir / f"{split}.bin", shallow=False) for split in ("train", "val")
-        )
-    except (OSError, ValueError):
-        return False
-
-
-def _check_replaceable(final_dir: Path, new_dir: Path) -> None:
-    """Refuse to swap in different tokens under a dataset that resumable runs were trained on: their
-    --resume and eval would read tokens they were not trained on."""
-    from nanogpt_cli.catalog import runs_using_dataset
-
-    users = runs_using_dataset(final_dir.name)
-    if users and not _same_tokens(final_dir, new_dir):
-        shown = ", ".join(repr(r) for r in users[:5]) + (f" and {len(users) - 5} more" if len(users) > 5 else "")
-        raise NanoGPTError(
-            f"dataset {final_dir.name!r} is what run(s) {shown} trained on, and the new tokens differ: replacing it "
-            "would break their --resume and eval. Prepare it under another --name, or delete those runs first"
-        )
 
 
 class Dataset:

@@ -27,21 +27,23 @@ class KVCache:
     work instead of the whole context's. Training never uses it."""
 
     def __init__(self, config: ModelConfig, batch_size: int, device: torch.device, dtype: torch.dtype):
-        # A position's key and value sit side by side, (B, block_size, 2, n_embd): they arrive together
-        # from one matmul, and one copy stores both.
-        shape = (batch_size, config.block_size, 2, config.n_embd)
-        self.kv = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
+        # Stored as attention reads them, (B, n_head, block_size, head_size): each step reads a
+        # contiguous slice instead of gathering strided heads.
+        shape = (batch_size, config.n_head, config.block_size, config.n_embd // config.n_head)
+        self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
+        self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
         self.length = 0  # positions filled so far
 
     def reset(self) -> None:
         self.length = 0
 
-    def append(self, layer: int, kv: torch.Tensor) -> torch.Tensor:
-        """Store this layer's new (B, T, 2, n_embd) keys and values after the cached ones and return
-        every key and value so far."""
-        end = self.length + kv.size(1)
-        self.kv[layer][:, self.length : end] = kv
-        return self.kv[layer][:, :end]
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store this layer's new (B, n_head, T, head_size) keys and values after the cached ones and
+        return every key and value so far."""
+        end = self.length + k.size(2)
+        self.keys[layer][:, :, self.length : end] = k
+        self.values[layer][:, :, self.length : end] = v
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
 
 
 class CausalSelfAttention(nn.Module):
@@ -59,24 +61,17 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         B, T, C = x.size()
-        qkv = self.c_attn(x).view(B, T, 3, C)  # query, key and value of every position
+        # Query, key and value of every position; heads become a batch dimension: (B, n_head, T, head_size).
+        qkv = self.c_attn(x).view(B, T, 3, C).unbind(2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in qkv)
         if cache is None:
-            past = 0
-            q, k, v = qkv.unbind(2)
-        else:
-            past = cache.length
-            q = qkv[:, :, 0]
-            k, v = cache.append(self.layer, qkv[:, :, 1:]).unbind(2)  # every key and value so far
-        # Heads become a batch dimension: (B, T, C) -> (B, n_head, T, head_size).
-        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        k = k.view(B, past + T, self.n_head, C // self.n_head).transpose(1, 2)
-        v = v.view(B, past + T, self.n_head, C // self.n_head).transpose(1, 2)
-        if past == 0:
             # PyTorch picks the fastest kernel it has (flash attention on recent GPUs).
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)
         else:
-            # Cached sampling: the new tokens see every cached position and, among themselves, only
-            # the past. A single new token needs no mask at all.
+            # Sampling: the new tokens see every cached position and, among themselves, only the past.
+            # A single new token needs no mask at all.
+            past = cache.length
+            k, v = cache.append(self.layer, k, v)  # every key and value so far
             mask = None if T == 1 else torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(past)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         y = y.transpose(1, 2).reshape(B, T, C)  # re-join the heads

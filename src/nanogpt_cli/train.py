@@ -1,4 +1,4 @@
-"""The training loop, and the whole of a `nanogpt train` from plan to summary.
+"""The training loop.
 
 `Trainer` builds a run's model, optimizer and data samplers (restoring them from a checkpoint when
 resuming) and `Trainer.run` trains: linear warmup and cosine LR decay, gradient accumulation, mixed
@@ -8,8 +8,8 @@ line for every log and eval. A resumed run continues exactly where its checkpoin
 optimizer moments, grad scaler, iteration, best val loss, the running loss average, and every random
 generator (torch, CUDA, data sampling); on the CPU it is bit-for-bit the run that never stopped.
 
-`run_training` is what the `train` command calls: it joins the process group (or launches torchrun),
-plans the run, prepares the bundled data if needed, trains and leaves the group.
+`train(plan)` claims the run folder (runs.py), builds a Trainer from a plan (plan.py) and runs it;
+session.py wraps it with the process group and the bundled data.
 
 It reports progress through `on_event(kind, info)` and never prints. The first SIGINT/SIGTERM finishes
 the current step, saves ckpt.pt and raises `TrainingInterrupted`; a second one aborts at once (the
@@ -26,7 +26,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +35,13 @@ from torch.nn.parallel import DistributedDataParallel
 
 from nanogpt_cli import __version__, distributed, paths
 from nanogpt_cli.checkpoint import FORMAT_VERSION, save_checkpoint
-from nanogpt_cli.config import RunFile, TrainConfig
-from nanogpt_cli.data import BatchSampler, prepare_dataset
+from nanogpt_cli.config import TrainConfig
+from nanogpt_cli.data import BatchSampler
 from nanogpt_cli.device import autocast, describe, peak_flops, resolve_device, resolve_dtype
 from nanogpt_cli.errors import NanoGPTError
 from nanogpt_cli.model import build_model, count_parameters, flops_per_token
-from nanogpt_cli.plan import RunPlan, attach_dataset, plan_resume, plan_run
+from nanogpt_cli.plan import RunPlan, attach_dataset
 from nanogpt_cli.runs import MetricsLog, new_run_name, open_run, write_config
-from nanogpt_cli.sources import no_progress
 
 EventHandler = Callable[[str, dict[str, Any]], None]
 
@@ -425,20 +424,6 @@ class Trainer:
         return summary
 
 
-@dataclass
-class TrainOptions:
-    """What the `train` command asks for, before any of it is checked."""
-
-    preset: str | None = None
-    flags: dict[str, Any] = field(default_factory=dict)  # config fields given on the command line
-    config_file: RunFile | None = None
-    run: str | None = None
-    resume: bool = False
-    overwrite: bool = False
-    nproc: int = 1
-    relaunch_args: list[str] = field(default_factory=list)  # the command's own arguments, for torchrun
-
-
 def train(plan: RunPlan, overwrite: bool = False, on_event: EventHandler | None = None) -> dict[str, Any]:
     """Train the planned run (a new one, or one continued from its checkpoint); return a summary of it."""
     emit = on_event or (lambda kind, info: None)
@@ -447,44 +432,3 @@ def train(plan: RunPlan, overwrite: bool = False, on_event: EventHandler | None 
         distributed.on_main(lambda: stack.enter_context(open_run(run_dir, plan.resume is not None, overwrite)))
         trainer = Trainer(attach_dataset(plan, run_dir.name), run_dir, emit)
         return trainer.run()
-
-
-def run_training(options: TrainOptions, on_event: EventHandler | None = None, progress=None) -> dict[str, Any]:
-    """All of `nanogpt train`: join the process group (or start torchrun with options.nproc processes,
-    once every flag is checked), plan, prepare the bundled dataset when it is missing, train, leave the
-    group. Returns the run's summary, {"relaunched": exit code} after torchrun, or {} on a rank > 0."""
-    emit = on_event or (lambda kind, info: None)
-    if options.resume and options.overwrite:
-        raise NanoGPTError("--resume continues a run and --overwrite replaces it; choose one")
-    if options.resume and options.config_file is not None:
-        raise NanoGPTError("--config cannot be combined with --resume: a resumed run keeps its own settings")
-    launching = options.nproc > 1 and "WORLD_SIZE" not in os.environ
-    group = distributed.Group() if launching else distributed.setup()
-    world = options.nproc if launching else group.world
-    if options.resume:
-        plan = plan_resume(options.run, options.preset, options.flags, world)
-    else:
-        plan = plan_run(options.preset, options.flags, options.run, world, progress, options.config_file)
-    if launching:
-        command = "torchrun " + " ".join(distributed.torchrun_command(options.nproc, options.relaunch_args)[3:])
-        emit("launch", {"nproc": options.nproc, "command": command})
-        return {"relaunched": distributed.launch(options.nproc, options.relaunch_args)}
-    finished = False  # whether every process reached the same end (then they leave the group together)
-    try:
-        if plan.bundled is not None:
-            source, tokenizer = plan.bundled
-            if group.is_main:
-                emit("prepare", {"dataset": plan.train_config.dataset})
-            meta = distributed.on_main(lambda: prepare_dataset(source, tokenizer, plan.train_config.dataset,
-                                                               progress=progress or no_progress))
-            if group.is_main:
-                emit("prepared", meta)
-        try:
-            summary = train(plan, options.overwrite, emit)
-        except TrainingInterrupted:
-            finished = True  # every process stops at the same step
-            raise
-        finished = True
-        return summary if group.is_main else {}
-    finally:
-        distributed.teardown(finished=finished)

@@ -72,7 +72,8 @@ def train(
         presets_table()
         return
     from nanogpt_cli.config import read_run_file
-    from nanogpt_cli.train import TrainingInterrupted, TrainOptions, run_training
+    from nanogpt_cli.session import TrainOptions, run_training
+    from nanogpt_cli.train import TrainingInterrupted
 
     options = TrainOptions(preset, flags, read_run_file(config) if config else None, run, resume, overwrite, nproc,
                            _relaunch_args())
