@@ -116,12 +116,18 @@ def test_training_uses_the_files_values(cli, home, small_text, tmp_path):
 
 def test_a_new_field_becomes_an_option_by_itself(monkeypatch):
     """Adding a knob is one edit: a field declared in config appears in --help and reaches the command."""
+    from dataclasses import dataclass
+
     from nanogpt_cli import config
     from nanogpt_cli.commands.train import config_options
 
-    extra = config.Knob("label_smoothing", "train", float, False, 0.0, "Smooth the targets by this much.", config.TRAINING)
-    monkeypatch.setitem(config.KNOBS, "label_smoothing", extra)
-    monkeypatch.setattr("nanogpt_cli.commands.train.KNOBS", config.KNOBS)
+    @dataclass
+    class TestTrainConfig(config.TrainConfig):  # a knob that exists only in this test
+        label_smoothing: float = config.knob(0.0, "Smooth the targets by this much.", config.TRAINING)
+
+    knobs = config.knobs_of({"model": config.ModelConfig, "train": TestTrainConfig})
+    assert knobs["label_smoothing"].type is float and knobs["label_smoothing"].panel == config.TRAINING
+    monkeypatch.setattr("nanogpt_cli.commands.train.KNOBS", knobs)
     seen = {}
 
     def command(flags: dict, name: str = "x") -> None:

@@ -139,9 +139,10 @@ class Knob:
 SECTIONS = {"model": ModelConfig, "train": TrainConfig}
 
 
-def _knobs() -> dict[str, Knob]:
+def knobs_of(sections: dict[str, type]) -> dict[str, Knob]:
+    """The settable fields of these config classes, by name."""
     found = {}
-    for section, cls in SECTIONS.items():
+    for section, cls in sections.items():
         hints = typing.get_type_hints(cls)
         for f in fields(cls):
             if f.metadata.get("derived"):
@@ -153,7 +154,7 @@ def _knobs() -> dict[str, Knob]:
     return found
 
 
-KNOBS: dict[str, Knob] = _knobs()
+KNOBS: dict[str, Knob] = knobs_of(SECTIONS)
 DERIVED = {f.name for cls in SECTIONS.values() for f in fields(cls) if f.metadata.get("derived")}
 
 

@@ -204,8 +204,8 @@ class BigramLanguageModel(nn.Module):
 
 
 def build_model(config: ModelConfig, weights: dict[str, torch.Tensor] | None = None) -> nn.Module:
-    """A new model, randomly initialised, or carrying `weights` (a state dict) when given."""
-    config.validate()
+    """A new model, randomly initialised, or carrying `weights` (a state dict) when given. The config
+    was validated where it was made (plan.py, or the file it was read from)."""
     model = BigramLanguageModel(config) if config.model == "bigram" else GPT(config)
     if weights is not None:
         # Built on the CPU and then overwritten: building on the "meta" device would skip the random

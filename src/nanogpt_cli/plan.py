@@ -136,8 +136,7 @@ def _load_init(spec: str, given: dict[str, Any], progress=None) -> InitWeights:
             raise NanoGPTError(f"--block-size {block_size} is larger than {description}'s ({config.block_size})")
         weights = {**weights, "transformer.wpe.weight": weights["transformer.wpe.weight"][:block_size].clone()}
         config.block_size = block_size
-    config.dropout = given.get("dropout") or 0.0
-    config.validate()
+    config.dropout = given.get("dropout") or 0.0  # validated with the other flags
     return InitWeights(config, weights, tokenizer, description)
 
 
