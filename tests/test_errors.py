@@ -59,6 +59,11 @@ CASES = [
     (["train", "--dataset", "poems", "--keep", "0"], "--keep must be at least 1"),
     (["sample", "--top-p", "0"], "--top-p must be in (0, 1]"),
     (["sample", "--interactive", "--prompt", "the"], "--interactive reads its prompts from stdin"),
+    (["sample", "--prompt-file", "{text}.missing"], "does not exist; pass the path of a UTF-8 text file"),
+    (["eval", "--text-file", "{text}.missing"], "does not exist; pass the path of a UTF-8 text file"),
+    (["export", "tiny", "{text}"], "is a file; give the path of a folder to export into"),
+    (["train", "--dataset", "my play"], "invalid dataset name 'my play'"),
+    (["train", "--dataset", "my play"], "did you mean 'my-play'?"),
 ]
 
 
@@ -76,7 +81,7 @@ def files(tmp_path, small_text):
 
 @pytest.mark.parametrize("args, message", CASES, ids=[" ".join(a)[:60] for a, _ in CASES])
 def test_user_error_is_one_clear_line(cli, trained_run, files, args, message):
-    args = [a.format(**files) if a.startswith("{") else a for a in args]
+    args = [a.format(**files) if a.startswith("{") and "}" in a else a for a in args]
     result = cli(*args)
     assert result.exit_code == 1, result.output
     lines = result.stderr.strip().splitlines()

@@ -162,3 +162,25 @@ def test_export_refuses_the_bigram_model_and_unknown_formats(cli, home, small_te
     assert result.exit_code == 1 and "only GPT models can be exported" in result.stderr
     result = cli("export", "bi", tmp_path / "x", "--format", "onnx")
     assert result.exit_code == 1 and "unknown export format 'onnx'" in result.stderr
+
+
+def test_init_from_gpt2_offline_says_which_files_to_put_where(cli, home, monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    result = cli("train", "--init-from", "gpt2", "--dataset", "shakespeare-gpt2")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    folder = home / "cache" / "hub" / "gpt2"
+    assert f"put gpt2's config.json and model.safetensors (from the gpt2 repository on the Hugging Face Hub) into {folder}" \
+        in result.stderr
+    assert "set HF_ENDPOINT to a mirror" in result.stderr and "nanogpt prepare" not in result.stderr
+
+
+def test_exported_weights_get_the_users_usual_file_mode(cli, home, trained_run, tmp_path):
+    import os
+    import stat
+
+    umask = os.umask(0o022)
+    try:
+        assert cli("export", trained_run, tmp_path / "out").exit_code == 0
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "out" / "model.safetensors").stat().st_mode) == 0o644

@@ -47,12 +47,18 @@ def tiktoken_cache_dir() -> Path:
     return Path(os.environ.get("TIKTOKEN_CACHE_DIR") or cache_dir() / "tiktoken")
 
 
+def safe_name(text: str) -> str:
+    """`text` made into a valid name: other characters become '-' (how prepare names a dataset)."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-._")[:100].rstrip("-._")
+    return name or "data"
+
+
 def check_name(name: str, what: str) -> str:
     """Dataset and run names become folder names: keep them to safe characters."""
     if not _NAME_RE.match(name):
         raise NanoGPTError(
             f"invalid {what} name {name!r}: use letters, digits, '.', '_' and '-' "
-            "(starting with a letter or digit, at most 100 characters)"
+            f"(starting with a letter or digit, at most 100 characters); did you mean {safe_name(name)!r}?"
         )
     return name
 

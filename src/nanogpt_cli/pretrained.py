@@ -29,7 +29,7 @@ from nanogpt_cli.checkpoint import checkpoint_path, load_checkpoint
 from nanogpt_cli.config import ModelConfig, model_config_from_dict
 from nanogpt_cli.errors import NanoGPTError
 from nanogpt_cli.model import GPT
-from nanogpt_cli.sources import download
+from nanogpt_cli.sources import download, no_progress
 
 GPT2_SIZES = {  # name: (n_layer, n_head, n_embd)
     "gpt2": (12, 12, 768),
@@ -49,7 +49,9 @@ def _hub_folder(name: str, progress=None) -> Path:
         target = folder / filename
         if not target.is_file():
             url = f"{endpoint}/{name}/resolve/main/{filename}"
-            os.replace(download(url, progress=progress) if progress else download(url), target)
+            hint = (f"put {name}'s config.json and model.safetensors (from the {name} repository on the Hugging "
+                    f"Face Hub) into {folder}, or set HF_ENDPOINT to a mirror")
+            os.replace(download(url, progress=progress or no_progress, offline_hint=hint), target)
     return folder
 
 
@@ -124,6 +126,13 @@ def load_init(spec: str, progress=None) -> tuple[ModelConfig, dict[str, torch.Te
     )
 
 
+def _usual_file_mode(path: Path) -> None:
+    """Give a file the mode a new file of this user normally gets (0666 less the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 def export_hf(model: torch.nn.Module, config: ModelConfig, tokenizer: dict[str, Any], folder: Path) -> list[Path]:
     """Write config.json + model.safetensors in the GPT-2 layout. Models without biases get zero
     biases (the same function), since the GPT-2 layout always has them."""
@@ -156,9 +165,15 @@ def export_hf(model: torch.nn.Module, config: ModelConfig, tokenizer: dict[str, 
     }
     if tokenizer.get("kind") == "tiktoken":
         hf_config["bos_token_id"] = hf_config["eos_token_id"] = 50256
-    paths.ensure_dir(folder)
+    if folder.exists() and not folder.is_dir():
+        raise NanoGPTError(f"{folder} is a file; give the path of a folder to export into (it is created if needed)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise NanoGPTError(f"cannot create folder {folder}: {exc.strerror or exc}") from None
     try:
         save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+        _usual_file_mode(folder / "model.safetensors")  # safetensors writes 0600; others may read it
         (folder / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n", encoding="utf-8")
     except OSError as exc:
         raise NanoGPTError(f"cannot write to {folder}: {exc.strerror or exc}") from None

@@ -78,10 +78,6 @@ def bundled_dataset(name: str) -> tuple[str, str] | None:
     return None
 
 
-def _safe_stem(text: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "._-" else "-" for ch in text).strip("-._") or "data"
-
-
 def looks_binary(head: bytes) -> bool:
     """NUL bytes or invalid UTF-8 in the first bytes of a file mark it as binary."""
     if b"\x00" in head:
@@ -104,19 +100,19 @@ def _bundled(name: str) -> Source:
     return Source(f"bundled {name}", name, [Document(name, data=data)], expected_sha256=expected)
 
 
-def _file(path: Path) -> Source:
+def _file(path: Path, what: str = "pass 'shakespeare', a text file, a folder or a URL") -> Source:
     try:
         size = path.stat().st_size
         head = _read_head(path)
     except FileNotFoundError:
-        raise NanoGPTError(f"{path} does not exist; pass 'shakespeare', a text file, a folder or a URL") from None
+        raise NanoGPTError(f"{path} does not exist; {what}") from None
     except OSError as exc:
         raise NanoGPTError(f"cannot read {path}: {exc.strerror or exc}") from None
     if size == 0 or not head.strip():
         raise NanoGPTError(f"{path} is empty; a dataset needs text to learn from")
     if b"\x00" in head:
         raise NanoGPTError(f"{path} looks like a binary file (it contains NUL bytes); pass a text file")
-    return Source(str(path.resolve()), _safe_stem(path.stem), [Document(path.name, path=path)])
+    return Source(str(path.resolve()), paths.safe_name(path.stem), [Document(path.name, path=path)])
 
 
 def _folder(path: Path, glob: str) -> Source:
@@ -140,7 +136,7 @@ def _folder(path: Path, glob: str) -> Source:
             + (f" ({len(skipped)} binary file(s) skipped)" if skipped else "")
             + "; check the folder or --glob"
         )
-    return Source(str(path.resolve()), _safe_stem(path.resolve().name), documents, skipped)
+    return Source(str(path.resolve()), paths.safe_name(path.resolve().name), documents, skipped)
 
 
 def resolve_source(source: str, glob: str = "*", sha256: str | None = None, progress: Progress = no_progress) -> Source:
@@ -149,7 +145,7 @@ def resolve_source(source: str, glob: str = "*", sha256: str | None = None, prog
     if source.startswith(("http://", "https://")):
         path = download(source, sha256, progress)
         stem = Path(urllib.parse.urlparse(source).path).stem or "download"
-        return Source(source, _safe_stem(stem), [Document(path.name, path=path)])
+        return Source(source, paths.safe_name(stem), [Document(path.name, path=path)])
     path = Path(source).expanduser()
     if path.is_dir():
         return _folder(path, glob)
@@ -164,10 +160,11 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def download(url: str, sha256: str | None = None, progress: Progress = no_progress) -> Path:
+def download(url: str, sha256: str | None = None, progress: Progress = no_progress,
+             offline_hint: str = "download it yourself and run `nanogpt prepare FILE`") -> Path:
     """The local copy of `url` in the cache dir, downloading (or finishing a download) if needed."""
     folder = paths.ensure_dir(paths.cache_dir() / "downloads")
-    basename = _safe_stem(Path(urllib.parse.urlparse(url).path).name or "download")
+    basename = paths.safe_name(Path(urllib.parse.urlparse(url).path).name or "download")
     final = folder / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{basename}"
     if final.is_file() and (sha256 is None or sha256_of(final) == sha256.lower()):
         return final
@@ -179,14 +176,11 @@ def download(url: str, sha256: str | None = None, progress: Progress = no_progre
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and start:  # the partial file is already complete (or bigger): start over
             partial.unlink()
-            return download(url, sha256, progress)
+            return download(url, sha256, progress, offline_hint)
         raise NanoGPTError(f"cannot download {url}: HTTP {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise NanoGPTError(
-            f"cannot download {url} ({reason}); check the network, or download it yourself and run "
-            "`nanogpt prepare FILE`"
-        ) from None
+        raise NanoGPTError(f"cannot download {url} ({reason}); check the network, or {offline_hint}") from None
     with response:
         resumed = start > 0 and response.status == 206
         done = start if resumed else 0
@@ -218,7 +212,7 @@ def read_text_file(path: Path) -> str:
     path = Path(path)
     if path.is_dir():
         raise NanoGPTError(f"{path} is a folder; pass a UTF-8 text file")
-    doc = _file(path).documents[0]
+    doc = _file(path, "pass the path of a UTF-8 text file").documents[0]
     raw = doc.path.read_bytes()
     try:
         return raw.decode("utf-8")
