@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -176,3 +177,50 @@ def test_a_train_that_fails_before_its_first_step_leaves_no_run_folder(cli, home
     result = cli("train", *args)
     assert result.exit_code == 1 and result.stderr.startswith("error: ")
     assert sorted(p.name for p in (home / "runs").iterdir()) == before == ["tiny"]
+
+
+def test_disk_full_while_saving_a_checkpoint(cli, home, trained_run, monkeypatch):
+    import nanogpt_cli.checkpoint as checkpoint
+
+    before = (home / "runs" / trained_run / "ckpt.pt").read_bytes()
+
+    def full_disk(payload, f):
+        f.write(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 4288 vs 4194")
+
+    monkeypatch.setattr(checkpoint.torch, "save", full_disk)
+    result = cli("train", "--run", trained_run, "--resume", "--max-iters", "30", "--quiet")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    line = result.stderr.strip()
+    assert len(line.splitlines()) == 1
+    assert f"cannot write checkpoint {home / 'runs' / trained_run}" in line and "the disk is full" in line
+    assert "the last good checkpoint is kept" in line
+    assert (home / "runs" / trained_run / "ckpt.pt").read_bytes() == before
+    assert not list((home / "runs" / trained_run).glob(".*.tmp-*"))
+
+
+def test_resume_in_a_read_only_home_is_one_line(cli, home, trained_run, monkeypatch):
+    import builtins
+
+    import nanogpt_cli.runs as runs
+
+    def read_only(path, *args, **kwargs):
+        if str(path).endswith(".lock"):
+            raise OSError(30, "Read-only file system")
+        return builtins.open(path, *args, **kwargs)
+
+    monkeypatch.setattr(runs, "open", read_only, raising=False)
+    result = cli("train", "--run", trained_run, "--resume", "--max-iters", "30")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.stderr.strip() == (f"error: cannot write to run folder {home / 'runs' / trained_run}: Read-only file "
+                                     "system; set NANOGPT_HOME to a writable folder")
+
+
+def test_a_closed_pipe_is_a_normal_end(home, trained_run):
+    env = {**os.environ, "NANOGPT_HOME": str(home)}
+    proc = subprocess.Popen([sys.executable, "-m", "nanogpt_cli", "sample", "--max-new-tokens", "100000"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert len(proc.stdout.read(10)) == 10  # like `| head -c 10`: read a little, then close the pipe
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and err == b""

@@ -9,8 +9,10 @@ mid-write leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
+import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,14 +38,26 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as a RuntimeError
         tmp.unlink(missing_ok=True)
-        raise NanoGPTError(
-            f"cannot write checkpoint {path}: {exc.strerror or exc}; the previous checkpoint is kept"
-        ) from None
+        kept = "the last good checkpoint is kept" if path.exists() else "no earlier checkpoint was written"
+        raise NanoGPTError(f"cannot write checkpoint {path}: {_write_failure(exc, path.parent)}; {kept}") from None
     except BaseException:  # e.g. a second Ctrl-C mid-write: leave no partial file behind
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _write_failure(exc: Exception, folder: Path) -> str:
+    """Why a write failed, in words: a full disk says so, with the space left."""
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        free = None
+    full = getattr(exc, "errno", None) == errno.ENOSPC or "unexpected pos" in str(exc) or free == 0
+    if full:
+        space = f" ({free / 2**20:,.0f} MiB free in {folder})" if free is not None else ""
+        return f"the disk is full{space}; free some space and resume the run"
+    return getattr(exc, "strerror", None) or str(exc).splitlines()[0][:200]
 
 
 def _fsync_dir(path: Path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from collections.abc import Callable
 from typing import Annotated, Any, Optional
 
@@ -55,8 +56,20 @@ def friendly_errors(command: Callable) -> Callable:
                 raise
             err.print("[yellow]interrupted[/]")
             raise typer.Exit(130) from None
+        except BrokenPipeError:  # `nanogpt sample | head`: the reader has all it wanted
+            _silence_stdout()
+            raise typer.Exit(0) from None
 
     return wrapper
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's final flush into the closed pipe says nothing."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def _version_callback(value: bool) -> None:
