@@ -194,7 +194,7 @@ def test_disk_full_while_saving_a_checkpoint(cli, home, trained_run, monkeypatch
     line = result.stderr.strip()
     assert len(line.splitlines()) == 1
     assert f"cannot write checkpoint {home / 'runs' / trained_run}" in line and "the disk is full" in line
-    assert "the last good checkpoint is kept" in line
+    assert "the previous checkpoint is kept (the last good one)" in line
     assert (home / "runs" / trained_run / "ckpt.pt").read_bytes() == before
     assert not list((home / "runs" / trained_run).glob(".*.tmp-*"))
 

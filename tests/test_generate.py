@@ -205,3 +205,70 @@ def test_escapes_in_prompt_and_stop(cli, trained_run):
     assert "\n" in free["text"]  # the continuation reaches the end of a line
     stopped = json.loads(cli(*args, "--stop", "\\n").stdout)
     assert stopped["stopped"] and stopped["text"] == free["text"].split("\n")[0]
+
+
+def test_interactive_asks_again_after_a_prompt_it_cannot_encode(cli, trained_run):
+    result = cli("sample", "--interactive", "--max-new-tokens", "8", "--seed", "3", "--json",
+                 input="the quick\nthe {fox}\nto be\n")
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line)["prompt"] for line in result.stdout.splitlines()] == ["the quick", "to be"]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "vocabulary lacks: '{', '}'" in errors[0]
+    banner = result.stderr.splitlines()[0]
+    assert banner.startswith(f"sampling from run {trained_run} (best.pt): one prompt per line") and "Ctrl-D" in banner
+
+
+def test_ctrl_c_during_a_reply_stops_only_that_reply(cli, trained_run, monkeypatch):
+    from nanogpt_cli.generate import SampleSession
+
+    generate = SampleSession.generate
+    calls = []
+
+    def interrupted_once(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return generate(self, *args, **kwargs)
+
+    monkeypatch.setattr(SampleSession, "generate", interrupted_once)
+    result = cli("sample", "--interactive", "--max-new-tokens", "8", "--json", input="the quick\nto be\n")
+    assert result.exit_code == 0, result.output
+    assert "(reply stopped)" in result.stderr
+    assert [json.loads(line)["prompt"] for line in result.stdout.splitlines() if line.startswith("{")] == ["to be"]
+
+
+def test_interactive_on_a_terminal_edits_lines_and_ends_on_ctrl_d(home, trained_run):
+    """In a real pseudo-terminal: arrow keys edit the line (readline), and Ctrl-D quits with exit 0."""
+    import os
+    import pty
+    import select
+    import subprocess
+    import sys
+    import time
+
+    main, child = pty.openpty()
+    env = {**os.environ, "NANOGPT_HOME": str(home), "TERM": "xterm"}
+    proc = subprocess.Popen([sys.executable, "-m", "nanogpt_cli", "sample", "-i", "--max-new-tokens", "5", "--seed", "1"],
+                            stdin=child, stdout=child, stderr=child, env=env, close_fds=True)
+    os.close(child)
+    output = b""
+
+    def wait_for_prompts(count: int, timeout: float = 60) -> None:
+        nonlocal output
+        deadline = time.time() + timeout
+        while output.count(b"> ") < count and time.time() < deadline:
+            if select.select([main], [], [], 0.1)[0]:
+                try:
+                    output += os.read(main, 4096)
+                except OSError:  # the child closed the terminal
+                    return
+
+    wait_for_prompts(1)
+    os.write(main, b"the\x1b[D\x1b[Dx\r")  # "the", two left arrows, "x": the line reads "txhe"
+    wait_for_prompts(2)
+    os.write(main, b"\x04")  # Ctrl-D at an empty prompt
+    assert proc.wait(timeout=60) == 0, output.decode(errors="replace")
+    os.close(main)
+    text = output.decode(errors="replace")
+    assert text.count("> ") == 2  # one answer, then the next prompt
+    assert "vocabulary lacks" not in text and "Traceback" not in text

@@ -40,7 +40,8 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
         _fsync_dir(path.parent)
     except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as a RuntimeError
         tmp.unlink(missing_ok=True)
-        kept = "the last good checkpoint is kept" if path.exists() else "no earlier checkpoint was written"
+        kept = ("the previous checkpoint is kept (the last good one)" if path.exists()
+                else "no earlier checkpoint was written")
         raise NanoGPTError(f"cannot write checkpoint {path}: {_write_failure(exc, path.parent)}; {kept}") from None
     except BaseException:  # e.g. a second Ctrl-C mid-write: leave no partial file behind
         tmp.unlink(missing_ok=True)
@@ -55,8 +56,9 @@ def _write_failure(exc: Exception, folder: Path) -> str:
         free = None
     full = getattr(exc, "errno", None) == errno.ENOSPC or "unexpected pos" in str(exc) or free == 0
     if full:
-        space = f" ({free / 2**20:,.0f} MiB free in {folder})" if free is not None else ""
-        return f"the disk is full{space}; free some space and resume the run"
+        details = [d for d in (getattr(exc, "strerror", None),
+                               f"{free / 2**20:,.0f} MiB free in {folder}" if free is not None else None) if d]
+        return f"the disk is full ({'; '.join(details)}); free some space and resume the run"
     return getattr(exc, "strerror", None) or str(exc).splitlines()[0][:200]
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 from nanogpt_cli.commands.render import err
 from nanogpt_cli.errors import NanoGPTError
@@ -78,15 +80,50 @@ def sample(
     if not interactive:
         answer(prompt, seed)
         return
+    err.print(f"[dim]sampling from run {session.run} ({session.checkpoint}): one prompt per line; Ctrl-C stops a reply, "
+              "Ctrl-D or Ctrl-C at an empty prompt quits[/]", markup=True)
+    read_line = _line_reader()
     turn = 0
     while True:
-        if sys.stdin.isatty():
-            err.print("[bold]>[/] ", end="", markup=True)
-        line = sys.stdin.readline()
-        if not line:
+        try:
+            line = read_line()
+        except (EOFError, KeyboardInterrupt):
+            line = None
+        if line is None:
             if sys.stdin.isatty():
                 err.print()
             return
-        # The prompt is already on the screen (typed, or in the input file): print only the answer.
-        answer(line.rstrip("\n"), None if seed is None else seed + turn * num_samples, echo=False)
+        try:
+            # The prompt is already on the screen (typed, or in the input file): print only the answer.
+            answer(line, None if seed is None else seed + turn * num_samples, echo=False)
+        except KeyboardInterrupt:  # stop this reply, keep the session
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+            err.print("[yellow](reply stopped)[/]", markup=True)
+        except NanoGPTError as exc:  # e.g. characters the model never saw: say so, ask again
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True)
         turn += 1
+
+
+def _line_reader() -> Callable[[], Optional[str]]:
+    """A function returning the next prompt line (None at the end). On a terminal it reads with the
+    standard library's readline, where there is one: arrow keys edit the line and recall history."""
+    if not sys.stdin.isatty():
+
+        def from_pipe() -> Optional[str]:
+            line = sys.stdin.readline()
+            return line.removesuffix("\n") if line else None
+
+        return from_pipe
+    try:
+        import readline  # noqa: F401  (importing it is what gives input() line editing and history)
+    except ImportError:  # Windows without pyreadline: plain input()
+        pass
+    if sys.stdout.isatty():
+        return lambda: input("> ")
+
+    def prompt_on_stderr() -> str:  # the answers go to a file or pipe: keep the prompt out of them
+        err.print("> ", end="")
+        return input()
+
+    return prompt_on_stderr
