@@ -93,3 +93,21 @@ def trained_run(home, trained_home) -> str:
     """A tiny trained run named 'tiny' on the 'poems' dataset, copied into this test's own home."""
     shutil.copytree(trained_home, home, dirs_exist_ok=True)
     return "tiny"
+
+
+def signal_at(monkeypatch, at_iter: int, *signals: int) -> None:
+    """Send this process `signals` (real ones, to the handler training installs) once training has
+    logged iteration `at_iter`: the in-process twin of signalling a `nanogpt train` subprocess."""
+    from nanogpt_cli.runs import MetricsLog
+
+    write = MetricsLog.write
+    sent = []
+
+    def write_then_signal(self, row):
+        write(self, row)
+        if row["iter"] >= at_iter and not sent:
+            sent.append(row["iter"])
+            for sig in signals:
+                os.kill(os.getpid(), sig)
+
+    monkeypatch.setattr(MetricsLog, "write", write_then_signal)

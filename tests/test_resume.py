@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import signal_at
+
 # Small but slow enough (a few ms per step) that a test can interrupt it mid-run; dropout on, so the
 # dropout RNG must be restored too.
 RUN_ARGS = ["--dataset", "poems", "--n-layer", "2", "--n-head", "2", "--n-embd", "32", "--block-size", "32",
@@ -87,27 +89,9 @@ def _assert_same_as_reference(home, run, reference):
     assert all(torch.equal(weights[k], weights_ref[k]) for k in weights_ref)
 
 
-def _signal_at(monkeypatch, at_iter: int, *signals: int) -> None:
-    """Send this process `signals` (real ones, to the handler training installs) once training has
-    logged iteration `at_iter`: the in-process twin of signalling a `nanogpt train` subprocess."""
-    from nanogpt_cli.runs import MetricsLog
-
-    write = MetricsLog.write
-    sent = []
-
-    def write_then_signal(self, row):
-        write(self, row)
-        if row["iter"] >= at_iter and not sent:
-            sent.append(row["iter"])
-            for sig in signals:
-                os.kill(os.getpid(), sig)
-
-    monkeypatch.setattr(MetricsLog, "write", write_then_signal)
-
-
 def _train_until_signalled(cli, monkeypatch, run: str, extra: list[str], at_iter: int, *signals: int):
     with monkeypatch.context() as patch:
-        _signal_at(patch, at_iter, *signals)
+        signal_at(patch, at_iter, *signals)
         result = cli("train", "--run", run, *RUN_ARGS, *extra)
     return subprocess.CompletedProcess([], result.exit_code, result.stdout, result.stderr)
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import re
+
+import torch
 
 
 def test_sample_continues_the_prompt(cli, trained_run):
@@ -120,3 +123,47 @@ def test_version(cli):
 
     result = cli("--version")
     assert result.exit_code == 0 and result.stdout.strip() == f"nanogpt-cli {__version__}"
+
+
+def test_info_shows_the_last_saved_iteration_of_a_stopped_run(cli, home, small_text, monkeypatch):
+    import signal
+
+    from conftest import signal_at
+
+    cli("prepare", small_text)
+    with monkeypatch.context() as patch:
+        signal_at(patch, 13, signal.SIGINT)
+        result = cli("train", "--dataset", "poems", "--run", "stopped", "--n-layer", "1", "--n-head", "2", "--n-embd",
+                     "16", "--block-size", "16", "--batch-size", "4", "--max-iters", "2000", "--log-interval", "1",
+                     "--eval-interval", "500", "--eval-iters", "1", "-q")
+    assert result.exit_code == 130
+    stopped_at = torch.load(home / "runs" / "stopped" / "ckpt.pt", weights_only=True)["train_state"]["iteration"]
+    assert stopped_at >= 13
+    runs = {r["name"]: r for r in json.loads(cli("info", "--json").stdout)["runs"]}
+    assert runs["stopped"]["iterations"] == stopped_at and runs["stopped"]["max_iters"] == 2000
+    assert f"{stopped_at:,}/2,000" in cli("info").stdout
+
+
+def test_a_resumed_run_reports_this_session_and_all_of_it(cli, home, trained_run):
+    result = cli("train", "--run", trained_run, "--resume", "--max-iters", "30", "--sample-tokens", "0")
+    assert result.exit_code == 0, result.output
+    assert re.search(r"done: 10 iterations in \dm\d\ds this session \(30 in \dm\d\ds in all\)", result.stdout)
+    # The schedule follows --max-iters unless --lr-decay-iters is set: a resume that moves it says so.
+    assert "warning: the new settings change run 'tiny''s learning-rate schedule: at iteration 20 the rate goes" \
+        in result.stderr
+    assert "--lr-decay-iters 20 to keep the old schedule" in result.stderr
+    evals = [json.loads(line) for line in (home / "runs" / trained_run / "metrics.jsonl").read_text().splitlines()]
+    elapsed = {row["iter"]: row["elapsed"] for row in evals if row["kind"] == "eval"}
+    assert elapsed[30] > elapsed[20] > 0  # the clock goes on across sessions
+
+
+def test_the_progress_rate_is_the_summarys_rate(home, small_text, cli):
+    from nanogpt_cli.session import TrainOptions, run_training
+
+    cli("prepare", small_text)
+    events = []
+    flags = {"dataset": "poems", "n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 16, "batch_size": 4,
+             "max_iters": 30, "log_interval": 5, "eval_interval": 15, "eval_iters": 1}
+    summary = run_training(TrainOptions(flags=flags, run="rate"), lambda kind, info: events.append((kind, info)))
+    last_step = [info for kind, info in events if kind == "step"][-1]
+    assert last_step["average_tokens_per_second"] == summary["tokens_per_second"]

@@ -51,7 +51,10 @@ def run_summary(run_dir: Path) -> dict[str, Any] | None:
     config = _read_json(run_dir / "config.json")
     if config is None:
         return None
-    evals = [m for m in read_metrics(run_dir) if m.get("kind") == "eval"]
+    metrics = read_metrics(run_dir)
+    evals = [m for m in metrics if m.get("kind") == "eval"]
+    # The last saved iteration: a checkpoint row (older runs: the last eval, which was saved too).
+    saved = [m["iter"] for m in metrics if m.get("kind") == "checkpoint"] or [m["iter"] for m in evals]
     checkpoints = [run_dir / name for name in ("ckpt.pt", "best.pt") if (run_dir / name).is_file()]
     modified = max((p.stat().st_mtime for p in checkpoints), default=(run_dir / "config.json").stat().st_mtime)
     return {
@@ -60,7 +63,7 @@ def run_summary(run_dir: Path) -> dict[str, Any] | None:
         "dataset": config.get("dataset"),
         "model": config.get("model_config", {}).get("model"),
         "parameters": config.get("parameters"),
-        "iterations": max((m["iter"] for m in evals), default=0),
+        "iterations": max(saved, default=0),
         "max_iters": config.get("train_config", {}).get("max_iters"),
         "best_val_loss": min((m["val_loss"] for m in evals), default=None),
         "last_modified": time.strftime("%Y-%m-%d %H:%M", time.localtime(modified)),

@@ -119,6 +119,16 @@ class TrainConfig:
                 raise InvalidValue(name, f"must be in [0, 1), got {getattr(self, name)}")
 
 
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup to cfg.lr, then cosine decay to cfg.min_lr at decay_iters, then flat."""
+    if step < cfg.warmup_iters:
+        return cfg.lr * (step + 1) / (cfg.warmup_iters + 1)
+    if step >= cfg.decay_iters:
+        return cfg.min_lr
+    ratio = (step - cfg.warmup_iters) / max(1, cfg.decay_iters - cfg.warmup_iters)
+    return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.lr - cfg.min_lr)
+
+
 @dataclass(frozen=True)
 class Knob:
     """One config field as the rest of the tool sees it."""
@@ -352,4 +362,4 @@ def to_toml(model: ModelConfig, train: TrainConfig, preset: str | None = None) -
 
 
 __all__ = ["KNOBS", "ModelConfig", "TrainConfig", "PRESETS", "Preset", "RunFile", "asdict", "build_configs",
-           "get_preset", "read_run_file", "to_toml"]
+           "get_preset", "lr_at", "read_run_file", "to_toml"]

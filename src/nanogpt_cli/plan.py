@@ -11,7 +11,7 @@ module builds no model and trains nothing.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -25,6 +25,7 @@ from nanogpt_cli.config import (
     RunFile,
     TrainConfig,
     build_configs,
+    lr_at,
     model_config_from_dict,
     to_toml,
     train_config_from_dict,
@@ -63,6 +64,7 @@ class RunPlan:
     resume: dict[str, Any] | None = None  # the checkpoint to continue from
     init: InitWeights | None = None  # weights to start from (--init-from)
     dataset: Dataset | None = None  # set by attach_dataset
+    notes: list[str] = field(default_factory=list)  # things the user should know before training starts
 
 
 def plan_run(preset: str | None, flags: dict[str, Any], run: str | None = None, world: int = 1,
@@ -151,7 +153,8 @@ def plan_resume(run: str | None, preset: str | None, flags: dict[str, Any], worl
     if "optimizer" not in ckpt or "rng" not in ckpt.get("train_state", {}):
         raise NanoGPTError(f"{path} holds weights only, not a full training state; it cannot be resumed")
     model_config = model_config_from_dict(ckpt["model_config"])
-    train_values = asdict(train_config_from_dict(ckpt["train_config"]))
+    before = train_config_from_dict(ckpt["train_config"])
+    train_values = asdict(before)
     for key, value in flags.items():
         if value is None:
             continue
@@ -174,7 +177,20 @@ def plan_resume(run: str | None, preset: str | None, flags: dict[str, Any], worl
             f"pass a larger --max-iters to train it further"
         )
     preset = json.loads((run_dir / "config.json").read_text(encoding="utf-8")).get("preset")
-    return RunPlan(preset, model_config, train_config, run=run_dir.name, resume=ckpt)
+    notes = [note] if (note := schedule_change(run_dir.name, done, before, train_config)) else []
+    return RunPlan(preset, model_config, train_config, run=run_dir.name, resume=ckpt, notes=notes)
+
+
+def schedule_change(run: str, step: int, before: TrainConfig, after: TrainConfig) -> str | None:
+    """One line saying how new settings move a resumed run's learning rate, if they do."""
+    old, new = lr_at(step, before), lr_at(step, after)
+    if old == new and before.decay_iters == after.decay_iters:
+        return None
+    line = f"the new settings change run {run!r}'s learning-rate schedule: at iteration {step:,} the rate goes from {old:.2e} to {new:.2e}"
+    if before.decay_iters != after.decay_iters:
+        line += (f", and it now decays until iteration {after.decay_iters:,} instead of {before.decay_iters:,} "
+                 f"(pass --lr-decay-iters {before.decay_iters} to keep the old schedule)")
+    return line
 
 
 def model_vocab_size(dataset: Dataset) -> int:

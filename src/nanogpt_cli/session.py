@@ -50,6 +50,9 @@ def run_training(options: TrainOptions, on_event: EventHandler | None = None, pr
         plan = plan_resume(options.run, options.preset, options.flags, world)
     else:
         plan = plan_run(options.preset, options.flags, options.run, world, progress, options.config_file)
+    if group.is_main and not launching:  # (the launched processes plan again and say it then)
+        for note in plan.notes:
+            emit("warning", {"message": note})
     if launching:
         command = "torchrun " + " ".join(distributed.torchrun_command(options.nproc, options.relaunch_args)[3:])
         emit("launch", {"nproc": options.nproc, "command": command})

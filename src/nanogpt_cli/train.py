@@ -35,7 +35,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from nanogpt_cli import __version__, distributed, paths
 from nanogpt_cli.checkpoint import FORMAT_VERSION, save_checkpoint
-from nanogpt_cli.config import TrainConfig
+from nanogpt_cli.config import TrainConfig, lr_at
 from nanogpt_cli.data import BatchSampler
 from nanogpt_cli.device import autocast, describe, peak_flops, resolve_device, resolve_dtype
 from nanogpt_cli.errors import NanoGPTError
@@ -55,16 +55,6 @@ class TrainingInterrupted(Exception):
         self.run = run
         self.iteration = iteration
         self.checkpoint = checkpoint
-
-
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warmup to cfg.lr, then cosine decay to cfg.min_lr at decay_iters, then flat."""
-    if step < cfg.warmup_iters:
-        return cfg.lr * (step + 1) / (cfg.warmup_iters + 1)
-    if step >= cfg.decay_iters:
-        return cfg.min_lr
-    ratio = (step - cfg.warmup_iters) / max(1, cfg.decay_iters - cfg.warmup_iters)
-    return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.lr - cfg.min_lr)
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
@@ -164,6 +154,9 @@ class Trainer:
         self.flops_per_step = flops_per_token(model_config, n_params) * cfg.batch_size * block * cfg.grad_accum
         self.peak_flops = cfg.peak_flops or peak_flops(self.device, self.dtype)
         self.step = 0
+        self.elapsed_before = 0.0  # training time of earlier sessions of this run (resumed runs)
+        self.started: float | None = None  # when this session's training began
+        self.metrics: MetricsLog | None = None  # open while `run` runs
         self.best_val_loss = math.inf
         # Training loss summed on the device since the last log line, and over how many steps.
         self.loss_sum = torch.zeros((), device=self.device)
@@ -191,6 +184,10 @@ class Trainer:
             "resumed_from": self.step if plan.resume is not None else None,
             "init_from": plan.init.description if plan.init else (plan.resume or {}).get("init_from"),
         }
+
+    def elapsed(self) -> float:
+        """Seconds this run has trained, over all its sessions."""
+        return self.elapsed_before + (time.perf_counter() - self.started if self.started is not None else 0.0)
 
     def autocast(self):
         return autocast(self.device, self.dtype)
@@ -236,6 +233,7 @@ class Trainer:
         if ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         self.step = state["iteration"]
+        self.elapsed_before = state.get("elapsed", 0.0)  # checkpoints before 0.2 lack it
         self.best_val_loss = state["best_val_loss"]
         self.loss_sum.fill_(state["loss_sum"])
         self.loss_count = state["loss_count"]
@@ -255,7 +253,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "tokenizer": self.dataset.meta["tokenizer"],
             "dataset": self.dataset.name,
-            "train_state": {"iteration": self.step, "best_val_loss": self.best_val_loss},
+            "train_state": {"iteration": self.step, "best_val_loss": self.best_val_loss, "elapsed": self.elapsed()},
         }
         if self.info["init_from"]:
             payload["init_from"] = self.info["init_from"]
@@ -284,6 +282,8 @@ class Trainer:
         if best:
             save_checkpoint(self.run_dir / "best.pt", self._payload(full=False))
         save_checkpoint(self.run_dir / "ckpt.pt", payload)
+        if self.metrics is not None:  # `info` reads the last saved iteration from here
+            self.metrics.write({"kind": "checkpoint", "iter": self.step, "elapsed": round(self.elapsed(), 3)})
         if self.cfg.keep > 1:
             self._keep_history()
 
@@ -319,7 +319,7 @@ class Trainer:
         improved = val_loss < self.best_val_loss
         self.best_val_loss = min(self.best_val_loss, val_loss)
         row = {"kind": "eval", "iter": self.step, "train_loss": train_loss, "val_loss": val_loss,
-               "lr": lr_at(self.step, cfg), "elapsed": round(time.perf_counter() - self.started, 3)}
+               "lr": lr_at(self.step, cfg), "elapsed": round(self.elapsed(), 3)}
         log(row)
         if self.step > 0:
             self.save(best=improved)
@@ -376,8 +376,9 @@ class Trainer:
         self.started = time.perf_counter()
         x, y = self.train_batches.next()
         self.model.train()
-        with MetricsLog(self.run_dir, self.step if resumed else None, enabled=main) as metrics, _StopRequests() as stop:
-            log = metrics.write
+        with MetricsLog(self.run_dir, self.step if resumed else None, enabled=main) as self.metrics, \
+                _StopRequests() as stop:
+            log = self.metrics.write
             skip_eval = resumed  # a checkpoint at an eval step was written after that eval
             while True:
                 if (self.step % cfg.eval_interval == 0 or self.step == cfg.max_iters) and not skip_eval:
@@ -402,19 +403,26 @@ class Trainer:
                     row = {"kind": "train", "iter": self.step, "loss": mean, "lr": lr_at(self.step - 1, cfg),
                            **self.throughput(timed_steps, seconds)}
                     log(row)
-                    self.emit("step", {**row, "max_iters": cfg.max_iters, "val_loss": self.last_eval.get("val_loss")})
+                    # The progress bar shows the rate averaged over the session, as the summary does.
+                    average = {f"average_{k}": v for k, v in self.throughput(total_steps, total_seconds).items()}
+                    self.emit("step", {**row, **average, "max_iters": cfg.max_iters,
+                                       "val_loss": self.last_eval.get("val_loss")})
                     self.loss_sum.zero_()
                     self.loss_count = 0
                     timer, timed_steps = time.perf_counter(), 0
 
+        self.metrics = None
         summary = {
             "run": self.run_dir.name,
             "run_dir": str(self.run_dir),
             "iterations": self.step,
+            "session_iterations": self.step - (self.info["resumed_from"] or 0),
+            "resumed_from": self.info["resumed_from"],
             "best_val_loss": self.best_val_loss,
             "final_train_loss": self.last_eval.get("train_loss"),
             "final_val_loss": self.last_eval.get("val_loss"),
-            "elapsed": time.perf_counter() - self.started,
+            "elapsed": time.perf_counter() - self.started,  # this session
+            "total_elapsed": self.elapsed(),
             "parameters": self.info["parameters"],
             "seed": cfg.seed,
             "checkpoint": str(self.run_dir / "best.pt"),

@@ -133,8 +133,8 @@ class TrainDisplay:
                 completed=info["iter"],
                 loss=f"{info['loss']:.4f}",
                 val=fmt(info["val_loss"]),
-                speed=f"{info['tokens_per_second']:,.0f}",
-                mfu=f" MFU {info['mfu']:.0%}" if "mfu" in info else "",
+                speed=f"{info['average_tokens_per_second']:,.0f}",
+                mfu=f" MFU {info['average_mfu']:.0%}" if "average_mfu" in info else "",
             )
 
     def on_warning(self, info: dict[str, Any]) -> None:
@@ -163,11 +163,19 @@ class TrainDisplay:
 
 
 
+def duration(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    return f"{minutes}m{seconds:02d}s"
+
+
 def train_summary(summary: dict[str, Any]) -> None:
-    minutes, seconds = divmod(int(summary["elapsed"]), 60)
     mfu = f", MFU {summary['mfu']:.1%}" if "mfu" in summary else ""
+    work = f"{summary['iterations']:,} iterations in {duration(summary['elapsed'])}"
+    if summary["resumed_from"] is not None:
+        work = (f"{summary['session_iterations']:,} iterations in {duration(summary['elapsed'])} this session "
+                f"({summary['iterations']:,} in {duration(summary['total_elapsed'])} in all)")
     out.print(
-        f"done: {summary['iterations']:,} iterations in {minutes}m{seconds:02d}s, best val loss "
+        f"done: {work}, best val loss "
         f"[bold]{summary['best_val_loss']:.4f}[/] (train {summary['final_train_loss']:.4f}), "
         f"{summary['tokens_per_second']:,.0f} tokens/s{mfu}",
         markup=True,
