@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 
 import torch
+from typer.testing import CliRunner
+
+from nanogpt_cli.cli import app
 
 
 def test_sample_continues_the_prompt(cli, trained_run):
@@ -167,3 +171,12 @@ def test_the_progress_rate_is_the_summarys_rate(home, small_text, cli):
     summary = run_training(TrainOptions(flags=flags, run="rate"), lambda kind, info: events.append((kind, info)))
     last_step = [info for kind, info in events if kind == "step"][-1]
     assert last_step["average_tokens_per_second"] == summary["tokens_per_second"]
+
+
+def test_info_never_cuts_a_run_name(cli, home, trained_run):
+    long_name = "shakespeare-char-experiment-with-a-rather-long-name-20261123"
+    shutil.copytree(home / "runs" / trained_run, home / "runs" / long_name)
+    for columns in ("80", "60"):
+        result = CliRunner().invoke(app, ["info"], env={"COLUMNS": columns})
+        assert result.exit_code == 0
+        assert long_name in result.stdout and "20/20" in result.stdout, result.stdout

@@ -211,14 +211,31 @@ def system_info(system: dict[str, Any]) -> None:
     for d in system["datasets"]:
         datasets.add_row(d["name"], d["tokenizer_name"], fmt(d["vocab_size"]), fmt(d["train_tokens"]), fmt(d["val_tokens"]))
     out.print(datasets if system["datasets"] else "datasets: none yet (nanogpt prepare shakespeare)")
-    runs = Table(title="runs")
-    for column in ("name", "dataset", "parameters", "iterations", "best val loss", "last modified"):
-        runs.add_column(column, justify="right" if column in ("parameters", "iterations", "best val loss") else "left")
+    rows = []
     for r in system["runs"]:
         iters = f"{r['iterations']:,}/{r['max_iters']:,}" if r["max_iters"] else fmt(r["iterations"])
         params = f"{r['parameters'] / 1e6:.2f}M" if r["parameters"] else "-"
-        runs.add_row(r["name"], r["dataset"] or "-", params, iters, fmt(r["best_val_loss"]), r["last_modified"])
-    out.print(runs if system["runs"] else "runs: none yet (nanogpt train)")
+        rows.append((r["name"], r["dataset"] or "-", params, iters, fmt(r["best_val_loss"]), r["last_modified"]))
+    if not rows:
+        out.print("runs: none yet (nanogpt train)")
+        return
+    # A run's name is what --run needs, and its iterations are read as one number: neither is ever cut.
+    # On a narrow terminal the least important columns go; in a pipe every column stays.
+    headers = ["name", "dataset", "parameters", "iterations", "best val loss", "last modified"]
+    widths = [max(len(h), *(len(row[i]) for row in rows)) + 3 for i, h in enumerate(headers)]
+    shown = list(range(len(headers)))
+    for optional in (5, 2, 1, 4):  # last modified, parameters, dataset, best val loss
+        if not out.is_terminal or sum(widths[i] for i in shown) + 1 <= out.width:
+            break
+        shown.remove(optional)
+    runs = Table(title="runs")
+    for i in shown:
+        runs.add_column(headers[i], justify="right" if i in (2, 3, 4) else "left", no_wrap=True)
+    for row in rows:
+        runs.add_row(*(row[i] for i in shown))
+    needed = sum(widths[i] for i in shown) + 1
+    # Wider than the screen even so (a very long name): let the terminal wrap the lines, cut nothing.
+    (out if needed <= out.width else Console(width=needed, highlight=False)).print(runs)
 
 
 
