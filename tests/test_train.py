@@ -211,3 +211,13 @@ def test_flops_per_token_matches_nanogpts_formula():
 
     config = ModelConfig(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50304)
     assert flops_per_token(config, 124_000_000) == 6 * 124e6 + 12 * 12 * 12 * 64 * 1024
+
+
+def test_the_closing_hint_prompts_in_the_runs_own_style(cli, home, tmp_path):
+    source = tmp_path / "code.py"
+    source.write_text("def add(a, b):\n    return a + b\n\n" * 300, encoding="utf-8")
+    assert cli("prepare", source).exit_code == 0
+    result = cli("train", "--dataset", "code", "--run", "py", *[a for a in TINY if a != "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "more: nanogpt sample --run py --prompt 'def add(a, b):'" in result.stdout
+    assert "ROMEO" not in result.stdout

@@ -123,6 +123,23 @@ def resolve_run(name: str | None, need: str | None = None) -> Path:
     return Path(max(runs, key=lambda r: r["modified_ts"])["path"])
 
 
+def example_prompt(dataset: str, max_chars: int = 24) -> str | None:
+    """A prompt in the style of a dataset's text: the start of its first non-blank line, cut at a
+    word boundary (None if the dataset is gone or has no such line)."""
+    from nanogpt_cli.data import load_dataset
+
+    try:
+        data = load_dataset(dataset)
+        text = data.tokenizer.decode(data.tokens("train")[:200].tolist())
+    except NanoGPTError:
+        return None
+    line = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    if len(line) > max_chars:
+        cut = line[:max_chars].rsplit(" ", 1)[0]
+        line = cut if " " in line[:max_chars] else line[:max_chars]
+    return line or None
+
+
 def describe_system() -> dict[str, Any]:
     """Everything `nanogpt info` shows without arguments."""
     import platform

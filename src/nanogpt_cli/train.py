@@ -424,6 +424,7 @@ class Trainer:
             "elapsed": time.perf_counter() - self.started,  # this session
             "total_elapsed": self.elapsed(),
             "parameters": self.info["parameters"],
+            "dataset": self.dataset.name,
             "seed": cfg.seed,
             "checkpoint": str(self.run_dir / "best.pt"),
             **self.throughput(total_steps, total_seconds),

@@ -5,18 +5,17 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from rich.markup import escape
 
 from nanogpt_cli.commands.render import TrainDisplay, byte_progress, err, out, presets_table, train_summary
 from nanogpt_cli.config import KNOBS, RUN
-
-EXAMPLE_PROMPT = "ROMEO:"
-
 
 def config_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """Give `command` one option per config field, after its own parameters, and hand it their values
@@ -102,4 +101,8 @@ def train(
         text = sample_from_run(summary["run"], prompt=None, max_new_tokens=sample_tokens, seed=summary["seed"])
         out.print(f"\n[dim]--- a sample from {summary['run']} ---[/]", markup=True)
         sys.stdout.write(text.rstrip("\n") + "\n")
-        out.print(f"[dim]---[/]\nmore: nanogpt sample --run {summary['run']} --prompt \"{EXAMPLE_PROMPT}\"", markup=True)
+        from nanogpt_cli.catalog import example_prompt
+
+        prompt = example_prompt(summary["dataset"])
+        more = f"nanogpt sample --run {summary['run']}" + (f" --prompt {shlex.quote(prompt)}" if prompt else "")
+        out.print("[dim]---[/]\nmore: " + escape(more), markup=True)
