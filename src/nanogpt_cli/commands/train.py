@@ -17,6 +17,7 @@ from rich.markup import escape
 from nanogpt_cli.commands.render import TrainDisplay, byte_progress, err, out, presets_table, train_summary
 from nanogpt_cli.config import KNOBS, RUN
 
+
 def config_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """Give `command` one option per config field, after its own parameters, and hand it their values
     as `flags` (None: not given). Typer builds a command's options from its signature, so the
