@@ -210,7 +210,7 @@ def test_resume_in_a_read_only_home_is_one_line(cli, home, trained_run, monkeypa
         return builtins.open(path, *args, **kwargs)
 
     monkeypatch.setattr(runs, "open", read_only, raising=False)
-    result = cli("train", "--run", trained_run, "--resume", "--max-iters", "30")
+    result = cli("train", "--run", trained_run, "--resume", "--max-iters", "30", "--quiet")
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert result.stderr.strip() == (f"error: cannot write to run folder {home / 'runs' / trained_run}: Read-only file "
                                      "system; set NANOGPT_HOME to a writable folder")

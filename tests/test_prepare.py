@@ -134,3 +134,44 @@ def test_a_dataset_that_runs_trained_on_keeps_its_tokens(cli, home, trained_run,
     # The same text again gives the same tokens: replacing is harmless, and the run still resumes.
     assert cli("prepare", small_text, "--overwrite").exit_code == 0
     assert cli("train", "--run", trained_run, "--resume", "--max-iters", "25", "-q", "--sample-tokens", "0").exit_code == 0
+
+
+def test_a_limited_char_vocabulary_maps_rare_characters_to_unknown(cli, home, tmp_path):
+    text = ("abcab cab " * 300) + "x" * 5 + "yz\n"  # common letters, one rare character, two singletons and a newline
+    path = tmp_path / "rare.txt"
+    path.write_text(text, encoding="utf-8")
+    result = cli("prepare", path, "--min-count", "2", "--name", "rare")
+    assert result.exit_code == 0, result.output
+    assert "5 of 8 distinct characters kept; 3 rarer ones map to the unknown token, 3 characters" in result.stdout
+    meta = json.loads((home / "datasets" / "rare" / "meta.json").read_text())
+    assert meta["tokenizer"] == {"kind": "char", "chars": " abcx", "unknown": "\ufffd"} and meta["vocab_size"] == 6
+    assert meta["char_coverage"]["mapped_characters"] == 3  # y, z, \n
+    tokens = np.fromfile(home / "datasets" / "rare" / "val.bin", dtype=np.uint16)
+    assert tokens[-3:].tolist() == [5, 5, 5]  # "yz\n": the unknown token, id 5
+    info = cli("info", "rare")
+    assert "5 of 8 distinct characters kept" in info.stdout
+    result = cli("prepare", path, "--max-vocab", "3", "--name", "top2", "--tokenizer", "char")
+    assert result.exit_code == 0, result.output
+    top = json.loads((home / "datasets" / "top2" / "meta.json").read_text())["tokenizer"]
+    assert top["chars"] == "ab" and top["unknown"] == "\ufffd"  # the two most frequent, plus unknown
+
+    from nanogpt_cli.tokenizer import tokenizer_from_spec
+
+    tok = tokenizer_from_spec(top)
+    assert tok.decode(tok.encode("abz")) == "ab\ufffd"  # shown as such when decoding; never an error
+
+
+def test_vocabulary_flags_are_for_char_tokenizers(cli, small_text):
+    result = cli("prepare", small_text, "--tokenizer", "gpt2", "--max-vocab", "10")
+    assert result.exit_code == 1 and "--max-vocab and --min-count choose a char vocabulary" in result.stderr
+
+
+def test_prepare_reports_empty_files_it_left_out(cli, tmp_path):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "a.txt").write_text("some text here\n" * 50)
+    (folder / "empty1.txt").write_text("")
+    (folder / "empty2.txt").write_text("")
+    result = cli("prepare", folder)
+    assert result.exit_code == 0, result.output
+    assert "left out 2 empty file(s): empty1.txt, empty2.txt" in result.stdout

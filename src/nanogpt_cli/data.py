@@ -35,7 +35,7 @@ from nanogpt_cli import paths
 from nanogpt_cli.catalog import check_replaceable
 from nanogpt_cli.errors import NanoGPTError
 from nanogpt_cli.sources import Document, Progress, Source, no_progress, resolve_source
-from nanogpt_cli.tokenizer import Tokenizer, codepoints, get_tokenizer, tokenizer_from_spec
+from nanogpt_cli.tokenizer import CharTokenizer, Tokenizer, codepoints, get_tokenizer, tokenizer_from_spec
 
 META_VERSION = 1
 READ_BYTES = 1 << 22  # bytes read at a time
@@ -74,7 +74,7 @@ class _Scan:
         self.characters: list[int] = []
         self.ends_with_newline: list[bool] = []
         self.skipped = list(source.skipped)
-        self._seen = np.zeros(UNICODE_SIZE, dtype=bool) if want_chars else None
+        self.char_counts = np.zeros(UNICODE_SIZE, dtype=np.int64) if want_chars else None
         digest = hashlib.sha256()
         total, done = source.size, 0
 
@@ -94,12 +94,13 @@ class _Scan:
                         break
                     count += len(text)
                     last = text[-1]
-                    if self._seen is not None:
+                    if self.char_counts is not None:
                         points = codepoints(text)
                         if points.dtype == np.uint8:
-                            self._seen[:256] |= np.bincount(points, minlength=256) > 0
+                            self.char_counts[:256] += np.bincount(points, minlength=256)
                         else:
-                            self._seen[points] = True
+                            found, counts = np.unique(points, return_counts=True)
+                            self.char_counts[found] += counts
             except UnicodeDecodeError as exc:
                 problem = f"is not UTF-8 text (bad byte at offset {exc.start}); convert it to UTF-8 first"
             else:
@@ -118,9 +119,6 @@ class _Scan:
             raise NanoGPTError(f"the bundled data is corrupt (sha256 {self.sha256[:12]}...); reinstall nanogpt-cli")
         if not self.documents:
             raise NanoGPTError(f"{source.description} holds no text; a dataset needs text to learn from")
-
-    def vocabulary(self) -> str:
-        return "".join(chr(c) for c in np.flatnonzero(self._seen))
 
     @property
     def size(self) -> int:
@@ -282,12 +280,16 @@ def prepare_dataset(
     val_file: str | None = None,
     sha256: str | None = None,
     overwrite: bool = False,
+    max_vocab: int | None = None,
+    min_count: int = 1,
 ) -> dict[str, Any]:
     """Tokenize `source` into a dataset folder and return its metadata (also written as meta.json).
     An existing dataset of the same name is replaced only with `overwrite`, and even then not when a
     run that can still be resumed was trained on it and the new tokens differ."""
     if not 0.0 < val_fraction < 1.0:
         raise NanoGPTError(f"--val-fraction must be between 0 and 1 (exclusive), got {val_fraction}")
+    if (max_vocab is not None and max_vocab < 2) or min_count < 1:
+        raise NanoGPTError("--max-vocab must be at least 2 and --min-count at least 1")
     src = resolve_source(source, glob, sha256, progress)
     val_src = resolve_source(val_file, progress=progress) if val_file else None
     if name is None:
@@ -298,15 +300,16 @@ def prepare_dataset(
         raise NanoGPTError(
             f"dataset {name!r} already exists; pass --overwrite to replace it, or --name to prepare it under another name"
         )
+    if tokenizer != "char" and (max_vocab is not None or min_count > 1):
+        raise NanoGPTError("--max-vocab and --min-count choose a char vocabulary; leave them out for BPE tokenizers")
     tok = None if tokenizer == "char" else get_tokenizer(tokenizer)  # fail fast on a bad name
 
     scan = _Scan(src, tok is None, progress)
     val_scan = _Scan(val_src, tok is None, progress, "scan val") if val_src else None
+    coverage = None
     if tok is None:
-        chars = scan.vocabulary()
-        if val_scan is not None:
-            chars = "".join(sorted(set(chars) | set(val_scan.vocabulary())))
-        tok = get_tokenizer("char", chars)
+        counts = scan.char_counts + (val_scan.char_counts if val_scan else 0)
+        tok, coverage = CharTokenizer.from_counts(counts, max_vocab, min_count)
     dtype = token_dtype(tok.vocab_size)
 
     # Build the dataset beside its final place, then swap it in with renames.
@@ -337,9 +340,12 @@ def prepare_dataset(
                 "bytes": scan.size,
                 "documents": len(scan.documents),
                 "skipped_files": scan.skipped,
+                "empty_files": src.empty,
             },
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
+        if coverage is not None:
+            meta["char_coverage"] = coverage
         if val_scan is not None:
             meta["val_source"] = {"description": val_src.description, "sha256": val_scan.sha256,
                                   "characters": sum(val_scan.characters)}

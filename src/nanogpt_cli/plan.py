@@ -186,11 +186,11 @@ def schedule_change(run: str, step: int, before: TrainConfig, after: TrainConfig
     old, new = lr_at(step, before), lr_at(step, after)
     if old == new and before.decay_iters == after.decay_iters:
         return None
-    line = f"the new settings change run {run!r}'s learning-rate schedule: at iteration {step:,} the rate goes from {old:.2e} to {new:.2e}"
+    changes = [f"at iteration {step:,} the rate goes from {old:.2e} to {new:.2e}"] if old != new else []
     if before.decay_iters != after.decay_iters:
-        line += (f", and it now decays until iteration {after.decay_iters:,} instead of {before.decay_iters:,} "
-                 f"(pass --lr-decay-iters {before.decay_iters} to keep the old schedule)")
-    return line
+        changes.append(f"it now decays until iteration {after.decay_iters:,} instead of {before.decay_iters:,} "
+                       f"(pass --lr-decay-iters {before.decay_iters} to keep the old schedule)")
+    return f"the new settings change run {run!r}'s learning-rate schedule: {', and '.join(changes)}"
 
 
 def model_vocab_size(dataset: Dataset) -> int:

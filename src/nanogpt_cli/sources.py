@@ -60,6 +60,7 @@ class Source:
     default_name: str
     documents: list[Document]
     skipped: list[str] = field(default_factory=list)  # binary or unreadable files left out of a folder
+    empty: list[str] = field(default_factory=list)  # empty (or blank) files left out of a folder
     expected_sha256: str | None = None  # for the bundled data: checked while reading
 
     @property
@@ -116,7 +117,7 @@ def _file(path: Path, what: str = "pass 'shakespeare', a text file, a folder or 
 
 
 def _folder(path: Path, glob: str) -> Source:
-    documents, skipped = [], []
+    documents, skipped, empty = [], [], []
     for file in sorted(path.rglob(glob), key=lambda p: p.relative_to(path).as_posix()):
         relative = file.relative_to(path)
         if not file.is_file() or any(part.startswith(".") for part in relative.parts):
@@ -130,13 +131,15 @@ def _folder(path: Path, glob: str) -> Source:
             skipped.append(relative.as_posix())
         elif head.strip():
             documents.append(Document(relative.as_posix(), path=file))
+        else:
+            empty.append(relative.as_posix())
     if not documents:
         raise NanoGPTError(
             f"no text files matching {glob!r} in {path}"
             + (f" ({len(skipped)} binary file(s) skipped)" if skipped else "")
             + "; check the folder or --glob"
         )
-    return Source(str(path.resolve()), paths.safe_name(path.resolve().name), documents, skipped)
+    return Source(str(path.resolve()), paths.safe_name(path.resolve().name), documents, skipped, empty=empty)
 
 
 def resolve_source(source: str, glob: str = "*", sha256: str | None = None, progress: Progress = no_progress) -> Source:

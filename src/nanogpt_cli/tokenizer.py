@@ -56,18 +56,40 @@ def codepoints(text: str) -> np.ndarray:
     return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
 
 
+UNKNOWN = "\ufffd"  # how a char vocabulary's unknown token decodes (the Unicode replacement character)
+
+
 class CharTokenizer:
-    """Each distinct character of the training text is one token; ids follow sorted order."""
+    """Each distinct character of the training text is one token; ids follow sorted order. A limited
+    vocabulary (`unknown` set) adds one last id that every other character maps to."""
 
     name = "char"
     per_character = True
     eot_token = None
 
-    def __init__(self, chars: str):
+    def __init__(self, chars: str, unknown: str | None = None):
         self.chars = chars
-        self.vocab_size = len(chars)
+        self.unknown = unknown
+        self.unknown_id = len(chars) if unknown is not None else None
+        self.vocab_size = len(chars) + (unknown is not None)
         self._stoi = {ch: i for i, ch in enumerate(chars)}
         self._lookup: np.ndarray | None = None  # code point -> id, built on first use
+
+    @classmethod
+    def from_counts(cls, counts: np.ndarray, max_vocab: int | None = None, min_count: int = 1
+                    ) -> tuple[CharTokenizer, dict[str, Any] | None]:
+        """The vocabulary of a text from its character counts (indexed by code point): every character,
+        or with `max_vocab` / `min_count` the most frequent ones plus an unknown token for the rest.
+        Also returns what the limit cost (None without one)."""
+        present = np.flatnonzero(counts)
+        kept = present[counts[present] >= min_count]
+        if max_vocab is not None and len(kept) > max_vocab - 1 + (len(kept) == len(present)):
+            by_count = kept[np.argsort(-counts[kept], kind="stable")]
+            kept = np.sort(by_count[: max_vocab - 1])  # one id is the unknown token
+        chars = "".join(chr(c) for c in kept)
+        if len(kept) == len(present):
+            return cls(chars), None if max_vocab is None and min_count == 1 else _coverage(counts, present, kept)
+        return cls(chars, UNKNOWN), _coverage(counts, present, kept)
 
     @classmethod
     def from_text(cls, text: str) -> CharTokenizer:
@@ -77,6 +99,8 @@ class CharTokenizer:
         return sorted(set(text) - self._stoi.keys())
 
     def encode(self, text: str) -> list[int]:
+        if self.unknown_id is not None:  # a limited vocabulary: rare characters become the unknown token
+            return [self._stoi.get(ch, self.unknown_id) for ch in text]
         missing = self.unknown_characters(text)
         if missing:
             shown = ", ".join(repr(ch) for ch in missing[:10]) + (" ..." if len(missing) > 10 else "")
@@ -91,12 +115,12 @@ class CharTokenizer:
         """`encode` for large texts whose characters are all in the vocabulary (prepare's case),
         as an array, without checking: a character outside the vocabulary becomes id 0."""
         if self._lookup is None:
-            self._lookup = np.zeros(0x110000, dtype=np.uint32)
-            self._lookup[[ord(c) for c in self.chars]] = np.arange(self.vocab_size, dtype=np.uint32)
+            self._lookup = np.full(0x110000, self.unknown_id or 0, dtype=np.uint32)
+            self._lookup[[ord(c) for c in self.chars]] = np.arange(len(self.chars), dtype=np.uint32)
         return self._lookup[codepoints(text)]
 
     def decode(self, ids: Iterable[int]) -> str:
-        chars = self.chars
+        chars = self.chars + (self.unknown or "")
         return "".join(chars[i] for i in ids)
 
     def default_prompt(self) -> list[int]:
@@ -104,7 +128,19 @@ class CharTokenizer:
         return [self._stoi.get("\n", 0)]
 
     def spec(self) -> dict[str, Any]:
-        return {"kind": "char", "chars": self.chars}
+        spec = {"kind": "char", "chars": self.chars}
+        if self.unknown is not None:
+            spec["unknown"] = self.unknown
+        return spec
+
+
+def _coverage(counts: np.ndarray, present: np.ndarray, kept: np.ndarray) -> dict[str, Any]:
+    """What a limited char vocabulary keeps: distinct characters, and how much text maps to unknown."""
+    total = int(counts[present].sum())
+    mapped = total - int(counts[kept].sum())
+    return {"distinct_characters": len(present), "kept_characters": len(kept),
+            "unknown_characters": len(present) - len(kept), "mapped_characters": mapped,
+            "mapped_share": mapped / total if total else 0.0}
 
 
 def tiktoken_rank_file(encoding: str) -> str | None:
@@ -202,7 +238,7 @@ def same_tokenizer(a: dict[str, Any], b: dict[str, Any]) -> bool:
 def tokenizer_from_spec(spec: dict[str, Any]) -> Tokenizer:
     kind = spec.get("kind")
     if kind == "char":
-        return CharTokenizer(spec["chars"])
+        return CharTokenizer(spec["chars"], spec.get("unknown"))
     if kind == "tiktoken":
         return TiktokenTokenizer(spec["name"])
     raise NanoGPTError(f"unknown tokenizer kind {kind!r} in metadata; was it written by a newer nanogpt?")

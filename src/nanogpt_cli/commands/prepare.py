@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from nanogpt_cli.commands.render import byte_progress, out
+from nanogpt_cli.commands.render import byte_progress, char_coverage, out
 
 
 def prepare(
@@ -17,6 +17,8 @@ def prepare(
     val_file: Annotated[Optional[str], typer.Option(help="Use this text file (or folder, or URL) as the validation split instead.")] = None,
     glob: Annotated[str, typer.Option(help="For a folder: which files to read (recursively), e.g. '*.md'.")] = "*",
     sha256: Annotated[Optional[str], typer.Option(help="For a URL: the expected SHA-256 of the download.")] = None,
+    max_vocab: Annotated[Optional[int], typer.Option(help="Char tokenizer: keep at most N tokens, the most frequent characters plus one unknown token for all the others.")] = None,
+    min_count: Annotated[int, typer.Option(help="Char tokenizer: characters seen fewer than K times become the unknown token.")] = 1,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing dataset of the same name (refused if resumable runs trained on it and the tokens change).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
 ) -> None:
@@ -26,7 +28,7 @@ def prepare(
 
     with byte_progress(quiet) as progress:
         meta = prepare_dataset(source, tokenizer, name, val_fraction, progress=progress, glob=glob, val_file=val_file,
-                               sha256=sha256, overwrite=overwrite)
+                               sha256=sha256, overwrite=overwrite, max_vocab=max_vocab, min_count=min_count)
     if quiet:
         return
     src = meta["source"]
@@ -39,5 +41,10 @@ def prepare(
     if src["skipped_files"]:
         shown = ", ".join(src["skipped_files"][:5]) + (" ..." if len(src["skipped_files"]) > 5 else "")
         out.print(f"  skipped {len(src['skipped_files']):,} binary or non-UTF-8 file(s): {shown}")
+    if src.get("empty_files"):
+        shown = ", ".join(src["empty_files"][:5]) + (" ..." if len(src["empty_files"]) > 5 else "")
+        out.print(f"  left out {len(src['empty_files']):,} empty file(s): {shown}")
+    if meta.get("char_coverage"):
+        out.print(f"  {char_coverage(meta['char_coverage'])}")
     out.print(f"  train {meta['train_tokens']:,} tokens, val {meta['val_tokens']:,} tokens ({meta['dtype']})")
     out.print(f"  written to {meta['path']}")

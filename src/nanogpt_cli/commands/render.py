@@ -259,12 +259,20 @@ def run_info(item: dict[str, Any]) -> None:
     out.print(evals)
 
 
+def char_coverage(coverage: dict[str, Any]) -> str:
+    return (f"{coverage['kept_characters']:,} of {coverage['distinct_characters']:,} distinct characters kept; "
+            f"{coverage['unknown_characters']:,} rarer ones map to the unknown token, "
+            f"{coverage['mapped_characters']:,} characters ({coverage['mapped_share']:.2%} of the text)")
+
+
 def dataset_info(item: dict[str, Any]) -> None:
     meta = item["meta"]
     out.print(f"[bold]dataset {meta['name']}[/] in {meta['path']}", markup=True)
     out.print(f"tokenizer {item['tokenizer_name']}, vocab {meta['vocab_size']:,}, {meta['dtype']}; "
               f"train {meta['train_tokens']:,} tokens, val {meta['val_tokens']:,} tokens")
     out.print(f"source: {meta['source']['description']} (sha256 {meta['source']['sha256'][:16]}...)")
+    if meta.get("char_coverage"):
+        out.print(char_coverage(meta["char_coverage"]))
     out.print("[dim]--- the first train tokens, decoded ---[/]", markup=True)
     sys.stdout.write(item["sample"] + "\n")
 
