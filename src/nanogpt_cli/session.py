@@ -69,8 +69,8 @@ def run_training(options: TrainOptions, on_event: EventHandler | None = None, pr
                 emit("prepared", meta)
         try:
             summary = train(plan, options.overwrite, emit)
-        except TrainingInterrupted:
-            finished = True  # every process stops at the same step
+        except TrainingInterrupted:  # every process stopped at the same step
+            finished = True
             raise
         finished = True
         return summary if group.is_main else {}

@@ -30,9 +30,11 @@ def config_options(command: Callable[..., Any]) -> Callable[..., Any]:
         generated.append(inspect.Parameter(knob.name, inspect.Parameter.KEYWORD_ONLY, default=option,
                                            annotation=Optional[knob.type]))
 
+    names = [p.name for p in generated]
+
     @functools.wraps(command)
     def with_flags(**kwargs: Any) -> Any:
-        flags = {name: kwargs.pop(name) for name in KNOBS}
+        flags = {name: kwargs.pop(name) for name in names}
         return command(flags=flags, **kwargs)
 
     parameters = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + generated
