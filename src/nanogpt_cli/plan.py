@@ -190,7 +190,7 @@ def schedule_change(run: str, step: int, before: TrainConfig, after: TrainConfig
     if before.decay_iters != after.decay_iters:
         changes.append(f"it now decays until iteration {after.decay_iters:,} instead of {before.decay_iters:,} "
                        f"(pass --lr-decay-iters {before.decay_iters} to keep the old schedule)")
-    return f"the new settings change run {run!r}'s learning-rate schedule: {', and '.join(changes)}"
+    return f"the new settings change the learning-rate schedule of run {run!r}: {', and '.join(changes)}"
 
 
 def model_vocab_size(dataset: Dataset) -> int:
