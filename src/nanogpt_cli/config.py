@@ -22,6 +22,9 @@ from typing import Any
 from nanogpt_cli.errors import NanoGPTError
 
 MODEL_TYPES = ("gpt", "bigram")
+POSITIONS = ("learned", "sinusoidal", "rope", "none")
+NORMS = ("layernorm", "rmsnorm")
+MLPS = ("gelu", "gelu-tanh", "relu2", "swiglu")
 MODEL, TRAINING, RUN = "Model", "Training", "Run"  # help panels
 
 
@@ -56,6 +59,15 @@ class ModelConfig:
     n_embd: int = knob(128, "Embedding width (divisible by n_head).", MODEL)
     dropout: float = knob(0.0, "Dropout probability.", MODEL)
     bias: bool = knob(False, "Biases in Linear and LayerNorm layers (GPT-2 has them).", MODEL)
+    # Options beyond nanoGPT. The defaults are nanoGPT's network, so older checkpoints load unchanged.
+    pos: str = knob("learned", "Positions: learned (GPT-2), sinusoidal (the fixed table of 'Attention Is All You "
+                               "Need'), rope (rotary, applied to queries and keys) or none.", MODEL)
+    norm: str = knob("layernorm", "Normalisation layers: layernorm (GPT-2) or rmsnorm.", MODEL)
+    mlp: str = knob("gelu", "MLP activation: gelu (exact), gelu-tanh (the approximation GPT-2 was trained with), "
+                            "relu2 (squared ReLU) or swiglu (gated; about the 4x MLP's parameters).", MODEL)
+    qk_norm: bool = knob(False, "Normalise queries and keys per head (RMS) before attention.", MODEL)
+    tie: bool = knob(True, "Share the token embedding matrix with the output head (GPT-2 does).", MODEL)
+    softcap: float = knob(0.0, "Soft-cap the logits with tanh at this value, e.g. 15 (0: off).", MODEL)
 
     def validate(self) -> None:
         if self.model not in MODEL_TYPES:
@@ -69,6 +81,13 @@ class ModelConfig:
                                          f"for example --n-embd {suggestion}")
         if not 0.0 <= self.dropout < 1.0:
             raise InvalidValue("dropout", f"must be in [0, 1), got {self.dropout}")
+        for name, choices in (("pos", POSITIONS), ("norm", NORMS), ("mlp", MLPS)):
+            if getattr(self, name) not in choices:
+                raise InvalidValue(name, f"must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
+        if self.pos == "rope" and (self.n_embd // self.n_head) % 2:
+            raise InvalidValue("pos", f"rope needs an even head size; n_embd / n_head is {self.n_embd // self.n_head}")
+        if self.softcap < 0:
+            raise InvalidValue("softcap", f"must be 0 (off) or positive, got {self.softcap}")
 
 
 @dataclass

@@ -1,8 +1,11 @@
 """The networks: nanoGPT's GPT (a GPT-2 shaped decoder-only transformer) and the bigram baseline.
 
-Read top to bottom: the KV cache used for fast sampling, attention, MLP, block, then the GPT that
-stacks them. Training and sampling run through the same layer code; sampling passes a cache. This module knows token ids and tensors only; it never sees text, files or devices chosen
-by the user.
+Read top to bottom: small helpers (dropout, normalisation, position tables, rotary embeddings), the
+KV cache used for fast sampling, attention, MLP, block, then the GPT that stacks them. Training and
+sampling run through the same layer code; sampling passes a cache. Each option beyond nanoGPT
+(`ModelConfig.pos`, `norm`, `mlp`, `qk_norm`, `tie`, `softcap`) is a small switch where it acts; the
+defaults are nanoGPT's network. This module knows token ids and tensors only; it never sees text,
+files or devices chosen by the user.
 """
 
 from __future__ import annotations
@@ -19,6 +22,43 @@ from nanogpt_cli.config import ModelConfig
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """Dropout while training; nothing at all otherwise (a sampling step would call it 13 times)."""
     return F.dropout(x, p, training) if training and p > 0 else x
+
+
+def make_norm(config: ModelConfig) -> nn.Module:
+    """The normalisation layer the config asks for: LayerNorm (GPT-2) or RMSNorm, which only rescales
+    (no mean subtraction, no bias) and is a little cheaper."""
+    if config.norm == "rmsnorm":
+        return nn.RMSNorm(config.n_embd, eps=1e-5)
+    return nn.LayerNorm(config.n_embd, bias=config.bias)
+
+
+def sinusoids(length: int, width: int) -> torch.Tensor:
+    """The fixed position table of "Attention Is All You Need": sines and cosines of geometrically
+    spaced frequencies, so a fixed offset between positions is a fixed rotation."""
+    position = torch.arange(length, dtype=torch.float32)[:, None]
+    frequency = torch.exp(torch.arange(0, width, 2, dtype=torch.float32) * (-math.log(10000.0) / width))
+    table = torch.zeros(length, width)
+    table[:, 0::2] = torch.sin(position * frequency)
+    table[:, 1::2] = torch.cos(position * frequency[: width // 2])
+    return table
+
+
+class Rotary(nn.Module):
+    """Rotary position embeddings (RoPE): each pair of a head's query/key channels is rotated by an
+    angle proportional to the position, so attention scores depend on relative positions only."""
+
+    def __init__(self, head_size: int, block_size: int, base: float = 10000.0):
+        super().__init__()
+        frequency = base ** (-torch.arange(0, head_size, 2, dtype=torch.float32) / head_size)
+        angles = torch.outer(torch.arange(block_size, dtype=torch.float32), frequency)  # (block, head_size / 2)
+        self.register_buffer("cos", angles.cos(), persistent=False)  # derived: not saved in checkpoints
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def forward(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        """Rotate (B, n_head, T, head_size) queries or keys at positions start .. start + T."""
+        cos, sin = self.cos[start : start + x.size(2)], self.sin[start : start + x.size(2)]
+        x1, x2 = x.chunk(2, dim=-1)
+        return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).type_as(x)
 
 
 class KVCache:
@@ -57,6 +97,8 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.n_head = config.n_head
         self.dropout = config.dropout
+        self.qk_norm = config.qk_norm
+        self.rotary = Rotary(config.n_embd // config.n_head, config.block_size) if config.pos == "rope" else None
         self.layer = layer  # this layer's slot in a KVCache
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
@@ -64,6 +106,11 @@ class CausalSelfAttention(nn.Module):
         # Query, key and value of every position; heads become a batch dimension: (B, n_head, T, head_size).
         qkv = self.c_attn(x).view(B, T, 3, C).unbind(2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in qkv)
+        if self.qk_norm:  # unit-RMS queries and keys keep attention logits in range
+            q, k = F.rms_norm(q, (q.size(-1),)), F.rms_norm(k, (k.size(-1),))
+        if self.rotary is not None:  # positions enter here, as rotations of queries and keys
+            start = cache.length if cache is not None else 0
+            q, k = self.rotary(q, start), self.rotary(k, start)
         if cache is None:
             # PyTorch picks the fastest kernel it has (flash attention on recent GPUs).
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)
@@ -79,16 +126,28 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    """Position-wise feed-forward network: widen 4x, GELU, project back."""
+    """Position-wise feed-forward network: widen 4x, a nonlinearity, project back. SwiGLU gates one
+    half of a wider projection with the other and is 8/3x wide, so its three matrices hold about as many
+    parameters as the 4x MLP's two."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.kind = config.mlp
+        hidden = 4 * config.n_embd if config.mlp != "swiglu" else -(-8 * config.n_embd // 3 // 8) * 8
+        self.c_fc = nn.Linear(config.n_embd, hidden * (2 if config.mlp == "swiglu" else 1), bias=config.bias)
+        self.c_proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
         self.dropout = config.dropout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return dropout(self.c_proj(F.gelu(self.c_fc(x))), self.dropout, self.training)
+        h = self.c_fc(x)
+        if self.kind == "swiglu":
+            gate, value = h.chunk(2, dim=-1)
+            h = F.silu(gate) * value
+        elif self.kind == "relu2":
+            h = F.relu(h).square()
+        else:  # gelu, or gelu-tanh: the approximation GPT-2 was trained with
+            h = F.gelu(h, approximate="tanh" if self.kind == "gelu-tanh" else "none")
+        return dropout(self.c_proj(h), self.dropout, self.training)
 
 
 class Block(nn.Module):
@@ -96,9 +155,9 @@ class Block(nn.Module):
 
     def __init__(self, config: ModelConfig, layer: int = 0):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_1 = make_norm(config)
         self.attn = CausalSelfAttention(config, layer)
-        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_2 = make_norm(config)
         self.mlp = MLP(config)
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
@@ -109,23 +168,24 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    """Token + position embeddings, a stack of blocks, a final LayerNorm and the language-model head."""
+    """Token + position embeddings, a stack of blocks, a final norm and the language-model head."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        self.transformer = nn.ModuleDict(
-            dict(
-                wte=nn.Embedding(config.vocab_size, config.n_embd),
-                wpe=nn.Embedding(config.block_size, config.n_embd),
-                h=nn.ModuleList([Block(config, layer) for layer in range(config.n_layer)]),
-                ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
-            )
-        )
+        layers = dict(wte=nn.Embedding(config.vocab_size, config.n_embd))
+        if config.pos == "learned":
+            layers["wpe"] = nn.Embedding(config.block_size, config.n_embd)
+        layers["h"] = nn.ModuleList([Block(config, layer) for layer in range(config.n_layer)])
+        layers["ln_f"] = make_norm(config)
+        self.transformer = nn.ModuleDict(layers)
+        if config.pos == "sinusoidal":  # fixed, so not a parameter and not saved
+            self.register_buffer("position_table", sinusoids(config.block_size, config.n_embd), persistent=False)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        # Weight tying: reading a token in and writing it out use one matrix. It saves
-        # vocab_size * n_embd parameters and, as GPT-2 found, trains at least as well.
-        self.transformer.wte.weight = self.lm_head.weight
+        if config.tie:
+            # Weight tying: reading a token in and writing it out use one matrix. It saves
+            # vocab_size * n_embd parameters and, as GPT-2 found, trains at least as well.
+            self.transformer.wte.weight = self.lm_head.weight
 
         self.apply(self._init_weights)
         # Every block adds two residual projections to the stream; scaling their init by
@@ -152,18 +212,29 @@ class GPT(nn.Module):
         B, T = idx.size()
         past = cache.length if cache is not None else 0
         assert past + T <= self.config.block_size, f"{past + T} tokens exceed block_size {self.config.block_size}"
-        x = self.transformer.wte(idx) + self.transformer.wpe.weight[past : past + T]  # token + position
-        x = dropout(x, self.config.dropout, self.training)
+        x = self.transformer.wte(idx)
+        if self.config.pos == "learned":
+            x = x + self.transformer.wpe.weight[past : past + T]
+        elif self.config.pos == "sinusoidal":
+            x = x + self.position_table[past : past + T]
+        x = dropout(x, self.config.dropout, self.training)  # (rope acts inside attention; none: no positions)
         for block in self.transformer.h:
             x = block(x, cache)
         if cache is not None:
             cache.length += T
         x = self.transformer.ln_f(x)
+        logits = self.head(x if targets is not None else x[:, -1:, :])
         if targets is None:
-            return self.lm_head(x[:, -1:, :]), None
-        logits = self.lm_head(x)
+            return logits, None
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
         return logits, loss
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits from the final hidden states; with softcap, squashed smoothly into (-cap, cap)."""
+        logits = self.lm_head(x)
+        if self.config.softcap:
+            logits = self.config.softcap * torch.tanh(logits / self.config.softcap)
+        return logits
 
     @torch.no_grad()
     def store_weights_column_major(self) -> None:
@@ -174,7 +245,8 @@ class GPT(nn.Module):
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 module.weight = nn.Parameter(module.weight.t().contiguous().t(), requires_grad=False)
-        self.transformer.wte.weight = self.lm_head.weight  # the tie survives the new storage
+        if self.config.tie:
+            self.transformer.wte.weight = self.lm_head.weight  # the tie survives the new storage
 
     def new_cache(self, batch_size: int = 1) -> KVCache:
         """An empty cache for this model: one per generation."""

@@ -126,7 +126,7 @@ def _load_init(spec: str, given: dict[str, Any], progress=None) -> InitWeights:
     """Load --init-from weights; the model's shape is theirs, but dropout may be set and the block size
     shrunk (the position table is cropped, as nanoGPT does)."""
     config, weights, tokenizer, description = load_init(spec, progress)
-    for key in ("model", "n_layer", "n_head", "n_embd", "bias"):
+    for key in ("model", "n_layer", "n_head", "n_embd", "bias", "pos", "norm", "mlp", "qk_norm", "tie", "softcap"):
         if given.get(key) is not None and given[key] != getattr(config, key):
             raise NanoGPTError(
                 f"--{key.replace('_', '-')} cannot change the shape of a model started from {description} "

@@ -38,6 +38,8 @@ GPT2_SIZES = {  # name: (n_layer, n_head, n_embd)
     "gpt2-xl": (48, 25, 1600),
 }
 GPT2_TOKENIZER = {"kind": "tiktoken", "name": "gpt2", "encoding": "r50k_base"}
+# Hugging Face's names for the MLP activations the GPT-2 layout can carry, and ours.
+ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu-tanh", "gelu_pytorch_tanh": "gelu-tanh"}
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 
 
@@ -58,12 +60,17 @@ def _hub_folder(name: str, progress=None) -> Path:
 def read_hf_config(folder: Path) -> tuple[ModelConfig, dict[str, Any]]:
     try:
         raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        activation = raw.get("activation_function", "gelu")
         config = ModelConfig(
             model="gpt", vocab_size=raw["vocab_size"], block_size=raw.get("n_positions", raw.get("n_ctx")),
             n_layer=raw["n_layer"], n_head=raw["n_head"], n_embd=raw["n_embd"], dropout=0.0, bias=True,
+            mlp=ACTIVATIONS.get(activation, activation),
         )
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise NanoGPTError(f"{folder} has no readable GPT-2 config.json ({type(exc).__name__}: {exc})") from None
+    if config.mlp not in ACTIVATIONS.values():
+        raise NanoGPTError(f"{folder}: activation_function {activation!r} is not one this GPT computes "
+                           f"(use one of {', '.join(ACTIVATIONS)})")
     config.validate()
     return config, raw
 
@@ -138,6 +145,13 @@ def export_hf(model: torch.nn.Module, config: ModelConfig, tokenizer: dict[str, 
     biases (the same function), since the GPT-2 layout always has them."""
     if config.model != "gpt":
         raise NanoGPTError("only GPT models can be exported in the GPT-2 layout (not the bigram baseline)")
+    beyond = [flag for flag, differs in (
+        (f"--pos {config.pos}", config.pos != "learned"), (f"--norm {config.norm}", config.norm != "layernorm"),
+        (f"--mlp {config.mlp}", config.mlp not in ACTIVATIONS.values()), ("--qk-norm", config.qk_norm),
+        ("--no-tie", not config.tie), (f"--softcap {config.softcap}", config.softcap != 0)) if differs]
+    if beyond:
+        raise NanoGPTError(f"the GPT-2 layout cannot express this model's {', '.join(beyond)}; only runs with "
+                           "GPT-2's architecture can be exported")
     state = model.state_dict()
     tensors: dict[str, torch.Tensor] = {}
     for name, tensor in state.items():
@@ -158,7 +172,7 @@ def export_hf(model: torch.nn.Module, config: ModelConfig, tokenizer: dict[str, 
         "n_embd": config.n_embd,
         "n_layer": config.n_layer,
         "n_head": config.n_head,
-        "activation_function": "gelu",  # exact GELU, as this model computes it
+        "activation_function": "gelu_new" if config.mlp == "gelu-tanh" else "gelu",  # what this model computes
         "layer_norm_epsilon": 1e-5,
         "tie_word_embeddings": True,
         "nanogpt": {"tokenizer": tokenizer, "model_config": asdict(config)},
