@@ -25,6 +25,8 @@ MODEL_TYPES = ("gpt", "bigram")
 POSITIONS = ("learned", "sinusoidal", "rope", "none")
 NORMS = ("layernorm", "rmsnorm")
 MLPS = ("gelu", "gelu-tanh", "relu2", "swiglu")
+SCHEDULES = ("cosine", "wsd")
+OPTIMIZERS = ("adamw", "muon")
 MODEL, TRAINING, RUN = "Model", "Training", "Run"  # help panels
 
 
@@ -100,6 +102,13 @@ class TrainConfig:
     min_lr: float = knob(1e-4, "Learning rate at the end of the cosine decay.", TRAINING)
     warmup_iters: int = knob(100, "Steps of linear warmup.", TRAINING)
     lr_decay_iters: int | None = knob(None, "Step where the decay reaches min_lr (unset: max_iters).", TRAINING)
+    schedule: str = knob("cosine", "Learning-rate schedule after warmup: cosine (decay all the way) or wsd "
+                                   "(warmup-stable-decay: constant, then linear decay over the last decay_frac).", TRAINING)
+    decay_frac: float = knob(0.2, "wsd: the fraction of training, at the end, that decays to min_lr.", TRAINING)
+    optimizer: str = knob("adamw", "adamw, or muon: Muon for the 2-D weight matrices inside the blocks and AdamW "
+                                   "for embeddings, head, norms and biases.", TRAINING)
+    muon_lr: float = knob(0.02, "Muon's peak learning rate (the schedule scales it like lr).", TRAINING)
+    muon_momentum: float = knob(0.95, "Muon's momentum.", TRAINING)
     weight_decay: float = knob(0.1, "AdamW weight decay (matrices only).", TRAINING)
     beta1: float = knob(0.9, "AdamW beta1.", TRAINING)
     beta2: float = knob(0.99, "AdamW beta2.", TRAINING)
@@ -133,19 +142,16 @@ class TrainConfig:
         for name in ("weight_decay", "grad_clip"):
             if getattr(self, name) < 0:
                 raise InvalidValue(name, f"must not be negative, got {getattr(self, name)}")
-        for name in ("beta1", "beta2"):
+        for name in ("beta1", "beta2", "muon_momentum"):
             if not 0 <= getattr(self, name) < 1:
                 raise InvalidValue(name, f"must be in [0, 1), got {getattr(self, name)}")
-
-
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warmup to cfg.lr, then cosine decay to cfg.min_lr at decay_iters, then flat."""
-    if step < cfg.warmup_iters:
-        return cfg.lr * (step + 1) / (cfg.warmup_iters + 1)
-    if step >= cfg.decay_iters:
-        return cfg.min_lr
-    ratio = (step - cfg.warmup_iters) / max(1, cfg.decay_iters - cfg.warmup_iters)
-    return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.lr - cfg.min_lr)
+        for name, choices in (("schedule", SCHEDULES), ("optimizer", OPTIMIZERS)):
+            if getattr(self, name) not in choices:
+                raise InvalidValue(name, f"must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
+        if not 0 < self.decay_frac <= 1:
+            raise InvalidValue("decay_frac", f"must be in (0, 1], got {self.decay_frac}")
+        if self.muon_lr <= 0:
+            raise InvalidValue("muon_lr", f"must be positive, got {self.muon_lr}")
 
 
 @dataclass(frozen=True)
@@ -381,4 +387,4 @@ def to_toml(model: ModelConfig, train: TrainConfig, preset: str | None = None) -
 
 
 __all__ = ["KNOBS", "ModelConfig", "TrainConfig", "PRESETS", "Preset", "RunFile", "asdict", "build_configs",
-           "get_preset", "lr_at", "read_run_file", "to_toml"]
+           "get_preset", "read_run_file", "to_toml"]

@@ -25,7 +25,6 @@ from nanogpt_cli.config import (
     RunFile,
     TrainConfig,
     build_configs,
-    lr_at,
     model_config_from_dict,
     to_toml,
     train_config_from_dict,
@@ -33,13 +32,14 @@ from nanogpt_cli.config import (
 from nanogpt_cli.data import Dataset, load_dataset
 from nanogpt_cli.device import resolve_device, resolve_dtype
 from nanogpt_cli.errors import NanoGPTError
+from nanogpt_cli.optim import lr_at
 from nanogpt_cli.pretrained import load_init
 from nanogpt_cli.sources import bundled_dataset
 from nanogpt_cli.tokenizer import same_tokenizer, spec_name
 
 # Settings a resumed run may change: they alter the schedule or bookkeeping, not the model or data.
-RESUMABLE_CHANGES = {"max_iters", "lr_decay_iters", "min_lr", "eval_interval", "eval_iters", "log_interval",
-                     "device", "dtype", "keep", "allow_nan", "compile", "peak_flops"}
+RESUMABLE_CHANGES = {"max_iters", "lr_decay_iters", "min_lr", "schedule", "decay_frac", "eval_interval", "eval_iters",
+                     "log_interval", "device", "dtype", "keep", "allow_nan", "compile", "peak_flops"}
 
 
 @dataclass

@@ -35,11 +35,11 @@ from torch.nn.parallel import DistributedDataParallel
 
 from nanogpt_cli import __version__, distributed, paths
 from nanogpt_cli.checkpoint import FORMAT_VERSION, save_checkpoint
-from nanogpt_cli.config import TrainConfig, lr_at
 from nanogpt_cli.data import BatchSampler
 from nanogpt_cli.device import autocast, describe, peak_flops, resolve_device, resolve_dtype
 from nanogpt_cli.errors import NanoGPTError
 from nanogpt_cli.model import build_model, count_parameters, flops_per_token
+from nanogpt_cli.optim import lr_at, make_optimizer  # noqa: F401  (both are train's API)
 from nanogpt_cli.plan import RunPlan, attach_dataset
 from nanogpt_cli.runs import MetricsLog, new_run_name, open_run, write_config
 
@@ -55,17 +55,6 @@ class TrainingInterrupted(Exception):
         self.run = run
         self.iteration = iteration
         self.checkpoint = checkpoint
-
-
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    # Decay only the matrices (linear and embedding weights); biases and LayerNorm gains stay free.
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
-    extra = {"fused": True} if device.type == "cuda" else {}
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), **extra)
 
 
 @torch.no_grad()
@@ -339,9 +328,7 @@ class Trainer:
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
         """One optimizer step over grad_accum micro-batches; returns the next batch and the mean loss."""
         cfg = self.cfg
-        lr = lr_at(self.step, cfg)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        self.optimizer.set_lr(lr_at(self.step, cfg))
         total = torch.zeros((), device=self.device)
         for micro in range(self.micro_steps):
             # Under DDP, gradients are averaged across processes only after the last micro-step.
@@ -355,11 +342,13 @@ class Trainer:
                 self.scaler.scale(loss).backward()
             total += loss.detach()
         if cfg.grad_clip > 0:
-            self.scaler.unscale_(self.optimizer)
+            for optimizer in self.optimizer.parts.values():
+                self.scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-        self.scaler.step(self.optimizer)
+        for optimizer in self.optimizer.parts.values():
+            self.scaler.step(optimizer)
         self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad()
         self.step += 1
         return x, y, total
 

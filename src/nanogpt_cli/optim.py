@@ -1,0 +1,83 @@
+"""The optimizers and the learning-rate schedule.
+
+`make_optimizer` builds AdamW over every parameter (weight decay on matrices only), or, with
+`optimizer = "muon"`, Muon (torch.optim.Muon) for the 2-D weight matrices inside the transformer
+blocks plus AdamW for the rest (embeddings, head, norms, biases), which Muon is not meant for. Both
+are stepped, checkpointed and restored together as one `Optimizers`. `lr_at` is the schedule: linear
+warmup, then cosine decay or warmup-stable-decay (WSD) to min_lr. Muon's rate follows the same
+schedule, scaled to its own peak.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from nanogpt_cli.config import TrainConfig
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup to cfg.lr, then cosine decay (or, for wsd, a constant rate and a linear decay
+    over the last decay_frac) to cfg.min_lr at decay_iters, then flat."""
+    if step < cfg.warmup_iters:
+        return cfg.lr * (step + 1) / (cfg.warmup_iters + 1)
+    if step >= cfg.decay_iters:
+        return cfg.min_lr
+    if cfg.schedule == "wsd":
+        decay_start = max(cfg.warmup_iters, cfg.decay_iters - round(cfg.decay_frac * cfg.decay_iters))
+        if step < decay_start:
+            return cfg.lr
+        return cfg.lr + (cfg.min_lr - cfg.lr) * (step - decay_start) / max(1, cfg.decay_iters - decay_start)
+    ratio = (step - cfg.warmup_iters) / max(1, cfg.decay_iters - cfg.warmup_iters)
+    return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.lr - cfg.min_lr)
+
+
+class Optimizers:
+    """Optimizers stepped as one: their parameter groups, state and zeroing. Each group carries an
+    `lr_scale`, its peak rate over cfg.lr, so one schedule drives them all."""
+
+    def __init__(self, parts: dict[str, torch.optim.Optimizer]):
+        self.parts = parts
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        return [group for optimizer in self.parts.values() for group in optimizer.param_groups]
+
+    def set_lr(self, lr: float) -> None:
+        for group in self.param_groups:
+            group["lr"] = lr * group.get("lr_scale", 1.0)
+
+    def zero_grad(self) -> None:
+        for optimizer in self.parts.values():
+            optimizer.zero_grad(set_to_none=True)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {name: optimizer.state_dict() for name, optimizer in self.parts.items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "param_groups" in state:  # a checkpoint from before there could be two: one AdamW
+            state = {"adamw": state}
+        for name, optimizer in self.parts.items():
+            optimizer.load_state_dict(state[name])
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> Optimizers:
+    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    muon = [p for name, p in named if cfg.optimizer == "muon" and p.dim() == 2 and name.startswith("transformer.h.")]
+    taken = {id(p) for p in muon}
+    rest = [p for _, p in named if id(p) not in taken]
+    # AdamW decays only the matrices (linear and embedding weights); biases and norm gains stay free.
+    groups = [
+        {"params": [p for p in rest if p.dim() >= 2], "weight_decay": cfg.weight_decay, "lr_scale": 1.0},
+        {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0, "lr_scale": 1.0},
+    ]
+    extra = {"fused": True} if device.type == "cuda" else {}
+    parts: dict[str, torch.optim.Optimizer] = {
+        "adamw": torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), **extra)
+    }
+    if muon:
+        parts["muon"] = torch.optim.Muon([{"params": muon, "lr_scale": cfg.muon_lr / cfg.lr}], lr=cfg.muon_lr,
+                                         momentum=cfg.muon_momentum, weight_decay=0.0)
+    return Optimizers(parts)
