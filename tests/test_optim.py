@@ -67,3 +67,37 @@ def test_a_checkpoint_with_one_adamw_state_still_resumes(cli, home, trained_run)
     torch.save(ckpt, path)
     result = cli("train", "--run", trained_run, "--resume", "--max-iters", "25", "-q", "--sample-tokens", "0")
     assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("text, seconds", [("90", 90), ("90s", 90), ("3m", 180), ("1h30m", 5400), ("1.5h", 5400),
+                                           ("2m30s", 150)])
+def test_durations(text, seconds):
+    from nanogpt_cli.config import parse_duration
+
+    assert parse_duration(text) == seconds
+
+
+def test_a_bad_duration_is_one_line(cli):
+    result = cli("train", "--time", "3 minutes")
+    assert result.exit_code == 1 and result.stderr.strip() == \
+        "error: --time must be a duration such as 90s, 3m or 1h30m, got '3 minutes'"
+
+
+def test_a_timed_run_stops_on_time_and_resumes_with_the_budget_left(cli, home, small_text):
+    cli("prepare", small_text)
+    args = ["--dataset", "poems", "--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "16",
+            "--batch-size", "4", "--log-interval", "1", "--warmup-iters", "2", "--sample-tokens", "0", "-q"]
+    assert cli("train", "--run", "timed", "--time", "1.5s", *args).exit_code == 0
+    rows = [json.loads(line) for line in (home / "runs" / "timed" / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if r["kind"] == "eval"]
+    assert 1.5 <= evals[-1]["elapsed"] < 5  # the last eval (and checkpoint) land at the end of the budget
+    assert 8 <= len(evals) <= 12  # at every tenth of the budget, from the start
+    assert evals[-1]["lr"] == pytest.approx(1e-4 * 2)  # the cosine schedule ended at the preset's min_lr
+    state = torch.load(home / "runs" / "timed" / "ckpt.pt", weights_only=True)["train_state"]
+    assert state["iteration"] == evals[-1]["iter"] and state["elapsed"] >= 1.5
+
+    again = cli("train", "--run", "timed", "--resume")
+    assert again.exit_code == 1 and "already used its 1.5s of training" in again.stderr
+    assert cli("train", "--run", "timed", "--resume", "--time", "2.5s", "-q", "--sample-tokens", "0").exit_code == 0
+    later = [json.loads(line) for line in (home / "runs" / "timed" / "metrics.jsonl").read_text().splitlines()]
+    assert later[-1]["elapsed"] >= 2.5 and max(r["iter"] for r in later) > state["iteration"]

@@ -98,6 +98,9 @@ class TrainConfig:
     batch_size: int = knob(12, "Sequences per micro-step.", TRAINING)
     grad_accum: int = knob(1, "Micro-steps accumulated per optimizer step.", TRAINING)
     max_iters: int = knob(2000, "Optimizer steps.", TRAINING)
+    time: str | None = knob(None, "Train for this much wall-clock time instead of max_iters: 90s, 3m, 1h30m. The "
+                                  "schedule and the evaluations follow the share of the time used, so such a run "
+                                  "depends on the machine's speed and does not repeat exactly.", TRAINING)
     lr: float = knob(1e-3, "Peak learning rate (given alone, it also sets min_lr to a tenth of it).", TRAINING)
     min_lr: float = knob(1e-4, "Learning rate at the end of the cosine decay.", TRAINING)
     warmup_iters: int = knob(100, "Steps of linear warmup.", TRAINING)
@@ -127,6 +130,11 @@ class TrainConfig:
     allow_nan: bool = knob(False, "Keep going if the loss becomes NaN or infinite.", RUN)
 
     @property
+    def time_budget(self) -> float | None:
+        """--time in seconds (None: the run is measured in iterations)."""
+        return parse_duration(self.time) if self.time else None
+
+    @property
     def decay_iters(self) -> int:
         return self.lr_decay_iters if self.lr_decay_iters is not None else self.max_iters
 
@@ -150,8 +158,22 @@ class TrainConfig:
                 raise InvalidValue(name, f"must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
         if not 0 < self.decay_frac <= 1:
             raise InvalidValue("decay_frac", f"must be in (0, 1], got {self.decay_frac}")
+        if self.time is not None:
+            self.time_budget  # noqa: B018  (raises InvalidValue on a malformed duration)
         if self.muon_lr <= 0:
             raise InvalidValue("muon_lr", f"must be positive, got {self.muon_lr}")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration such as 90, 90s, 3m, 1h30m or 1.5h."""
+    match = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*", text.lower())
+    if not text.strip() or match is None:
+        raise InvalidValue("time", f"must be a duration such as 90s, 3m or 1h30m, got {text!r}")
+    hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
+    total = hours * 3600 + minutes * 60 + seconds
+    if total <= 0:
+        raise InvalidValue("time", f"must be longer than 0 seconds, got {text!r}")
+    return total
 
 
 @dataclass(frozen=True)
@@ -214,6 +236,18 @@ PRESETS: dict[str, Preset] = {
         "nanoGPT's GPU recipe for Tiny Shakespeare (6 layers, 384 wide, block 256; val ~1.47)",
         dict(n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2, batch_size=64,
              max_iters=5000, lr=1e-3, min_lr=1e-4, warmup_iters=100, eval_interval=250, eval_iters=200),
+    ),
+    "nanogpt-cpu": Preset(
+        "nanoGPT's documented CPU recipe for Tiny Shakespeare, exactly, for comparisons (about 2 minutes on 2 cores)",
+        dict(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0, bias=False, batch_size=12, grad_accum=1,
+             max_iters=2000, lr_decay_iters=2000, lr=1e-3, min_lr=1e-4, warmup_iters=100, beta1=0.9, beta2=0.99,
+             weight_decay=0.1, grad_clip=1.0, eval_interval=250, eval_iters=20, schedule="cosine", optimizer="adamw"),
+    ),
+    "lecture": Preset(
+        "the final gpt.py of the 'Let's build GPT' lecture (6x384, block 256; constant lr 3e-4), for GPU users",
+        dict(n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2, bias=True, batch_size=64, max_iters=5000,
+             lr=3e-4, min_lr=3e-4, warmup_iters=0, beta2=0.999, weight_decay=0.01, grad_clip=0.0, eval_interval=500,
+             eval_iters=200),
     ),
     "bigram": Preset(
         "the lecture's bigram baseline: one embedding table of next-token logits (val ~2.5)",

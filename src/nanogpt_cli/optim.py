@@ -18,11 +18,14 @@ import torch
 from nanogpt_cli.config import TrainConfig
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
+def lr_at(step: int, cfg: TrainConfig, fraction: float | None = None) -> float:
     """Linear warmup to cfg.lr, then cosine decay (or, for wsd, a constant rate and a linear decay
-    over the last decay_frac) to cfg.min_lr at decay_iters, then flat."""
+    over the last decay_frac) to cfg.min_lr at decay_iters, then flat. A run with a time budget passes
+    the `fraction` of it used so far: after the warmup steps, the schedule follows that instead."""
     if step < cfg.warmup_iters:
         return cfg.lr * (step + 1) / (cfg.warmup_iters + 1)
+    if fraction is not None:
+        return _lr_by_fraction(min(fraction, 1.0), cfg)
     if step >= cfg.decay_iters:
         return cfg.min_lr
     if cfg.schedule == "wsd":
@@ -32,6 +35,15 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
         return cfg.lr + (cfg.min_lr - cfg.lr) * (step - decay_start) / max(1, cfg.decay_iters - decay_start)
     ratio = (step - cfg.warmup_iters) / max(1, cfg.decay_iters - cfg.warmup_iters)
     return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.lr - cfg.min_lr)
+
+
+def _lr_by_fraction(fraction: float, cfg: TrainConfig) -> float:
+    if cfg.schedule == "wsd":
+        decay_start = 1.0 - cfg.decay_frac
+        if fraction < decay_start:
+            return cfg.lr
+        return cfg.lr + (cfg.min_lr - cfg.lr) * (fraction - decay_start) / cfg.decay_frac
+    return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * fraction)) * (cfg.lr - cfg.min_lr)
 
 
 class Optimizers:

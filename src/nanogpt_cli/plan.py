@@ -38,7 +38,7 @@ from nanogpt_cli.sources import bundled_dataset
 from nanogpt_cli.tokenizer import same_tokenizer, spec_name
 
 # Settings a resumed run may change: they alter the schedule or bookkeeping, not the model or data.
-RESUMABLE_CHANGES = {"max_iters", "lr_decay_iters", "min_lr", "schedule", "decay_frac", "eval_interval", "eval_iters",
+RESUMABLE_CHANGES = {"max_iters", "time", "lr_decay_iters", "min_lr", "schedule", "decay_frac", "eval_interval", "eval_iters",
                      "log_interval", "device", "dtype", "keep", "allow_nan", "compile", "peak_flops"}
 
 
@@ -171,7 +171,14 @@ def plan_resume(run: str | None, preset: str | None, flags: dict[str, Any], worl
     check_world(train_config.grad_accum, world, explicit=True)
     resolve_dtype(train_config.dtype, resolve_device(train_config.device))
     done = ckpt["train_state"]["iteration"]
-    if done >= train_config.max_iters:
+    used = ckpt["train_state"].get("elapsed", 0.0)
+    if train_config.time_budget is not None:
+        if used >= train_config.time_budget:
+            raise NanoGPTError(
+                f"run {run_dir.name!r} already used its {train_config.time} of training ({used:.0f} s); "
+                "pass a larger --time to train it further"
+            )
+    elif done >= train_config.max_iters:
         raise NanoGPTError(
             f"run {run_dir.name!r} already finished {done} of {train_config.max_iters} iterations; "
             f"pass a larger --max-iters to train it further"
@@ -183,6 +190,8 @@ def plan_resume(run: str | None, preset: str | None, flags: dict[str, Any], worl
 
 def schedule_change(run: str, step: int, before: TrainConfig, after: TrainConfig) -> str | None:
     """One line saying how new settings move a resumed run's learning rate, if they do."""
+    if before.time_budget is not None or after.time_budget is not None:
+        return None  # a timed schedule follows the share of time used, not the iterations
     old, new = lr_at(step, before), lr_at(step, after)
     if old == new and before.decay_iters == after.decay_iters:
         return None

@@ -146,6 +146,8 @@ class Trainer:
         self.elapsed_before = 0.0  # training time of earlier sessions of this run (resumed runs)
         self.started: float | None = None  # when this session's training began
         self.metrics: MetricsLog | None = None  # open while `run` runs
+        self.budget = cfg.time_budget  # seconds, for a run measured in time instead of iterations
+        self.evals_per_budget = 10  # a timed run evaluates at every tenth of its budget
         self.best_val_loss = math.inf
         # Training loss summed on the device since the last log line, and over how many steps.
         self.loss_sum = torch.zeros((), device=self.device)
@@ -177,6 +179,23 @@ class Trainer:
     def elapsed(self) -> float:
         """Seconds this run has trained, over all its sessions."""
         return self.elapsed_before + (time.perf_counter() - self.started if self.started is not None else 0.0)
+
+    def fraction(self) -> float | None:
+        """The share of a timed run's budget used so far (None for a run measured in iterations)."""
+        return min(1.0, self.elapsed() / self.budget) if self.budget else None
+
+    def finished(self) -> bool:
+        if self.budget is None:
+            return self.step >= self.cfg.max_iters
+        return distributed.any_rank(self.elapsed() >= self.budget, self.device)  # all processes stop together
+
+    def eval_due(self) -> bool:
+        if self.budget is None:
+            return self.step % self.cfg.eval_interval == 0
+        if self.fraction() >= self.next_eval / self.evals_per_budget:
+            self.next_eval = int(self.fraction() * self.evals_per_budget) + 1
+            return True
+        return False
 
     def autocast(self):
         return autocast(self.device, self.dtype)
@@ -308,7 +327,7 @@ class Trainer:
         improved = val_loss < self.best_val_loss
         self.best_val_loss = min(self.best_val_loss, val_loss)
         row = {"kind": "eval", "iter": self.step, "train_loss": train_loss, "val_loss": val_loss,
-               "lr": lr_at(self.step, cfg), "elapsed": round(self.elapsed(), 3)}
+               "lr": lr_at(self.step, cfg, self.fraction()), "elapsed": round(self.elapsed(), 3)}
         log(row)
         if self.step > 0:
             self.save(best=improved)
@@ -328,7 +347,7 @@ class Trainer:
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
         """One optimizer step over grad_accum micro-batches; returns the next batch and the mean loss."""
         cfg = self.cfg
-        self.optimizer.set_lr(lr_at(self.step, cfg))
+        self.optimizer.set_lr(lr_at(self.step, cfg, self.fraction()))
         total = torch.zeros((), device=self.device)
         for micro in range(self.micro_steps):
             # Under DDP, gradients are averaged across processes only after the last micro-step.
@@ -363,6 +382,7 @@ class Trainer:
         timer, timed_steps = time.perf_counter(), 0
         total_steps, total_seconds = 0, 0.0  # training time only, for the summary's throughput
         self.started = time.perf_counter()
+        self.next_eval = int((self.fraction() or 0.0) * self.evals_per_budget) + (1 if resumed else 0)
         x, y = self.train_batches.next()
         self.model.train()
         with MetricsLog(self.run_dir, self.step if resumed else None, enabled=main) as self.metrics, \
@@ -370,11 +390,12 @@ class Trainer:
             log = self.metrics.write
             skip_eval = resumed  # a checkpoint at an eval step was written after that eval
             while True:
-                if (self.step % cfg.eval_interval == 0 or self.step == cfg.max_iters) and not skip_eval:
+                done = self.finished()
+                if (self.eval_due() or done) and not skip_eval:
                     self.evaluate(log)
                     timer, timed_steps = time.perf_counter(), 0  # tokens/s counts training time only
                 skip_eval = False
-                if self.step >= cfg.max_iters:
+                if done:
                     break
                 if distributed.any_rank(stop.requested, self.device):
                     self.save()
@@ -384,18 +405,18 @@ class Trainer:
                 self.loss_sum += loss
                 self.loss_count += 1
                 timed_steps += 1
-                if self.step % cfg.log_interval == 0 or self.step == cfg.max_iters:
+                if self.step % cfg.log_interval == 0 or (self.budget is None and self.step == cfg.max_iters):
                     mean = distributed.mean(self.loss_sum).item() / self.loss_count  # one sync per log line
                     self._check_finite(mean, "training loss")
                     seconds = time.perf_counter() - timer
                     total_steps, total_seconds = total_steps + timed_steps, total_seconds + seconds
-                    row = {"kind": "train", "iter": self.step, "loss": mean, "lr": lr_at(self.step - 1, cfg),
+                    row = {"kind": "train", "iter": self.step, "loss": mean, "lr": self.optimizer.param_groups[0]["lr"],
                            **self.throughput(timed_steps, seconds)}
                     log(row)
                     # The progress bar shows the rate averaged over the session, as the summary does.
                     average = {f"average_{k}": v for k, v in self.throughput(total_steps, total_seconds).items()}
-                    self.emit("step", {**row, **average, "max_iters": cfg.max_iters,
-                                       "val_loss": self.last_eval.get("val_loss")})
+                    self.emit("step", {**row, **average, "max_iters": cfg.max_iters, "elapsed": self.elapsed(),
+                                       "time_budget": self.budget, "val_loss": self.last_eval.get("val_loss")})
                     self.loss_sum.zero_()
                     self.loss_count = 0
                     timer, timed_steps = time.perf_counter(), 0

@@ -14,6 +14,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from nanogpt_cli.config import parse_duration
+
 out = Console(soft_wrap=True, highlight=False)
 err = Console(stderr=True, soft_wrap=True, highlight=False)
 
@@ -65,6 +67,7 @@ class TrainDisplay:
 
     def __init__(self, quiet: bool):
         self.quiet = quiet
+        self.timed = False
         self.live = err.is_terminal and not quiet
         self.progress = None
         self.task = None
@@ -96,10 +99,13 @@ class TrainDisplay:
             f"dataset {info['dataset']}, preset {info['preset'] or 'none'}",
             markup=True,
         )
+        length = f"{t['time']} of training (its results depend on this machine's speed)" if t.get("time") \
+            else f"{t['max_iters']:,} iterations"
         err.print(
-            f"device {info['device']}, {info['dtype']}{', compiled' if info['compile'] else ''}; {t['max_iters']:,} iterations of "
+            f"device {info['device']}, {info['dtype']}{', compiled' if info['compile'] else ''}; {length} of "
             f"{t['batch_size']} x {m['block_size']} tokens" + (f" x {t['grad_accum']} accumulated" if t["grad_accum"] > 1 else "")
         )
+        self.timed = bool(t.get("time"))
         if self.live:
             from rich.progress import (
                 BarColumn,
@@ -110,27 +116,33 @@ class TrainDisplay:
                 TimeRemainingColumn,
             )
 
+            # A timed run's bar fills with time, and shows the iteration and the time left.
             self.progress = Progress(
                 TextColumn("[bold blue]training"),
                 BarColumn(),
-                MofNCompleteColumn(),
+                TextColumn("iter {task.fields[iter]}") if self.timed else MofNCompleteColumn(),
                 TextColumn("loss [bold]{task.fields[loss]}[/] val {task.fields[val]}"),
                 TextColumn("{task.fields[speed]} tok/s{task.fields[mfu]}"),
                 TimeElapsedColumn(),
-                TextColumn("ETA"),
-                TimeRemainingColumn(),
+                TextColumn("left" if self.timed else "ETA"),
+                TextColumn("{task.fields[left]}") if self.timed else TimeRemainingColumn(),
                 console=err,
             )
+            budget = parse_duration(t["time"]) if self.timed else None
             self.task = self.progress.add_task(
-                "train", total=t["max_iters"], completed=info["resumed_from"] or 0, loss="-", val="-", speed="-", mfu=""
+                "train", total=budget or t["max_iters"], completed=0 if self.timed else info["resumed_from"] or 0,
+                loss="-", val="-", speed="-", mfu="", iter=info["resumed_from"] or 0, left=duration(budget or 0),
             )
             self.progress.start()
 
     def on_step(self, info: dict[str, Any]) -> None:
         if self.progress is not None:
+            left = max(0.0, (info["time_budget"] or 0) - info["elapsed"])
             self.progress.update(
                 self.task,
-                completed=info["iter"],
+                completed=info["elapsed"] if self.timed else info["iter"],
+                iter=f"{info['iter']:,}",
+                left=duration(left),
                 loss=f"{info['loss']:.4f}",
                 val=fmt(info["val_loss"]),
                 speed=f"{info['average_tokens_per_second']:,.0f}",
