@@ -72,7 +72,7 @@ def time_to(evals: list[dict], target: float) -> float | None:
 
 def loss_at(evals: list[dict], seconds: float) -> float | None:
     """Val loss at `seconds` of training, interpolated between the evaluations around it."""
-    for before, after in zip(evals, evals[1:]):
+    for before, after in zip(evals, evals[1:], strict=False):
         if before["elapsed"] <= seconds <= after["elapsed"]:
             share = (seconds - before["elapsed"]) / max(1e-9, after["elapsed"] - before["elapsed"])
             return before["val_loss"] + share * (after["val_loss"] - before["val_loss"])
