@@ -155,4 +155,19 @@ def test_every_field_is_an_option_of_train(cli):
 
 
 def test_tiny_is_still_the_shared_fixture_shape():
-    assert TINY[:2] == ["--n-layer", "1"]
+    assert TINY[:4] == ["--preset", "nanogpt-cpu", "--n-layer", "1"]
+
+
+def test_the_comparison_presets(cli):
+    nanogpt = _print_config(cli, "--preset", "nanogpt-cpu")
+    for line in ("n_layer = 4", "n_head = 4", "n_embd = 128", "block_size = 64", "batch_size = 12", "lr = 0.001",
+                 "min_lr = 0.0001", "warmup_iters = 100", "beta2 = 0.99", "max_iters = 2000", "dropout = 0.0",
+                 "eval_interval = 250", "eval_iters = 20", 'optimizer = "adamw"', 'schedule = "cosine"'):
+        assert f"\n{line}\n" in nanogpt, line
+    lecture = _print_config(cli, "--preset", "lecture")
+    for line in ("n_layer = 6", "n_embd = 384", "block_size = 256", "batch_size = 64", "lr = 0.0003",
+                 "min_lr = 0.0003", "dropout = 0.2", "max_iters = 5000"):
+        assert f"\n{line}\n" in lecture, line
+    listing = CliRunner().invoke(__import__("nanogpt_cli.cli").cli.app, ["train", "--preset", "list"],
+                                 env={"COLUMNS": "200"}).output
+    assert "nanogpt-cpu" in listing and "lecture" in listing

@@ -99,7 +99,8 @@ def test_preset_values_apply_and_flags_override_them(cli, home, small_text):
     config = json.loads((home / "runs" / "p" / "config.json").read_text())
     assert config["preset"] == "cpu"
     assert config["model_config"]["n_layer"] == 1  # the flag
-    assert config["model_config"]["n_embd"] == 128 and config["train_config"]["lr"] == 2e-3  # the preset
+    assert config["model_config"]["n_embd"] == 128 and config["train_config"]["lr"] == 3e-3  # the preset
+    assert config["train_config"]["optimizer"] == "muon" and config["model_config"]["pos"] == "rope"
 
 
 def test_a_new_lr_brings_its_own_floor():

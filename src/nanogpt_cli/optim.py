@@ -85,7 +85,8 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.devic
         {"params": [p for p in rest if p.dim() >= 2], "weight_decay": cfg.weight_decay, "lr_scale": 1.0},
         {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0, "lr_scale": 1.0},
     ]
-    extra = {"fused": True} if device.type == "cuda" else {}
+    # The fused kernel: on a CPU it made a step of the cpu preset's shape about 5% faster (performance.md).
+    extra = {"fused": True} if device.type in ("cuda", "cpu") else {}
     parts: dict[str, torch.optim.Optimizer] = {
         "adamw": torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), **extra)
     }
