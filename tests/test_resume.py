@@ -18,7 +18,7 @@ from conftest import signal_at
 
 # Small but slow enough (a few ms per step) that a test can interrupt it mid-run; dropout on, so the
 # dropout RNG must be restored too.
-RUN_ARGS = ["--dataset", "poems", "--n-layer", "2", "--n-head", "2", "--n-embd", "32", "--block-size", "32",
+RUN_ARGS = ["--preset", "nanogpt-cpu", "--dataset", "poems", "--n-layer", "2", "--n-head", "2", "--n-embd", "32", "--block-size", "32",
             "--batch-size", "8", "--dropout", "0.1", "--max-iters", "240", "--eval-interval", "40", "--eval-iters", "2",
             "--log-interval", "1", "--seed", "5", "--sample-tokens", "0", "--quiet"]
 
