@@ -18,7 +18,8 @@ from conftest import signal_at
 
 # Small but slow enough (a few ms per step) that a test can interrupt it mid-run; dropout on, so the
 # dropout RNG must be restored too.
-RUN_ARGS = ["--preset", "nanogpt-cpu", "--dataset", "poems", "--n-layer", "2", "--n-head", "2", "--n-embd", "32", "--block-size", "32",
+RECIPE = ["--preset", "nanogpt-cpu"]  # nanoGPT's network and AdamW: Muon's exact resume is in test_optim.py
+RUN_ARGS = ["--dataset", "poems", "--n-layer", "2", "--n-head", "2", "--n-embd", "32", "--block-size", "32",
             "--batch-size", "8", "--dropout", "0.1", "--max-iters", "240", "--eval-interval", "40", "--eval-iters", "2",
             "--log-interval", "1", "--seed", "5", "--sample-tokens", "0", "--quiet"]
 
@@ -45,7 +46,7 @@ def _last_iter(metrics: Path) -> int:
 def _start_and_stop(home: Path, run: str, extra: list[str], at_iter: int, sig: int) -> subprocess.CompletedProcess:
     """Start `nanogpt train` in a subprocess and send `sig` once it has logged iteration `at_iter`."""
     env = {**os.environ, "NANOGPT_HOME": str(home)}
-    proc = subprocess.Popen([sys.executable, "-m", "nanogpt_cli", "train", "--run", run, *RUN_ARGS, *extra],
+    proc = subprocess.Popen([sys.executable, "-m", "nanogpt_cli", "train", "--run", run, *RECIPE, *RUN_ARGS, *extra],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     metrics = home / "runs" / run / "metrics.jsonl"
     deadline = time.time() + 120
@@ -69,7 +70,7 @@ def reference(tmp_path_factory):
         patch.setenv("NANOGPT_HOME", str(home))
         runner = CliRunner()
         assert runner.invoke(app, ["prepare", str(write_small_text(home / "poems.txt"))]).exit_code == 0
-        result = runner.invoke(app, ["train", "--run", "reference", *RUN_ARGS])
+        result = runner.invoke(app, ["train", "--run", "reference", *RECIPE, *RUN_ARGS])
         assert result.exit_code == 0, result.output
     return _rows(home, "reference"), _weights(home, "reference")
 
@@ -92,7 +93,8 @@ def _assert_same_as_reference(home, run, reference):
 def _train_until_signalled(cli, monkeypatch, run: str, extra: list[str], at_iter: int, *signals: int):
     with monkeypatch.context() as patch:
         signal_at(patch, at_iter, *signals)
-        result = cli("train", "--run", run, *RUN_ARGS, *extra)
+        recipe = [] if "--resume" in extra else RECIPE  # a resumed run keeps its own (no --preset then)
+        result = cli("train", "--run", run, *recipe, *RUN_ARGS, *extra)
     return subprocess.CompletedProcess([], result.exit_code, result.stdout, result.stderr)
 
 
