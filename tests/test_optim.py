@@ -96,6 +96,7 @@ def test_a_timed_run_stops_on_time_and_resumes_with_the_budget_left(cli, home, s
     state = torch.load(home / "runs" / "timed" / "ckpt.pt", weights_only=True)["train_state"]
     assert state["iteration"] == evals[-1]["iter"] and state["elapsed"] >= 1.5
 
+    assert f"{state['iteration']:,} (1.5s)" in cli("info").stdout  # a timed run has no iteration target
     again = cli("train", "--run", "timed", "--resume")
     assert again.exit_code == 1 and "already used its 1.5s of training" in again.stderr
     assert cli("train", "--run", "timed", "--resume", "--time", "2.5s", "-q", "--sample-tokens", "0").exit_code == 0

@@ -65,6 +65,7 @@ def run_summary(run_dir: Path) -> dict[str, Any] | None:
         "parameters": config.get("parameters"),
         "iterations": max(saved, default=0),
         "max_iters": config.get("train_config", {}).get("max_iters"),
+        "time": config.get("train_config", {}).get("time"),  # a wall-clock budget instead of max_iters
         "best_val_loss": min((m["val_loss"] for m in evals), default=None),
         "last_modified": time.strftime("%Y-%m-%d %H:%M", time.localtime(modified)),
         "modified_ts": modified,

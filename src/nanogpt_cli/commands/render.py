@@ -225,7 +225,10 @@ def system_info(system: dict[str, Any]) -> None:
     out.print(datasets if system["datasets"] else "datasets: none yet (nanogpt prepare shakespeare)")
     rows = []
     for r in system["runs"]:
-        iters = f"{r['iterations']:,}/{r['max_iters']:,}" if r["max_iters"] else fmt(r["iterations"])
+        if r.get("time"):
+            iters = f"{r['iterations']:,} ({r['time']})"
+        else:
+            iters = f"{r['iterations']:,}/{r['max_iters']:,}" if r["max_iters"] else fmt(r["iterations"])
         params = f"{r['parameters'] / 1e6:.2f}M" if r["parameters"] else "-"
         rows.append((r["name"], r["dataset"] or "-", params, iters, fmt(r["best_val_loss"]), r["last_modified"]))
     if not rows:
