@@ -192,10 +192,11 @@ class Trainer:
     def eval_due(self) -> bool:
         if self.budget is None:
             return self.step % self.cfg.eval_interval == 0
-        if self.fraction() >= self.next_eval / self.evals_per_budget:
+        # Every process must evaluate (and so checkpoint) at the same step, though their clocks differ.
+        due = distributed.any_rank(self.fraction() >= self.next_eval / self.evals_per_budget, self.device)
+        if due:
             self.next_eval = int(self.fraction() * self.evals_per_budget) + 1
-            return True
-        return False
+        return due
 
     def autocast(self):
         return autocast(self.device, self.dtype)
