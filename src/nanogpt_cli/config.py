@@ -102,7 +102,7 @@ class TrainConfig:
                                   "schedule and the evaluations follow the share of the time used, so such a run "
                                   "depends on the machine's speed and does not repeat exactly.", TRAINING)
     lr: float = knob(1e-3, "Peak learning rate (given alone, it also sets min_lr to a tenth of it).", TRAINING)
-    min_lr: float = knob(1e-4, "Learning rate at the end of the cosine decay.", TRAINING)
+    min_lr: float = knob(1e-4, "Learning rate at the end of the decay.", TRAINING)
     warmup_iters: int = knob(100, "Steps of linear warmup.", TRAINING)
     lr_decay_iters: int | None = knob(None, "Step where the decay reaches min_lr (unset: max_iters).", TRAINING)
     schedule: str = knob("cosine", "Learning-rate schedule after warmup: cosine (decay all the way) or wsd "
@@ -116,7 +116,8 @@ class TrainConfig:
     beta1: float = knob(0.9, "AdamW beta1.", TRAINING)
     beta2: float = knob(0.99, "AdamW beta2.", TRAINING)
     grad_clip: float = knob(1.0, "Clip the gradient norm to this (0: off).", TRAINING)
-    eval_interval: int = knob(250, "Steps between loss estimates and checkpoints.", TRAINING)
+    eval_interval: int = knob(250, "Steps between loss estimates and checkpoints (a --time run evaluates at every "
+                                   "tenth of its budget instead).", TRAINING)
     eval_iters: int = knob(20, "Batches per loss estimate.", TRAINING)
     log_interval: int = knob(10, "Steps between progress updates.", TRAINING)
     device: str = knob("auto", "auto, cpu, cuda, cuda:N or mps.", RUN)
