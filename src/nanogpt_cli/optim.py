@@ -61,6 +61,17 @@ class Optimizers:
         for group in self.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
 
+    def unscale_(self, scaler: torch.amp.GradScaler) -> None:
+        """Undo the fp16 loss scaling on every gradient (before clipping them)."""
+        for optimizer in self.parts.values():
+            scaler.unscale_(optimizer)
+
+    def step(self, scaler: torch.amp.GradScaler) -> None:
+        """Step every optimizer through the grad scaler (a plain step when it is disabled)."""
+        for optimizer in self.parts.values():
+            scaler.step(optimizer)
+        scaler.update()
+
     def zero_grad(self) -> None:
         for optimizer in self.parts.values():
             optimizer.zero_grad(set_to_none=True)

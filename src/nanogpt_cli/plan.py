@@ -21,6 +21,7 @@ from nanogpt_cli.catalog import resolve_run
 from nanogpt_cli.checkpoint import load_checkpoint
 from nanogpt_cli.config import (
     DEFAULT_PRESET_FOR_DEVICE,
+    KNOBS,
     ModelConfig,
     RunFile,
     TrainConfig,
@@ -36,6 +37,9 @@ from nanogpt_cli.optim import lr_at
 from nanogpt_cli.pretrained import load_init
 from nanogpt_cli.sources import bundled_dataset
 from nanogpt_cli.tokenizer import same_tokenizer, spec_name
+
+# Model fields that weights fix (every one but the context length, which may shrink, and dropout).
+SHAPE_FIELDS = [k.name for k in KNOBS.values() if k.section == "model" and k.name not in ("block_size", "dropout")]
 
 # Settings a resumed run may change: they alter the schedule or bookkeeping, not the model or data.
 RESUMABLE_CHANGES = {"max_iters", "time", "lr_decay_iters", "min_lr", "schedule", "decay_frac", "eval_interval", "eval_iters",
@@ -126,7 +130,7 @@ def _load_init(spec: str, given: dict[str, Any], progress=None) -> InitWeights:
     """Load --init-from weights; the model's shape is theirs, but dropout may be set and the block size
     shrunk (the position table is cropped, as nanoGPT does)."""
     config, weights, tokenizer, description = load_init(spec, progress)
-    for key in ("model", "n_layer", "n_head", "n_embd", "bias", "pos", "norm", "mlp", "qk_norm", "tie", "softcap"):
+    for key in SHAPE_FIELDS:
         if given.get(key) is not None and given[key] != getattr(config, key):
             raise NanoGPTError(
                 f"--{key.replace('_', '-')} cannot change the shape of a model started from {description} "

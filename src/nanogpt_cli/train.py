@@ -39,7 +39,7 @@ from nanogpt_cli.data import BatchSampler
 from nanogpt_cli.device import autocast, describe, peak_flops, resolve_device, resolve_dtype
 from nanogpt_cli.errors import NanoGPTError
 from nanogpt_cli.model import build_model, count_parameters, flops_per_token
-from nanogpt_cli.optim import lr_at, make_optimizer  # noqa: F401  (both are train's API)
+from nanogpt_cli.optim import lr_at, make_optimizer
 from nanogpt_cli.plan import RunPlan, attach_dataset
 from nanogpt_cli.runs import MetricsLog, new_run_name, open_run, write_config
 
@@ -362,12 +362,9 @@ class Trainer:
                 self.scaler.scale(loss).backward()
             total += loss.detach()
         if cfg.grad_clip > 0:
-            for optimizer in self.optimizer.parts.values():
-                self.scaler.unscale_(optimizer)
+            self.optimizer.unscale_(self.scaler)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-        for optimizer in self.optimizer.parts.values():
-            self.scaler.step(optimizer)
-        self.scaler.update()
+        self.optimizer.step(self.scaler)
         self.optimizer.zero_grad()
         self.step += 1
         return x, y, total
