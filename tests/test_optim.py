@@ -86,7 +86,8 @@ def test_a_bad_duration_is_one_line(cli):
 def test_a_timed_run_stops_on_time_and_resumes_with_the_budget_left(cli, home, small_text):
     cli("prepare", small_text)
     args = ["--dataset", "poems", "--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "16",
-            "--batch-size", "4", "--log-interval", "1", "--warmup-iters", "2", "--sample-tokens", "0", "-q"]
+            "--batch-size", "4", "--log-interval", "1", "--warmup-iters", "2", "--eval-interval", "1",
+            "--sample-tokens", "0", "-q"]
     assert cli("train", "--run", "timed", "--time", "1.5s", *args).exit_code == 0
     rows = [json.loads(line) for line in (home / "runs" / "timed" / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in rows if r["kind"] == "eval"]
@@ -102,3 +103,14 @@ def test_a_timed_run_stops_on_time_and_resumes_with_the_budget_left(cli, home, s
     assert cli("train", "--run", "timed", "--resume", "--time", "2.5s", "-q", "--sample-tokens", "0").exit_code == 0
     later = [json.loads(line) for line in (home / "runs" / "timed" / "metrics.jsonl").read_text().splitlines()]
     assert later[-1]["elapsed"] >= 2.5 and max(r["iter"] for r in later) > state["iteration"]
+
+
+def test_a_short_budget_is_not_spent_evaluating(cli, home, small_text):
+    cli("prepare", small_text)
+    args = ["--dataset", "poems", "--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "16",
+            "--batch-size", "4", "--eval-interval", "1000", "--sample-tokens", "0", "-q"]
+    assert cli("train", "--run", "short", "--time", "1s", *args).exit_code == 0
+    rows = [json.loads(line) for line in (home / "runs" / "short" / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if r["kind"] == "eval"]
+    assert [r["iter"] for r in evals][0] == 0 and len(evals) == 2  # the start and the end, no more
+    assert evals[-1]["iter"] > 20  # the second was spent training

@@ -116,8 +116,8 @@ class TrainConfig:
     beta1: float = knob(0.9, "AdamW beta1.", TRAINING)
     beta2: float = knob(0.99, "AdamW beta2.", TRAINING)
     grad_clip: float = knob(1.0, "Clip the gradient norm to this (0: off).", TRAINING)
-    eval_interval: int = knob(250, "Steps between loss estimates and checkpoints (a --time run evaluates at every "
-                                   "tenth of its budget instead).", TRAINING)
+    eval_interval: int = knob(250, "Steps between loss estimates and checkpoints (a --time run evaluates at each "
+                                   "tenth of its budget, but not more often than this).", TRAINING)
     eval_iters: int = knob(20, "Batches per loss estimate.", TRAINING)
     log_interval: int = knob(10, "Steps between progress updates.", TRAINING)
     device: str = knob("auto", "auto, cpu, cuda, cuda:N or mps.", RUN)

@@ -147,7 +147,8 @@ class Trainer:
         self.started: float | None = None  # when this session's training began
         self.metrics: MetricsLog | None = None  # open while `run` runs
         self.budget = cfg.time_budget  # seconds, for a run measured in time instead of iterations
-        self.evals_per_budget = 10  # a timed run evaluates at every tenth of its budget
+        self.evals_per_budget = 10  # a timed run evaluates at every tenth of its budget (at most)
+        self.last_eval_step: int | None = None
         self.best_val_loss = math.inf
         # Training loss summed on the device since the last log line, and over how many steps.
         self.loss_sum = torch.zeros((), device=self.device)
@@ -173,6 +174,7 @@ class Trainer:
             "torch_version": torch.__version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "resumed_from": self.step if plan.resume is not None else None,
+            "time_budget": self.budget,
             "init_from": plan.init.description if plan.init else (plan.resume or {}).get("init_from"),
         }
 
@@ -192,11 +194,15 @@ class Trainer:
     def eval_due(self) -> bool:
         if self.budget is None:
             return self.step % self.cfg.eval_interval == 0
-        # Every process must evaluate (and so checkpoint) at the same step, though their clocks differ.
-        due = distributed.any_rank(self.fraction() >= self.next_eval / self.evals_per_budget, self.device)
-        if due:
+        # At each tenth of the budget, but never more often than every eval_interval steps: a short
+        # budget would otherwise spend most of its time evaluating. Every process must evaluate (and so
+        # checkpoint) at the same step, though their clocks differ.
+        due = self.fraction() >= self.next_eval / self.evals_per_budget and (
+            self.last_eval_step is None or self.step - self.last_eval_step >= self.cfg.eval_interval)
+        if distributed.any_rank(due, self.device):
             self.next_eval = int(self.fraction() * self.evals_per_budget) + 1
-        return due
+            return True
+        return False
 
     def autocast(self):
         return autocast(self.device, self.dtype)
@@ -320,6 +326,7 @@ class Trainer:
 
     def evaluate(self, log) -> None:
         cfg = self.cfg
+        self.last_eval_step = self.step
         train_loss = estimate_loss(self.model, self.eval_batches["train"], cfg.eval_iters, self.autocast, cfg.seed + 1,
                                    self.forward)
         val_loss = estimate_loss(self.model, self.eval_batches["val"], cfg.eval_iters, self.autocast, cfg.seed + 2,
@@ -381,6 +388,7 @@ class Trainer:
         total_steps, total_seconds = 0, 0.0  # training time only, for the summary's throughput
         self.started = time.perf_counter()
         self.next_eval = int((self.fraction() or 0.0) * self.evals_per_budget) + (1 if resumed else 0)
+        self.last_eval_step = self.step if resumed else None  # a resumed run's checkpoint came with an eval
         x, y = self.train_batches.next()
         self.model.train()
         with MetricsLog(self.run_dir, self.step if resumed else None, enabled=main) as self.metrics, \

@@ -14,8 +14,6 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from nanogpt_cli.config import parse_duration
-
 out = Console(soft_wrap=True, highlight=False)
 err = Console(stderr=True, soft_wrap=True, highlight=False)
 
@@ -128,7 +126,7 @@ class TrainDisplay:
                 TextColumn("{task.fields[left]}") if self.timed else TimeRemainingColumn(),
                 console=err,
             )
-            budget = parse_duration(t["time"]) if self.timed else None
+            budget = info["time_budget"]
             self.task = self.progress.add_task(
                 "train", total=budget or t["max_iters"], completed=0 if self.timed else info["resumed_from"] or 0,
                 loss="-", val="-", speed="-", mfu="", iter=info["resumed_from"] or 0, left=duration(budget or 0),
