@@ -45,8 +45,9 @@ def _write_folder(folder, tensors, prefix=""):
     return folder
 
 
-def _reference_logits(t: dict[str, torch.Tensor], idx: torch.Tensor) -> torch.Tensor:
-    """GPT-2's forward pass written directly on the raw tensors."""
+def _reference_logits(t: dict[str, torch.Tensor], idx: torch.Tensor, gelu: str = "tanh") -> torch.Tensor:
+    """GPT-2's forward pass written directly on the raw tensors (Conv1D weights [in, out]), with the tanh
+    GELU GPT-2 was trained with ("gelu_new", what a config.json without activation_function means)."""
     def ln(x, name):
         return torch.nn.functional.layer_norm(x, (D,), t[name + ".weight"], t[name + ".bias"], 1e-5)
 
@@ -60,7 +61,7 @@ def _reference_logits(t: dict[str, torch.Tensor], idx: torch.Tensor) -> torch.Te
         att = att.masked_fill(torch.triu(torch.ones(T, T, dtype=torch.bool), 1), float("-inf")).softmax(-1)
         y = (att @ heads[2]).transpose(1, 2).reshape(1, T, D)
         x = x + y @ t[p + "attn.c_proj.weight"] + t[p + "attn.c_proj.bias"]
-        h = torch.nn.functional.gelu(ln(x, p + "ln_2") @ t[p + "mlp.c_fc.weight"] + t[p + "mlp.c_fc.bias"])
+        h = torch.nn.functional.gelu(ln(x, p + "ln_2") @ t[p + "mlp.c_fc.weight"] + t[p + "mlp.c_fc.bias"], approximate=gelu)
         x = x + h @ t[p + "mlp.c_proj.weight"] + t[p + "mlp.c_proj.bias"]
     return ln(x, "ln_f") @ t["wte.weight"].T
 

@@ -70,6 +70,7 @@ def run_summary(run_dir: Path) -> dict[str, Any] | None:
         "last_modified": time.strftime("%Y-%m-%d %H:%M", time.localtime(modified)),
         "modified_ts": modified,
         "has_checkpoint": bool(checkpoints),
+        "imported": bool(config.get("imported_from")),
     }
 
 
@@ -180,7 +181,8 @@ def describe_item(name: str) -> dict[str, Any]:
         return {
             "type": "run",
             "summary": summary,
-            "config": _read_json(run_dir / "config.json"),
+            "config": (config := _read_json(run_dir / "config.json")),
+            "tokenizer_name": spec_name(config.get("tokenizer", {})),
             "evals": [m for m in metrics if m.get("kind") == "eval"],
         }
     from nanogpt_cli.data import load_dataset

@@ -75,28 +75,35 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
-    """Read a checkpoint safely, or raise NanoGPTError saying why it cannot be used."""
+def read_tensors_file(path: Path, what: str = "checkpoint", map_location: Any = "cpu") -> Any:
+    """The contents of a torch.save file, read with `weights_only=True`: tensors and plain containers
+    only, so no pickled code can run. Anything else is refused with a NanoGPTError saying why."""
     path = Path(path)
     if not path.is_file():
-        raise NanoGPTError(f"checkpoint {path} does not exist")
+        raise NanoGPTError(f"{what} {path} does not exist")
     if path.stat().st_size == 0:
-        raise NanoGPTError(f"checkpoint {path} is empty (0 bytes); it cannot be used")
+        raise NanoGPTError(f"{what} {path} is empty (0 bytes); it cannot be used")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch warns about foreign pickle protocols; we refuse below
-            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+            return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         if "weights_only" in str(exc) or "Unsupported global" in str(exc):
             raise NanoGPTError(
                 f"refusing to load {path}: it contains pickled Python objects that could run code; "
-                "nanogpt checkpoints hold tensors only"
+                "only files of tensors and plain values are read"
             ) from None
-        raise NanoGPTError(f"checkpoint {path} is corrupt or not a nanogpt checkpoint") from None
+        raise NanoGPTError(f"{what} {path} is corrupt or not a PyTorch checkpoint") from None
     except Exception:  # torch.load fails on foreign or damaged files in many different ways
-        raise NanoGPTError(f"checkpoint {path} is corrupt, truncated or not a nanogpt checkpoint") from None
+        raise NanoGPTError(f"{what} {path} is corrupt, truncated or not a PyTorch checkpoint") from None
+
+
+def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """Read a nanogpt checkpoint safely, or raise NanoGPTError saying why it cannot be used."""
+    ckpt = read_tensors_file(path, "checkpoint", map_location)
     if not isinstance(ckpt, dict) or "format_version" not in ckpt or "model" not in ckpt:
-        raise NanoGPTError(f"{path} is not a nanogpt checkpoint (no format version or model weights)")
+        hint = "; bring it in with `nanogpt import`" if isinstance(ckpt, dict) and "model_args" in ckpt else ""
+        raise NanoGPTError(f"{path} is not a nanogpt checkpoint (no format version or model weights){hint}")
     if ckpt["format_version"] > FORMAT_VERSION:
         raise NanoGPTError(
             f"checkpoint {path} has format version {ckpt['format_version']}, newer than this nanogpt-cli "
@@ -126,13 +133,15 @@ def checkpoint_path(run_dir: Path, which: str = "best") -> Path:
     return path
 
 
-def load_model(path: Path, device: torch.device) -> LoadedModel:
-    """Rebuild the model and tokenizer stored in a checkpoint, in eval mode on `device`."""
+def load_model(path: Path, device: torch.device, dtype: torch.dtype = torch.float32) -> LoadedModel:
+    """Rebuild the model and tokenizer stored in a checkpoint, in eval mode on `device`, its weights
+    in `dtype` (float32, the reference; bfloat16 or float16 halve the memory)."""
     ckpt = load_checkpoint(path, map_location="cpu")
     try:
         config = model_config_from_dict(ckpt["model_config"])
         model = build_model(config, ckpt["model"])
     except (KeyError, RuntimeError, TypeError) as exc:
         raise NanoGPTError(f"checkpoint {path} does not match its model config ({type(exc).__name__}); it is damaged") from None
-    model.to(device).eval()
+    del ckpt["model"]  # the model holds the weights now; keep one copy in memory, not two
+    model.to(device=device, dtype=dtype).eval()
     return LoadedModel(model, config, tokenizer_from_spec(ckpt["tokenizer"]), ckpt, Path(path))

@@ -19,7 +19,7 @@ import typer
 from rich.markup import escape
 
 from nanogpt_cli import __version__
-from nanogpt_cli.commands import evaluate, export, info, prepare, sample, train
+from nanogpt_cli.commands import evaluate, export, import_, info, prepare, sample, train
 from nanogpt_cli.commands.render import err, out
 from nanogpt_cli.errors import NanoGPTError
 
@@ -89,7 +89,8 @@ def _root(
 
 
 for name, command in [("prepare", prepare.prepare), ("train", train.train), ("sample", sample.sample),
-                      ("eval", evaluate.eval_), ("export", export.export), ("info", info.info)]:
+                      ("eval", evaluate.eval_), ("import", import_.import_), ("export", export.export),
+                      ("info", info.info)]:
     app.command(name=name)(friendly_errors(command))
 
 

@@ -18,9 +18,10 @@ from torch.nn import functional as F
 from nanogpt_cli.catalog import resolve_run
 from nanogpt_cli.checkpoint import checkpoint_path, load_model
 from nanogpt_cli.data import BatchSampler, load_dataset
-from nanogpt_cli.device import resolve_device
+from nanogpt_cli.device import resolve_device, resolve_dtype
 from nanogpt_cli.errors import NanoGPTError
 from nanogpt_cli.sources import read_text_file
+from nanogpt_cli.tokenizer import same_tokenizer, spec_name
 
 
 def _summed_loss(model: torch.nn.Module, batch: torch.Tensor) -> float:
@@ -57,6 +58,8 @@ def evaluate(
     text_file: Path | None = None,
     device: str = "auto",
     seed: int = 1337,
+    dataset: str | None = None,
+    dtype: str = "auto",
 ) -> dict[str, Any]:
     if split not in ("train", "val"):
         raise NanoGPTError(f"--split must be train or val, got {split!r}")
@@ -64,7 +67,8 @@ def evaluate(
         raise NanoGPTError("--iters and --batch-size must be at least 1")
     run_dir = resolve_run(run)
     path = checkpoint_path(run_dir, checkpoint)
-    loaded = load_model(path, resolve_device(device))
+    where = resolve_device(device)
+    loaded = load_model(path, where, resolve_dtype(dtype, where))
     model, tokenizer, block_size = loaded.model, loaded.tokenizer, loaded.config.block_size
     is_char = tokenizer.per_character
     characters = None
@@ -78,16 +82,20 @@ def evaluate(
         characters = len(text) - (len(tokenizer.decode(tokens[:1].tolist())))
         source = str(text_file)
     else:
-        dataset = load_dataset(loaded.checkpoint["dataset"])
-        if dataset.meta["tokenizer"] != loaded.checkpoint["tokenizer"]:
+        name = dataset or loaded.checkpoint.get("dataset")
+        if name is None:
+            raise NanoGPTError(f"run {run_dir.name!r} was imported, not trained on a dataset here: pass --dataset NAME "
+                               "(prepared with its tokenizer) or --text-file FILE")
+        data = load_dataset(name)
+        if not same_tokenizer(data.meta["tokenizer"], loaded.checkpoint["tokenizer"]):
             raise NanoGPTError(
-                f"dataset {dataset.name!r} was prepared with a different tokenizer than run {run_dir.name!r} "
-                "was trained with; prepare it again or use --text-file"
+                f"dataset {data.name!r} was prepared with a different tokenizer than run {run_dir.name!r} "
+                f"uses ({spec_name(loaded.checkpoint['tokenizer'])}); prepare it with that tokenizer or use --text-file"
             )
-        tokens = dataset.tokens(split)
+        tokens = data.tokens(split)
         if len(tokens) <= block_size and not full:
             raise NanoGPTError(f"the {split} split has {len(tokens)} tokens, too few for block size {block_size}; use --full")
-        source = f"{dataset.name}:{split}"
+        source = f"{data.name}:{split}"
         if full:
             total, count = _loss_over_stream(model, tokens, block_size, batch_size)
             if not is_char:
@@ -108,6 +116,7 @@ def evaluate(
         "loss": loss,
         "perplexity": math.exp(min(loss, 700.0)),
         "bits_per_token": loss / math.log(2),
+        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
     }
     if is_char:
         result["bits_per_char"] = result["bits_per_token"]

@@ -22,7 +22,7 @@ from torch.nn import functional as F
 
 from nanogpt_cli.catalog import resolve_run
 from nanogpt_cli.checkpoint import checkpoint_path, load_model
-from nanogpt_cli.device import resolve_device
+from nanogpt_cli.device import resolve_device, resolve_dtype
 from nanogpt_cli.errors import NanoGPTError
 from nanogpt_cli.model import GPT
 from nanogpt_cli.tokenizer import StreamDecoder
@@ -83,8 +83,10 @@ def generate_tokens(
     top_p: float | None = None,
     generator: torch.Generator | None = None,
     use_cache: bool = True,
+    vocab_size: int | None = None,
 ) -> Iterator[int]:
-    """Yield `max_new_tokens` new token ids continuing `prompt` (which must not be empty)."""
+    """Yield `max_new_tokens` new token ids continuing `prompt` (which must not be empty). With
+    `vocab_size`, only ids below it are chosen (a model's vocabulary may be padded past its tokenizer's)."""
     check_sampling_args(temperature, top_k, top_p, max_new_tokens)
     if not prompt:
         raise NanoGPTError("the prompt is empty; give at least one character or token")
@@ -98,7 +100,7 @@ def generate_tokens(
         # step, or after the window slid), then only the newest token.
         fed = window if cache is None or cache.length == 0 else window[-1:]
         logits, _ = model(torch.tensor([fed], device=device), cache=cache)
-        token = int(next_token(logits[:, -1, :], temperature, top_k, top_p, generator))
+        token = int(next_token(logits[:, -1, :vocab_size], temperature, top_k, top_p, generator))
         yield token
         window.append(token)
         if len(window) > block_size:
@@ -153,9 +155,10 @@ class SampleSession:
         self.checkpoint = loaded.path.name
 
     @classmethod
-    def open(cls, run: str | None = None, checkpoint: str = "best", device: str = "auto") -> SampleSession:
+    def open(cls, run: str | None = None, checkpoint: str = "best", device: str = "auto", dtype: str = "auto") -> SampleSession:
         run_dir = resolve_run(run)
-        return cls(load_model(checkpoint_path(run_dir, checkpoint), resolve_device(device)), run_dir.name)
+        where = resolve_device(device)
+        return cls(load_model(checkpoint_path(run_dir, checkpoint), where, resolve_dtype(dtype, where)), run_dir.name)
 
     def generate(
         self,
@@ -174,7 +177,8 @@ class SampleSession:
         stops = [s for s in (stop or []) if s]
         ids = self.tokenizer.encode(prompt) if prompt else self.tokenizer.default_prompt()
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        tokens = generate_tokens(self.model, ids, max_new_tokens, temperature, top_k, top_p, generator, use_cache)
+        tokens = generate_tokens(self.model, ids, max_new_tokens, temperature, top_k, top_p, generator, use_cache,
+                                 self.tokenizer.vocab_size)
         result = Generation(iter(()), prompt or "")
         result.pieces = self._stream(result, tokens, stops)
         return result

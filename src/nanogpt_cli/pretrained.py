@@ -1,9 +1,15 @@
-"""Weights from elsewhere: OpenAI's GPT-2 (Hugging Face's safetensors layout), other runs, and export.
+"""Weights from elsewhere: OpenAI's GPT-2 (Hugging Face's safetensors layout), nanoGPT checkpoints,
+other runs, and export.
 
-`load_init(spec, progress)` gives the model config, weights and tokenizer spec a new run starts from: a GPT-2
-size name (`gpt2`, `gpt2-medium`, `gpt2-large`, `gpt2-xl`, downloaded once from the Hugging Face Hub,
-or from $HF_ENDPOINT), a local folder with config.json + model.safetensors, or the name of another
-run (its best weights). `export_hf` writes a run in the GPT-2 layout so other tools can open it.
+`load_source(spec, meta, progress)` reads weights into a `Pretrained` (model config, weights in our GPT's
+names, tokenizer spec, description) from: a GPT-2 size name (`gpt2`, `gpt2-medium`, `gpt2-large`,
+`gpt2-xl`, downloaded once from the Hugging Face Hub, or from $HF_ENDPOINT), a local folder with
+config.json + model.safetensors, a nanoGPT `ckpt.pt` (or the folder holding one), or the name of
+another run (its best weights). `train --init-from` starts from one; `import_run` makes it a run of
+its own. `export_hf` writes a run in the GPT-2 layout so other tools can open it.
+
+Nothing here runs pickled code: checkpoints are read with `weights_only=True` and nanoGPT's meta.pkl
+with an unpickler that builds plain dicts, strings and ints and refuses everything else.
 
 Facts of the GPT-2 layout that matter here: tensor names come with or without a `transformer.` prefix;
 `lm_head.weight` is usually absent (it is tied to `wte`); `attn.bias` / `attn.masked_bias` are
@@ -13,10 +19,13 @@ are stored as [in, out], the transpose of a Linear weight. This module never tra
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import pickle
 import re
-from dataclasses import asdict
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +33,12 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from nanogpt_cli import paths
-from nanogpt_cli.checkpoint import checkpoint_path, load_checkpoint
+from nanogpt_cli import __version__, paths
+from nanogpt_cli.checkpoint import FORMAT_VERSION, checkpoint_path, load_checkpoint, read_tensors_file, save_checkpoint
 from nanogpt_cli.config import ModelConfig, model_config_from_dict
 from nanogpt_cli.errors import NanoGPTError
-from nanogpt_cli.model import GPT
+from nanogpt_cli.model import GPT, count_parameters
+from nanogpt_cli.runs import open_run
 from nanogpt_cli.sources import download, no_progress
 
 GPT2_SIZES = {  # name: (n_layer, n_head, n_embd)
@@ -38,6 +48,8 @@ GPT2_SIZES = {  # name: (n_layer, n_head, n_embd)
     "gpt2-xl": (48, 25, 1600),
 }
 GPT2_TOKENIZER = {"kind": "tiktoken", "name": "gpt2", "encoding": "r50k_base"}
+# Hugging Face's GPT2Config defaults to "gelu_new" (the tanh approximation) when a config.json names none.
+HF_DEFAULT_ACTIVATION = "gelu_new"
 # Hugging Face's names for the MLP activations the GPT-2 layout can carry, and ours.
 ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu-tanh", "gelu_pytorch_tanh": "gelu-tanh"}
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -60,7 +72,7 @@ def _hub_folder(name: str, progress=None) -> Path:
 def read_hf_config(folder: Path) -> tuple[ModelConfig, dict[str, Any]]:
     try:
         raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        activation = raw.get("activation_function", "gelu")
+        activation = raw.get("activation_function", HF_DEFAULT_ACTIVATION)
         config = ModelConfig(
             model="gpt", vocab_size=raw["vocab_size"], block_size=raw.get("n_positions", raw.get("n_ctx")),
             n_layer=raw["n_layer"], n_head=raw["n_head"], n_embd=raw["n_embd"], dropout=0.0, bias=True,
@@ -115,22 +127,189 @@ def check_fits(config: ModelConfig, weights: dict[str, torch.Tensor], where: str
         ) from None
 
 
-def load_init(spec: str, progress=None) -> tuple[ModelConfig, dict[str, torch.Tensor], dict[str, Any], str]:
-    """(model config, weights, tokenizer spec, description) of what --init-from names."""
+@dataclass
+class Pretrained:
+    """Weights from somewhere, ready to build a GPT: its config, its state dict, the tokenizer spec."""
+
+    config: ModelConfig
+    weights: dict[str, torch.Tensor]
+    tokenizer: dict[str, Any]
+    description: str  # for people: "OpenAI gpt2", a path, "run x"
+    source: dict[str, Any] = field(default_factory=dict)  # for the record: kind, path, and so on
+
+
+def load_source(spec: str, meta: Path | None = None, progress=None) -> Pretrained:
+    """The weights `spec` names: a GPT-2 size, a GPT-2-layout folder, a nanoGPT checkpoint (file, or a
+    folder holding ckpt.pt; `meta` is its meta.pkl), or a run name."""
     if spec in GPT2_SIZES:
         config, weights, tokenizer = load_hf_folder(_hub_folder(spec, progress))
-        return config, weights, tokenizer, f"OpenAI {spec}"
-    folder = Path(spec).expanduser()
-    if folder.is_dir() and (folder / "config.json").is_file() and (folder / "model.safetensors").is_file():
-        config, weights, tokenizer = load_hf_folder(folder)
-        return config, weights, tokenizer, str(folder.resolve())
-    if (paths.runs_dir() / spec / "config.json").is_file():
+        return Pretrained(config, weights, tokenizer, f"OpenAI {spec}", {"kind": "gpt2", "name": spec})
+    path = Path(spec).expanduser()
+    if path.is_dir() and (path / "config.json").is_file() and (path / "model.safetensors").is_file():
+        config, weights, tokenizer = load_hf_folder(path)
+        return Pretrained(config, weights, tokenizer, str(path.resolve()), {"kind": "gpt2-layout", "path": str(path.resolve())})
+    if path.is_dir() and (path / "ckpt.pt").is_file():
+        path = path / "ckpt.pt"
+    if path.is_file():
+        return load_nanogpt_checkpoint(path, meta)
+    if _is_run(spec):
         ckpt = load_checkpoint(checkpoint_path(paths.run_dir(spec), "best"))
-        return model_config_from_dict(ckpt["model_config"]), ckpt["model"], ckpt["tokenizer"], f"run {spec}"
+        return Pretrained(model_config_from_dict(ckpt["model_config"]), ckpt["model"], ckpt["tokenizer"], f"run {spec}",
+                          {"kind": "run", "name": spec})
     raise NanoGPTError(
-        f"--init-from {spec!r} is neither a GPT-2 size ({', '.join(GPT2_SIZES)}), a folder with config.json and "
-        "model.safetensors, nor a run name"
+        f"{spec!r} is neither a GPT-2 size ({', '.join(GPT2_SIZES)}), a folder with config.json and model.safetensors, "
+        "a nanoGPT ckpt.pt (or a folder holding one), nor a run name"
     )
+
+
+def _is_run(name: str) -> bool:
+    try:
+        return (paths.run_dir(name) / "config.json").is_file()
+    except NanoGPTError:  # not a valid run name at all
+        return False
+
+
+def load_init(spec: str, progress=None) -> tuple[ModelConfig, dict[str, torch.Tensor], dict[str, Any], str]:
+    """(model config, weights, tokenizer spec, description) of what --init-from names."""
+    found = load_source(spec, progress=progress)
+    return found.config, found.weights, found.tokenizer, found.description
+
+
+# ------------------------------------------------------------------------------- nanoGPT checkpoints
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """Builds only what pickle's own opcodes make (dicts, strings, numbers, lists...): any class or
+    function the file names, the only way a pickle runs code, is refused before it is looked up."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"it names {module}.{name}")
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise pickle.UnpicklingError("it refers to outside objects")
+
+
+def _plain(value: Any) -> bool:
+    if isinstance(value, dict):
+        return all(_plain(k) and _plain(v) for k, v in value.items())
+    return isinstance(value, (str, int))
+
+
+def read_meta_pickle(path: Path) -> dict[str, Any]:
+    """nanoGPT's meta.pkl (vocab_size, itos, stoi), read without running any code from the file."""
+    try:
+        data = _PlainUnpickler(io.BytesIO(Path(path).read_bytes())).load()
+    except OSError as exc:
+        raise NanoGPTError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except pickle.UnpicklingError as exc:
+        raise NanoGPTError(f"refusing to load {path}: {exc}, not only plain dicts, strings and ints; "
+                           "a nanoGPT meta.pkl holds nothing else") from None
+    except Exception:  # truncated or not a pickle at all
+        raise NanoGPTError(f"{path} is not a readable meta.pkl (corrupt, or not a pickle)") from None
+    if not isinstance(data, dict) or not _plain(data):
+        raise NanoGPTError(f"refusing to use {path}: it holds values other than plain dicts, strings and ints")
+    return data
+
+
+def _char_tokenizer_from_meta(meta: dict[str, Any], path: Path, vocab_size: int) -> dict[str, Any]:
+    itos = meta.get("itos")
+    if not isinstance(itos, dict) or sorted(itos) != list(range(len(itos))) or \
+            not all(isinstance(ch, str) and len(ch) == 1 for ch in itos.values()):
+        raise NanoGPTError(f"{path} has no character vocabulary (an 'itos' dict of ids 0..N-1 to single characters)")
+    if len(itos) > vocab_size:
+        raise NanoGPTError(f"{path} has {len(itos)} characters but the checkpoint's model only {vocab_size} tokens; "
+                           "is it the meta.pkl of another dataset?")
+    return {"kind": "char", "chars": "".join(itos[i] for i in range(len(itos)))}
+
+
+def _meta_candidates(ckpt_path: Path, nano_config: dict[str, Any]) -> list[Path]:
+    """Where meta.pkl may be: beside the checkpoint, or where nanoGPT's sample.py looks, data/<dataset>/
+    of the repository the out_dir is in."""
+    candidates = [ckpt_path.parent / "meta.pkl"]
+    if isinstance(nano_config.get("dataset"), str):
+        candidates.append(ckpt_path.parent.parent / "data" / paths.safe_name(nano_config["dataset"]) / "meta.pkl")
+    return candidates
+
+
+def load_nanogpt_checkpoint(path: Path, meta: Path | None = None) -> Pretrained:
+    """A checkpoint written by nanoGPT's train.py (model_args + model state dict, maybe with
+    torch.compile's `_orig_mod.` prefix), or one of ours; the vocabulary from meta.pkl, else GPT-2 BPE."""
+    ckpt = read_tensors_file(path, "checkpoint")
+    if isinstance(ckpt, dict) and "format_version" in ckpt and "model_config" in ckpt:  # one of our own
+        ours = load_checkpoint(path)
+        return Pretrained(model_config_from_dict(ours["model_config"]), ours["model"], ours["tokenizer"],
+                          str(Path(path).resolve()), {"kind": "nanogpt-cli", "path": str(Path(path).resolve())})
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model_args"), dict) or not isinstance(ckpt.get("model"), dict):
+        raise NanoGPTError(f"{path} is not a nanoGPT checkpoint (it has no model_args and model state dict)")
+    args = ckpt["model_args"]
+    try:
+        config = ModelConfig(
+            model="gpt", vocab_size=int(args["vocab_size"]), block_size=int(args["block_size"]),
+            n_layer=int(args["n_layer"]), n_head=int(args["n_head"]), n_embd=int(args["n_embd"]),
+            dropout=float(args.get("dropout", 0.0)), bias=bool(args.get("bias", True)),
+            mlp="gelu",  # nanoGPT's MLP uses nn.GELU(), the exact GELU
+        )
+        config.validate()
+    except (KeyError, TypeError, ValueError) as exc:
+        raise NanoGPTError(f"{path}: its model_args are incomplete or invalid ({type(exc).__name__}: {exc})") from None
+    weights, as_float = {}, {}
+    for name, tensor in ckpt["model"].items():
+        name = name.removeprefix("_orig_mod.")  # what torch.compile's wrapper adds
+        if name.endswith(".attn.bias") and tensor.dim() > 1:
+            continue  # the causal-mask buffer nanoGPT keeps when it has no flash attention
+        # float32 like every run; a tensor stored twice (the tied wte / lm_head) stays one tensor
+        weights[name] = as_float.setdefault(id(tensor), tensor.float())
+    check_fits(config, weights, str(path))
+    nano_config = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
+    candidates = _meta_candidates(Path(path), nano_config)
+    meta = Path(meta).expanduser() if meta is not None else next((c for c in candidates if c.is_file()), None)
+    if meta is not None:
+        tokenizer = _char_tokenizer_from_meta(read_meta_pickle(meta), meta, config.vocab_size)
+    elif config.vocab_size < 50257:
+        raise NanoGPTError(f"{path} has a vocabulary of {config.vocab_size} tokens, so it needs its dataset's "
+                           f"meta.pkl, which is not at {' or '.join(str(c) for c in candidates)}; pass --meta PATH")
+    else:
+        tokenizer = GPT2_TOKENIZER  # what nanoGPT's sample.py assumes without a meta.pkl
+    source = {"kind": "nanogpt", "path": str(Path(path).resolve()), "meta": str(meta.resolve()) if meta else None,
+              "iteration": ckpt.get("iter_num"), "dataset": nano_config.get("dataset")}
+    return Pretrained(config, weights, tokenizer, f"nanoGPT checkpoint {Path(path).resolve()}", source)
+
+
+# --------------------------------------------------------------------------------------- import
+
+
+def default_run_name(spec: str) -> str:
+    """A run name for an import: the GPT-2 size, or the folder the weights come from."""
+    if spec in GPT2_SIZES:
+        return spec
+    path = Path(spec).expanduser().resolve()
+    return paths.safe_name(path.parent.name if path.is_file() else path.name)
+
+
+def import_run(found: Pretrained, name: str, overwrite: bool = False) -> dict[str, Any]:
+    """Make run `name` from weights: best.pt (weights, config, tokenizer) and config.json, so sample,
+    eval, info, export and `train --init-from` treat it like a trained run. Returns config.json."""
+    run_dir = paths.run_dir(name)
+    with torch.device("meta"):
+        n_params = count_parameters(GPT(found.config))
+    info = {
+        "run": name, "run_dir": str(run_dir), "dataset": None, "preset": None, "parameters": n_params,
+        "model_config": asdict(found.config), "tokenizer": found.tokenizer, "imported_from": found.source,
+        "init_from": found.description, "nanogpt_version": __version__, "torch_version": torch.__version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    payload = {
+        "format_version": FORMAT_VERSION, "nanogpt_version": __version__, "model_config": asdict(found.config),
+        "model": {k: v.contiguous() for k, v in found.weights.items()}, "tokenizer": found.tokenizer,
+        "dataset": None, "init_from": found.description,
+        "train_state": {"iteration": 0, "best_val_loss": float("inf"), "elapsed": 0.0},
+    }
+    if (run_dir / "config.json").exists() and not overwrite:
+        raise NanoGPTError(f"run {name!r} already exists; choose another name with --run, or pass --overwrite to replace it")
+    with open_run(run_dir, resuming=False, overwrite=True):
+        save_checkpoint(run_dir / "best.pt", payload)
+        (run_dir / "config.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    return info
 
 
 def _usual_file_mode(path: Path) -> None:

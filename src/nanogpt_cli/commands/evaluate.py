@@ -19,7 +19,9 @@ def eval_(
     batch_size: Annotated[int, typer.Option(help="Sequences per batch.")] = 32,
     full: Annotated[bool, typer.Option("--full", help="Evaluate every token of the split once.")] = False,
     text_file: Annotated[Optional[Path], typer.Option(help="Evaluate on this UTF-8 text file instead (every token).")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="Evaluate on this prepared dataset (default: the one the run trained on).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="Weights' precision: auto (bfloat16 on CUDA GPUs that have it, else float32), float32, bfloat16 or float16 (GPU).")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed for choosing the random batches.")] = 1337,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
 ) -> None:
@@ -27,11 +29,11 @@ def eval_(
     from nanogpt_cli.evaluate import evaluate
 
     if as_json:
-        result = evaluate(run, checkpoint, split, iters, batch_size, full, text_file, device, seed)
+        result = evaluate(run, checkpoint, split, iters, batch_size, full, text_file, device, seed, dataset, dtype)
         show_json(result)
         return
     with err.status("evaluating..."):
-        result = evaluate(run, checkpoint, split, iters, batch_size, full, text_file, device, seed)
+        result = evaluate(run, checkpoint, split, iters, batch_size, full, text_file, device, seed, dataset, dtype)
     table = Table(title=f"{result['run']} ({result['checkpoint']}) on {result['source']}")
     table.add_column("metric")
     table.add_column("value", justify="right")

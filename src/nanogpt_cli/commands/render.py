@@ -228,7 +228,8 @@ def system_info(system: dict[str, Any]) -> None:
         else:
             iters = f"{r['iterations']:,}/{r['max_iters']:,}" if r["max_iters"] else fmt(r["iterations"])
         params = f"{r['parameters'] / 1e6:.2f}M" if r["parameters"] else "-"
-        rows.append((r["name"], r["dataset"] or "-", params, iters, fmt(r["best_val_loss"]), r["last_modified"]))
+        dataset = r["dataset"] or ("(imported)" if r.get("imported") else "-")
+        rows.append((r["name"], dataset, params, iters, fmt(r["best_val_loss"]), r["last_modified"]))
     if not rows:
         out.print("runs: none yet (nanogpt train)")
         return
@@ -255,15 +256,24 @@ def system_info(system: dict[str, Any]) -> None:
 def run_info(item: dict[str, Any]) -> None:
     s = item["summary"]
     out.print(f"[bold]run {s['name']}[/] in {s['path']}", markup=True)
-    out.print(f"dataset {s['dataset']}, {fmt(s['parameters'])} parameters, {s['iterations']:,} iterations, "
-              f"best val loss {fmt(s['best_val_loss'])}, last modified {s['last_modified']}")
-    config = Table(title="config")
-    config.add_column("setting")
-    config.add_column("value", justify="right")
+    config = item["config"]
+    if config.get("imported_from"):
+        out.print(f"imported from {config['init_from']}; {fmt(s['parameters'])} parameters, tokenizer "
+                  f"{item['tokenizer_name']}, last modified {s['last_modified']}")
+    else:
+        out.print(f"dataset {s['dataset']}, {fmt(s['parameters'])} parameters, {s['iterations']:,} iterations, "
+                  f"best val loss {fmt(s['best_val_loss'])}, last modified {s['last_modified']}")
+        if config.get("init_from"):
+            out.print(f"started from the weights of {config['init_from']}")
+    settings = Table(title="config")
+    settings.add_column("setting")
+    settings.add_column("value", justify="right")
     for section in ("model_config", "train_config"):
-        for key, value in item["config"].get(section, {}).items():
-            config.add_row(key, str(value))
-    out.print(config)
+        for key, value in config.get(section, {}).items():
+            settings.add_row(key, str(value))
+    out.print(settings)
+    if not item["evals"]:
+        return
     evals = Table(title="evaluations")
     for column in ("iter", "train loss", "val loss", "lr", "elapsed s"):
         evals.add_column(column, justify="right")

@@ -34,6 +34,7 @@ def sample(
     stop: Annotated[Optional[list[str]], typer.Option(help="End a sample where this text appears (repeatable; \\n is a newline); the stop text is not printed.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed for repeatable samples.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="Weights' precision: auto (bfloat16 on CUDA GPUs that have it, else float32), float32, bfloat16 or float16 (GPU).")] = "auto",
     interactive: Annotated[bool, typer.Option("--interactive", "-i", help="Read a prompt per line from stdin and answer each, until EOF (Ctrl-D).")] = False,
     kv_cache: Annotated[bool, typer.Option("--kv-cache/--no-kv-cache", help="Reuse attention keys/values between steps (--no-kv-cache re-runs the whole context, for comparison).")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per sample (prompt, text, tokens, tokens/s).")] = False,
@@ -56,7 +57,7 @@ def sample(
     elif prompt is not None:
         prompt = _unescape(prompt)
     stop = [_unescape(s) for s in stop or []]
-    session = SampleSession.open(run, checkpoint, device)
+    session = SampleSession.open(run, checkpoint, device, dtype)
     settings = dict(temperature=temperature, top_k=top_k, top_p=top_p, stop=stop, use_cache=kv_cache)
 
     def answer(text: Optional[str], first_seed: Optional[int], echo: bool = True) -> None:
