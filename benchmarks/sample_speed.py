@@ -5,7 +5,7 @@
 Model: 6 layers, 6 heads, 384 wide, block 256, 65-token char vocabulary (the shakespeare-char
 shape; random weights, since speed does not depend on them). One sample of --tokens new tokens from a
 one-token prompt, on the CPU. Each mode runs in its own process so its peak RSS is its own. A round
-runs kv-cache, nanogpt, kv-cache, plain-window: the kv-cache runs either side of the minute-long
+runs kv-cache, nanogpt, kv-cache, plain-window, int8 (`--quantize int8`): the kv-cache runs either side of the minute-long
 nanogpt run cancel most of a shared machine's drift in speed, and the round's speed-up is their mean
 over nanogpt's. The table shows each mode's median run and the median of the rounds' speed-ups.
 Then `nanogpt sample --max-new-tokens 20` is timed from a cold start on a saved run of that model.
@@ -31,7 +31,7 @@ from nanogpt_cli.config import ModelConfig
 from nanogpt_cli.model import GPT
 
 CONFIG = ModelConfig(vocab_size=65, block_size=256, n_layer=6, n_head=6, n_embd=384)
-MODES = ("nanogpt", "plain-window", "kv-cache")
+MODES = ("nanogpt", "plain-window", "kv-cache", "int8")
 
 
 @torch.no_grad()
@@ -53,8 +53,12 @@ def run_mode(mode: str, new_tokens: int) -> dict:
     if mode == "nanogpt":
         tokens = nanogpt_way(model, torch.zeros((1, 1), dtype=torch.long), new_tokens, generator)
     else:
+        if mode == "int8":  # `nanogpt sample --quantize int8`
+            from nanogpt_cli.quantize import quantize_int8
+
+            quantize_int8(model)
         model.store_weights_column_major()  # as `nanogpt sample` does on a CPU
-        tokens = generate_tokens(model, [0], new_tokens, 0.8, None, None, generator, use_cache=(mode == "kv-cache"))
+        tokens = generate_tokens(model, [0], new_tokens, 0.8, None, None, generator, use_cache=(mode != "plain-window"))
     start = time.perf_counter()
     first = None
     for count, _ in enumerate(tokens, 1):
@@ -106,7 +110,7 @@ def main() -> None:
     rounds = []
     for _ in range(args.repeats):
         runs = []
-        for mode in ("kv-cache", "nanogpt", "kv-cache", "plain-window"):
+        for mode in ("kv-cache", "nanogpt", "kv-cache", "plain-window", "int8"):
             out = subprocess.run([sys.executable, __file__, "--mode", mode, "--tokens", str(args.tokens)],
                                  check=True, capture_output=True, text=True).stdout
             runs.append(json.loads(out))

@@ -23,6 +23,7 @@ import torch
 from nanogpt_cli.config import ModelConfig, model_config_from_dict
 from nanogpt_cli.errors import NanoGPTError
 from nanogpt_cli.model import build_model
+from nanogpt_cli.quantize import check_quantize, quantize_int8
 from nanogpt_cli.tokenizer import tokenizer_from_spec
 
 FORMAT_VERSION = 1
@@ -133,9 +134,12 @@ def checkpoint_path(run_dir: Path, which: str = "best") -> Path:
     return path
 
 
-def load_model(path: Path, device: torch.device, dtype: torch.dtype = torch.float32) -> LoadedModel:
+def load_model(path: Path, device: torch.device, dtype: torch.dtype = torch.float32, quantize: str | None = None
+               ) -> LoadedModel:
     """Rebuild the model and tokenizer stored in a checkpoint, in eval mode on `device`, its weights
-    in `dtype` (float32, the reference; bfloat16 or float16 halve the memory)."""
+    in `dtype` (float32, the reference; bfloat16 or float16 halve the memory), or with `quantize="int8"`
+    int8 block weights on the CPU."""
+    check_quantize(quantize, device, dtype)
     ckpt = load_checkpoint(path, map_location="cpu")
     try:
         config = model_config_from_dict(ckpt["model_config"])
@@ -144,4 +148,6 @@ def load_model(path: Path, device: torch.device, dtype: torch.dtype = torch.floa
         raise NanoGPTError(f"checkpoint {path} does not match its model config ({type(exc).__name__}); it is damaged") from None
     del ckpt["model"]  # the model holds the weights now; keep one copy in memory, not two
     model.to(device=device, dtype=dtype).eval()
+    if quantize:
+        quantize_int8(model)
     return LoadedModel(model, config, tokenizer_from_spec(ckpt["tokenizer"]), ckpt, Path(path))

@@ -20,6 +20,7 @@ from nanogpt_cli.checkpoint import checkpoint_path, load_model
 from nanogpt_cli.data import BatchSampler, load_dataset
 from nanogpt_cli.device import resolve_device, resolve_dtype
 from nanogpt_cli.errors import NanoGPTError
+from nanogpt_cli.quantize import check_quantize, quantize_int8
 from nanogpt_cli.sources import read_text_file
 from nanogpt_cli.tokenizer import same_tokenizer, spec_name
 
@@ -60,7 +61,10 @@ def evaluate(
     seed: int = 1337,
     dataset: str | None = None,
     dtype: str = "auto",
+    quantize: str | None = None,
 ) -> dict[str, Any]:
+    """The loss of a run's model (see the module's docstring for what it is measured on). With
+    `quantize="int8"` the int8 model's, and the float32 model's on the same tokens beside it."""
     if split not in ("train", "val"):
         raise NanoGPTError(f"--split must be train or val, got {split!r}")
     if iters < 1 or batch_size < 1:
@@ -68,7 +72,8 @@ def evaluate(
     run_dir = resolve_run(run)
     path = checkpoint_path(run_dir, checkpoint)
     where = resolve_device(device)
-    loaded = load_model(path, where, resolve_dtype(dtype, where))
+    check_quantize(quantize, where, resolve_dtype(dtype, where))
+    loaded = load_model(path, where, resolve_dtype(dtype, where))  # quantized below, after the float32 loss
     model, tokenizer, block_size = loaded.model, loaded.tokenizer, loaded.config.block_size
     is_char = tokenizer.per_character
     characters = None
@@ -78,9 +83,8 @@ def evaluate(
         tokens = np.asarray(tokenizer.encode(text), dtype=np.int64)
         if len(tokens) < 2:
             raise NanoGPTError(f"{text_file} holds fewer than 2 tokens; nothing to evaluate")
-        total, count = _loss_over_stream(model, tokens, block_size, batch_size)
         characters = len(text) - (len(tokenizer.decode(tokens[:1].tolist())))
-        source = str(text_file)
+        source, every_token = str(text_file), True
     else:
         name = dataset or loaded.checkpoint.get("dataset")
         if name is None:
@@ -95,29 +99,36 @@ def evaluate(
         tokens = data.tokens(split)
         if len(tokens) <= block_size and not full:
             raise NanoGPTError(f"the {split} split has {len(tokens)} tokens, too few for block size {block_size}; use --full")
-        source = f"{data.name}:{split}"
-        if full:
-            total, count = _loss_over_stream(model, tokens, block_size, batch_size)
-            if not is_char:
-                characters = len(tokenizer.decode(np.asarray(tokens[1:]).tolist()))
-        else:
-            sampler = BatchSampler(tokens, batch_size, block_size, next(model.parameters()).device, seed)
-            with torch.no_grad():
-                total = sum(_summed_loss(model, torch.cat([x, y[:, -1:]], dim=1)) for x, y in
-                            (sampler.next() for _ in range(iters)))
-            count = iters * batch_size * block_size
+        source, every_token = f"{data.name}:{split}", full
+        if full and not is_char:
+            characters = len(tokenizer.decode(np.asarray(tokens[1:]).tolist()))
 
+    def measure() -> tuple[float, int]:
+        """(summed loss, tokens predicted): every token once, or `iters` seeded random batches."""
+        if every_token:
+            return _loss_over_stream(model, tokens, block_size, batch_size)
+        sampler = BatchSampler(tokens, batch_size, block_size, next(model.parameters()).device, seed)
+        with torch.no_grad():
+            total = sum(_summed_loss(model, torch.cat([x, y[:, -1:]], dim=1)) for x, y in
+                        (sampler.next() for _ in range(iters)))
+        return total, iters * batch_size * block_size
+
+    total, count = measure()
+    result: dict[str, Any] = {"run": run_dir.name, "checkpoint": path.name, "source": source, "tokens": count}
+    if quantize:
+        result["float32_loss"] = total / count
+        quantize_int8(model)
+        total, count = measure()  # the same tokens, the same batches
     loss = total / count
-    result: dict[str, Any] = {
-        "run": run_dir.name,
-        "checkpoint": path.name,
-        "source": source,
-        "tokens": count,
+    result |= {
         "loss": loss,
         "perplexity": math.exp(min(loss, 700.0)),
         "bits_per_token": loss / math.log(2),
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+        "quantize": quantize,
     }
+    if quantize:
+        result["quantize_cost"] = loss - result["float32_loss"]
     if is_char:
         result["bits_per_char"] = result["bits_per_token"]
     elif characters:

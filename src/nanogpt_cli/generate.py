@@ -155,10 +155,12 @@ class SampleSession:
         self.checkpoint = loaded.path.name
 
     @classmethod
-    def open(cls, run: str | None = None, checkpoint: str = "best", device: str = "auto", dtype: str = "auto") -> SampleSession:
+    def open(cls, run: str | None = None, checkpoint: str = "best", device: str = "auto", dtype: str = "auto",
+             quantize: str | None = None) -> SampleSession:
         run_dir = resolve_run(run)
         where = resolve_device(device)
-        return cls(load_model(checkpoint_path(run_dir, checkpoint), where, resolve_dtype(dtype, where)), run_dir.name)
+        loaded = load_model(checkpoint_path(run_dir, checkpoint), where, resolve_dtype(dtype, where), quantize)
+        return cls(loaded, run_dir.name)
 
     def generate(
         self,

@@ -22,6 +22,7 @@ def eval_(
     dataset: Annotated[Optional[str], typer.Option(help="Evaluate on this prepared dataset (default: the one the run trained on).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
     dtype: Annotated[str, typer.Option(help="Weights' precision: auto (bfloat16 on CUDA GPUs that have it, else float32), float32, bfloat16 or float16 (GPU).")] = "auto",
+    quantize: Annotated[Optional[str], typer.Option(help="int8: int8 block weights on the CPU; shows the float32 loss beside, on the same tokens.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for choosing the random batches.")] = 1337,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
 ) -> None:
@@ -29,15 +30,17 @@ def eval_(
     from nanogpt_cli.evaluate import evaluate
 
     if as_json:
-        result = evaluate(run, checkpoint, split, iters, batch_size, full, text_file, device, seed, dataset, dtype)
+        result = evaluate(run, checkpoint, split, iters, batch_size, full, text_file, device, seed, dataset, dtype, quantize)
         show_json(result)
         return
     with err.status("evaluating..."):
-        result = evaluate(run, checkpoint, split, iters, batch_size, full, text_file, device, seed, dataset, dtype)
+        result = evaluate(run, checkpoint, split, iters, batch_size, full, text_file, device, seed, dataset, dtype, quantize)
     table = Table(title=f"{result['run']} ({result['checkpoint']}) on {result['source']}")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in ("loss", "perplexity", "bits_per_char", "bits_per_token", "tokens"):
+    for key in ("loss", "float32_loss", "quantize_cost", "perplexity", "bits_per_char", "bits_per_token", "tokens"):
         if key in result:
-            table.add_row(key.replace("_", " "), fmt(result[key]))
+            label = {"loss": f"loss ({result['quantize']})" if result.get("quantize") else "loss",
+                     "float32_loss": "loss (float32)", "quantize_cost": f"{result.get('quantize')} costs"}.get(key, key)
+            table.add_row(label.replace("_", " "), f"{result[key]:+.4f}" if key == "quantize_cost" else fmt(result[key]))
     out.print(table)

@@ -1,0 +1,88 @@
+"""`--quantize int8` against float32 on a trained 6x384 char model, as whole `nanogpt` processes.
+
+    python benchmarks/sample_int8.py [--run NAME] [--rounds 3] [--tokens 1000]
+
+Uses run NAME from $NANOGPT_HOME (or the per-user folder); without --run it first trains one in a
+temporary home: Tiny Shakespeare, the `shakespeare-char` preset (6 layers, 6 heads, 384 wide, block
+256) with batch 8 for 250 iterations, enough for real weights (random weights say nothing about
+what int8 costs in loss). Then, alternating float32 and int8 for --rounds rounds, each one process:
+`nanogpt sample --max-new-tokens N` (whole process wall time, the loop's tokens/s from --json, the
+process's own peak RSS), and once each `nanogpt eval --full` on the val split (the loss int8 costs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from gpt2_sample import cpu_model  # benchmarks/ is on sys.path when a script runs
+
+
+def nanogpt(*args: str, env: dict) -> tuple[float, float, str]:
+    """Run `nanogpt ARGS`: (wall seconds, the process's own peak RSS in MiB, stdout)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        start = time.perf_counter()
+        child = subprocess.Popen([sys.executable, "-m", "nanogpt_cli", *args], env=env, stdout=out, stderr=err)
+        _, status, usage = os.wait4(child.pid, 0)
+        seconds = time.perf_counter() - start
+        out.seek(0)
+        err.seek(0)
+        if os.waitstatus_to_exitcode(status):
+            sys.exit(f"nanogpt {' '.join(args)} failed:\n{err.read()}")
+        return seconds, usage.ru_maxrss / 1024, out.read()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--tokens", type=int, default=1000)
+    args = parser.parse_args()
+    flags = Path("/proc/cpuinfo").read_text().split("flags", 1)[-1].split("\n", 1)[0] if Path("/proc/cpuinfo").exists() else ""
+    wanted = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8") if f" {f}" in flags]
+    print(f"CPU: {cpu_model()}, {os.cpu_count()} logical cores; flags include {', '.join(wanted) or 'none of avx2/avx512'}")
+    env = dict(os.environ)
+    temporary = None
+    run = args.run
+    if run is None:
+        temporary = tempfile.mkdtemp(prefix="int8-bench-")
+        env["NANOGPT_HOME"] = temporary
+        run = "int8-bench"
+        seconds, _, _ = nanogpt("train", "--preset", "shakespeare-char", "--batch-size", "8", "--max-iters", "250",
+                                "--eval-interval", "125", "--eval-iters", "10", "--run", run, "--sample-tokens", "0",
+                                "--quiet", env=env)
+        print(f"trained run {run} in {seconds:.0f} s")
+    try:
+        rows = {"float32": [], "int8": []}
+        for _ in range(args.rounds):
+            for mode in rows:
+                extra = ["--quantize", "int8"] if mode == "int8" else []
+                seconds, rss, stdout = nanogpt("sample", "--run", run, "--max-new-tokens", str(args.tokens), "--seed", "1",
+                                               "--device", "cpu", "--json", *extra, env=env)
+                rows[mode].append((seconds, json.loads(stdout)["tokens_per_second"], rss))
+        print(f"\n`nanogpt sample --max-new-tokens {args.tokens}`, {args.rounds} rounds alternating (each a whole process)")
+        print("| weights | whole process (each round) | median | loop tokens/s (median) | peak RSS (max) |")
+        print("|---|---|---:|---:|---:|")
+        for mode, runs in rows.items():
+            each = ", ".join(f"{s:.2f}" for s, _, _ in runs)
+            print(f"| {mode} | {each} s | {statistics.median(s for s, _, _ in runs):.2f} s | "
+                  f"{statistics.median(t for _, t, _ in runs):,.0f} | {max(r for _, _, r in runs):.0f} MiB |")
+        _, _, stdout = nanogpt("eval", "--run", run, "--full", "--quantize", "int8", "--device", "cpu", "--json", env=env)
+        result = json.loads(stdout)
+        print(f"\n`nanogpt eval --full` ({result['source']}, {result['tokens']:,} tokens): float32 loss "
+              f"{result['float32_loss']:.4f}, int8 {result['loss']:.4f} ({result['quantize_cost']:+.4f})")
+    finally:
+        if temporary:
+            shutil.rmtree(temporary, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

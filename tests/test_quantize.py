@@ -1,0 +1,87 @@
+"""`--quantize int8`: int8 block weights for sampling and evaluating on the CPU. It samples with every model
+option, the KV cache agrees with the plain path, eval shows the float32 loss beside the int8 one, and
+what cannot work says so in one line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from nanogpt_cli.errors import NanoGPTError
+from nanogpt_cli.generate import generate_tokens
+from nanogpt_cli.quantize import check_quantize, quantize_int8
+from test_model_options import OPTIONS, _model
+
+
+def _linears(model: nn.Module) -> list[str]:
+    return [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+
+
+@pytest.mark.parametrize("options", OPTIONS, ids=[",".join(f"{k}={v}" for k, v in o.items()) for o in OPTIONS])
+def test_int8_works_with_every_option_and_the_cache(options):
+    model = _model(**options)
+    idx = torch.randint(0, 40, (1, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        reference, _ = model(idx, idx)
+    quantize_int8(model)
+    # only the head (and the embedding, not a Linear) stay float
+    assert _linears(model) == ["lm_head"]
+    with torch.no_grad():
+        logits, _ = model(idx, idx)
+    assert (logits - reference).abs().max() < 0.1 * reference.abs().max()  # int8 is close, not equal
+    greedy = [list(generate_tokens(model, [1, 2, 3], 40, 0.0, use_cache=cache)) for cache in (True, False)]
+    assert greedy[0] == greedy[1]  # across two slides of the 16-token window
+    model.store_weights_column_major()  # what sampling on a CPU does next: the float head only
+    sampled = [list(generate_tokens(model, [1, 2, 3], 40, 1.0, generator=torch.Generator().manual_seed(3), use_cache=cache))
+               for cache in (True, False)]
+    assert sampled[0] == sampled[1]
+
+
+def test_quantize_refuses_what_it_cannot_do():
+    cpu = torch.device("cpu")
+    check_quantize(None, torch.device("cuda"), torch.float16)  # nothing asked, nothing checked
+    with pytest.raises(NanoGPTError, match="unknown --quantize 'int4': use int8"):
+        check_quantize("int4", cpu, torch.float32)
+    with pytest.raises(NanoGPTError, match="runs on the CPU only .* not on cuda; add --device cpu"):
+        check_quantize("int8", torch.device("cuda"), torch.float32)
+    with pytest.raises(NanoGPTError, match="runs on the CPU only .* not on mps"):
+        check_quantize("int8", torch.device("mps"), torch.float32)
+    with pytest.raises(NanoGPTError, match="starts from float32 weights; leave out --dtype bfloat16"):
+        check_quantize("int8", cpu, torch.bfloat16)
+
+
+def test_sample_int8_from_the_cli(cli, trained_run):
+    args = ["sample", "--run", trained_run, "--quantize", "int8", "--max-new-tokens", "60", "--seed", "4", "--json"]
+    cached = cli(*args)
+    assert cached.exit_code == 0, cached.output
+    plain = cli(*args, "--no-kv-cache")
+    assert json.loads(cached.stdout)["text"] == json.loads(plain.stdout)["text"]
+    assert json.loads(cached.stdout)["tokens"] == 60
+    streamed = cli("sample", "--run", trained_run, "--quantize", "int8", "--prompt", "the", "--max-new-tokens", "20",
+                   "--stop", "\\n", "--top-p", "0.9", "--seed", "1")
+    assert streamed.exit_code == 0 and streamed.stdout.startswith("the")
+
+
+def test_eval_int8_shows_the_float32_loss_beside(cli, trained_run):
+    result = cli("eval", "--run", trained_run, "--quantize", "int8", "--iters", "5", "--json")
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.stdout)
+    plain = json.loads(cli("eval", "--run", trained_run, "--iters", "5", "--json").stdout)
+    assert row["quantize"] == "int8" and row["float32_loss"] == plain["loss"]  # the same batches
+    assert row["quantize_cost"] == pytest.approx(row["loss"] - plain["loss"]) and abs(row["quantize_cost"]) < 0.05
+    table = cli("eval", "--run", trained_run, "--quantize", "int8", "--iters", "5")
+    assert "loss (int8)" in table.stdout and "loss (float32)" in table.stdout and "int8 costs" in table.stdout
+
+
+def test_quantize_errors_from_the_cli(cli, trained_run):
+    result = cli("sample", "--run", trained_run, "--quantize", "int4")
+    assert result.exit_code == 1 and "unknown --quantize 'int4'" in result.stderr
+    result = cli("eval", "--run", trained_run, "--quantize", "int8", "--dtype", "bfloat16")
+    assert result.exit_code == 1 and "leave out --dtype bfloat16" in result.stderr
+    dataset = json.loads(cli("info", trained_run, "--json").stdout)["summary"]["dataset"]
+    assert cli("train", "--model", "bigram", "--dataset", dataset, "--run", "bi", "--max-iters", "2", "--quiet").exit_code == 0
+    result = cli("sample", "--run", "bi", "--quantize", "int8", "--max-new-tokens", "5")
+    assert result.exit_code == 1 and "no transformer blocks to quantize" in result.stderr
