@@ -16,20 +16,34 @@ from nanogpt_cli.errors import NanoGPTError
 from nanogpt_cli.tokenizer import spec_name
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def read_json(path: Path) -> dict[str, Any] | None:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
 
 
+def disk_size(folder: Path) -> int:
+    """Bytes the files under `folder` take, each hard-linked file counted once (--keep links checkpoints)."""
+    seen, total = set(), 0
+    for path in folder.rglob("*"):
+        try:
+            stat = path.lstat()
+        except OSError:
+            continue
+        if path.is_file() and (stat.st_dev, stat.st_ino) not in seen:
+            seen.add((stat.st_dev, stat.st_ino))
+            total += stat.st_size
+    return total
+
+
 def list_datasets() -> list[dict[str, Any]]:
     root = paths.datasets_dir()
     found = []
     for folder in sorted(root.iterdir()) if root.is_dir() else []:
-        meta = _read_json(folder / "meta.json") if not folder.name.startswith(".") else None
+        meta = read_json(folder / "meta.json") if not folder.name.startswith(".") else None
         if meta:
-            found.append({**meta, "path": str(folder)})
+            found.append({**meta, "path": str(folder), "size_bytes": disk_size(folder)})
     return found
 
 
@@ -48,7 +62,7 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def run_summary(run_dir: Path) -> dict[str, Any] | None:
-    config = _read_json(run_dir / "config.json")
+    config = read_json(run_dir / "config.json")
     if config is None:
         return None
     metrics = read_metrics(run_dir)
@@ -71,6 +85,7 @@ def run_summary(run_dir: Path) -> dict[str, Any] | None:
         "modified_ts": modified,
         "has_checkpoint": bool(checkpoints),
         "imported": bool(config.get("imported_from")),
+        "size_bytes": disk_size(run_dir),
     }
 
 
@@ -152,7 +167,7 @@ def describe_system() -> dict[str, Any]:
     from nanogpt_cli.device import auto_device, available_devices
 
     datasets = [
-        {k: d.get(k) for k in ("name", "vocab_size", "train_tokens", "val_tokens", "dtype", "path")}
+        {k: d.get(k) for k in ("name", "vocab_size", "train_tokens", "val_tokens", "dtype", "path", "size_bytes")}
         | {"tokenizer_name": spec_name(d.get("tokenizer", {}))}
         for d in list_datasets()
     ]
@@ -168,6 +183,7 @@ def describe_system() -> dict[str, Any]:
         "runs_dir": str(paths.runs_dir()),
         "datasets": datasets,
         "runs": runs,
+        "total_bytes": sum(d["size_bytes"] for d in datasets) + sum(r["size_bytes"] for r in runs),
     }
 
 
@@ -181,7 +197,7 @@ def describe_item(name: str) -> dict[str, Any]:
         return {
             "type": "run",
             "summary": summary,
-            "config": (config := _read_json(run_dir / "config.json")),
+            "config": (config := read_json(run_dir / "config.json")),
             "tokenizer_name": spec_name(config.get("tokenizer", {})),
             "evals": [m for m in metrics if m.get("kind") == "eval"],
         }
@@ -197,3 +213,45 @@ def describe_item(name: str) -> dict[str, Any]:
         "tokenizer_name": spec_name(dataset.meta["tokenizer"]),
         "sample": dataset.tokenizer.decode(head),
     }
+
+
+def compare_runs(names: list[str]) -> dict[str, Any]:
+    """Several runs side by side: the settings that differ (the equal ones folded into a count and a
+    list), and what each run reached: parameters, iterations, best val loss, time, tokens/s."""
+    runs = []
+    for name in names:
+        run_dir = resolve_run(name)
+        summary, config, metrics = run_summary(run_dir), read_json(run_dir / "config.json") or {}, read_metrics(run_dir)
+        speeds = sorted(m["tokens_per_second"] for m in metrics if m.get("kind") == "train" and "tokens_per_second" in m)
+        runs.append({
+            "name": run_dir.name,
+            "settings": {**{f"model.{k}": v for k, v in config.get("model_config", {}).items()},
+                         **{f"train.{k}": v for k, v in config.get("train_config", {}).items()},
+                         "preset": config.get("preset")},
+            "parameters": summary["parameters"],
+            "iterations": summary["iterations"],
+            "best_val_loss": summary["best_val_loss"],
+            "seconds": max((m["elapsed"] for m in metrics if "elapsed" in m), default=None),
+            "tokens_per_second": speeds[len(speeds) // 2] if speeds else None,  # the median log line
+        })
+    keys = list(dict.fromkeys(k for run in runs for k in run["settings"]))
+    differ = [k for k in keys if len({repr(run["settings"].get(k)) for run in runs}) > 1]
+    return {
+        "runs": runs,
+        "differ": {k: [run["settings"].get(k) for run in runs] for k in differ},
+        "same": {k: runs[0]["settings"].get(k) for k in keys if k not in differ},
+    }
+
+
+def metrics_csv(name: str) -> str:
+    """A run's metrics.jsonl as CSV: one row per line, a column per field (empty where a row has none)."""
+    import csv
+    import io
+
+    rows = read_metrics(resolve_run(name))
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()

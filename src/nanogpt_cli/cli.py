@@ -11,23 +11,71 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import sys
 from collections.abc import Callable
 from typing import Annotated, Any, Optional
 
 import typer
 from rich.markup import escape
+from typer.core import TyperCommand
 
 from nanogpt_cli import __version__
-from nanogpt_cli.commands import evaluate, export, import_, info, prepare, sample, train
+from nanogpt_cli.commands import evaluate, export, import_, info, manage, plot, prepare, sample, train
 from nanogpt_cli.commands.render import err, out
+from nanogpt_cli.config import KNOBS
 from nanogpt_cli.errors import NanoGPTError
+
+QUICK_START = """[bold]nanogpt[/]: build, train and sample small GPT language models (nanoGPT as one command).
+
+  nanogpt prepare shakespeare        the bundled Tiny Shakespeare as characters (train does this by itself)
+  nanogpt train                      train with this machine's preset; Ctrl-C saves, --resume continues
+  nanogpt sample --prompt "ROMEO:"   stream text from the latest run
+  nanogpt eval                       loss, perplexity, bits per character
+  nanogpt info                       device, folders, datasets, runs
+
+More: nanogpt plot, import, export, rm, mv; every command has --help with examples."""
+
+
+class Command(TyperCommand):
+    """Help that reads like a manual: no type placeholder after a flag (`--resume <bool>` invites
+    `--resume true`, which fails), plain argument names in the usage line (`SOURCE`, not `{SOURCE}`),
+    and for `train` the value each model and training option takes in this machine's preset."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)
+        for param in params:
+            if getattr(param, "is_flag", False):
+                param.metavar = ""  # shown as the type column: nothing
+            elif getattr(param, "multiple", False) and param.metavar is None:
+                param.metavar = "<str>"  # a repeatable option takes one text each time, not a "<list[str]>"
+            elif param.param_type_name == "argument" and param.nargs != 1:
+                param.display_type_rich = lambda ctx: None  # "RUN..." says it; not "<list[str]>"
+        return params
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        return [re.sub(r"\{([^}]*)\}", r"\1", piece) for piece in super().collect_usage_pieces(ctx)]
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        if self.name == "train" and not getattr(self, "_preset_shown", False):
+            self._preset_shown = True
+            from nanogpt_cli.plan import resolve_config  # imports torch: only when train's help is asked for
+
+            preset, model_config, train_config = resolve_config(None, {})
+            for param in self.params:
+                for config in (model_config, train_config):
+                    if param.name in KNOBS and hasattr(config, param.name) and KNOBS[param.name].section == (
+                            "model" if config is model_config else "train"):
+                        value = getattr(config, param.name)
+                        shown = "unset" if value is None else value
+                        param.help = f"{param.help} [dim]({preset} preset: {escape(str(shown))})[/]"
+        super().format_help(ctx, formatter)
+
 
 app = typer.Typer(
     name="nanogpt",
     help="Build, train and sample small GPT language models (nanoGPT as one command).",
-    no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
@@ -78,24 +126,28 @@ def _version_callback(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
+@app.callback(invoke_without_command=True)
 def _root(
+    ctx: typer.Context,
     version: Annotated[
         Optional[bool], typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version and exit.")
     ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks for errors (or set NANOGPT_DEBUG=1).")] = False,
 ) -> None:
     _state["debug"] = debug
+    if ctx.invoked_subcommand is None:  # a bare `nanogpt`: the five commands, not only a usage line
+        out.print(QUICK_START, markup=True)
+        raise typer.Exit()
 
 
 for name, command in [("prepare", prepare.prepare), ("train", train.train), ("sample", sample.sample),
                       ("eval", evaluate.eval_), ("import", import_.import_), ("export", export.export),
-                      ("info", info.info)]:
-    app.command(name=name)(friendly_errors(command))
+                      ("info", info.info), ("plot", plot.plot), ("rm", manage.rm), ("mv", manage.mv)]:
+    app.command(name=name, cls=Command)(friendly_errors(command))
 
 
 def main() -> None:
-    app()
+    app(prog_name="nanogpt")  # also under `python -m nanogpt_cli`: usage lines and completion say nanogpt
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ NORMS = ("layernorm", "rmsnorm")
 MLPS = ("gelu", "gelu-tanh", "relu2", "swiglu")
 SCHEDULES = ("cosine", "wsd")
 OPTIMIZERS = ("adamw", "muon")
+LOGGERS = ("tensorboard", "wandb")
 MODEL, TRAINING, RUN = "Model", "Training", "Run"  # help panels
 
 
@@ -129,6 +130,11 @@ class TrainConfig:
     peak_flops: float | None = knob(None, "Your device's peak FLOP/s, to show MFU (known GPUs need none).", RUN)
     keep: int = knob(1, "Periodic checkpoints to keep (as ckpt-<iter>.pt when above 1).", RUN)
     allow_nan: bool = knob(False, "Keep going if the loss becomes NaN or infinite.", RUN)
+    log: str | None = knob(None, "Also send the metrics to tensorboard (event files in the run folder; extra "
+                                 "[tensorboard]) and/or wandb (Weights & Biases; extra [wandb]; WANDB_MODE=offline "
+                                 "works without a network): tensorboard, wandb, or tensorboard,wandb.", RUN)
+    wandb_project: str | None = knob(None, "The W&B project for --log wandb (default: nanogpt); the W&B run is "
+                                           "named after the run.", RUN)
 
     @property
     def time_budget(self) -> float | None:
@@ -163,6 +169,14 @@ class TrainConfig:
             self.time_budget  # noqa: B018  (raises InvalidValue on a malformed duration)
         if self.muon_lr <= 0:
             raise InvalidValue("muon_lr", f"must be positive, got {self.muon_lr}")
+        unknown = [name for name in self.loggers if name not in LOGGERS]
+        if unknown:
+            raise InvalidValue("log", f"takes {', '.join(LOGGERS)} (comma-separated), got {self.log!r}")
+
+    @property
+    def loggers(self) -> list[str]:
+        """The tools --log names, in order, each once."""
+        return list(dict.fromkeys(name.strip() for name in (self.log or "").split(",") if name.strip()))
 
 
 def parse_duration(text: str) -> float:

@@ -33,6 +33,7 @@ from nanogpt_cli.config import (
 from nanogpt_cli.data import Dataset, load_dataset
 from nanogpt_cli.device import resolve_device, resolve_dtype
 from nanogpt_cli.errors import NanoGPTError
+from nanogpt_cli.loggers import check_loggers
 from nanogpt_cli.optim import lr_at
 from nanogpt_cli.pretrained import load_init
 from nanogpt_cli.sources import bundled_dataset
@@ -43,7 +44,7 @@ SHAPE_FIELDS = [k.name for k in KNOBS.values() if k.section == "model" and k.nam
 
 # Settings a resumed run may change: they alter the schedule or bookkeeping, not the model or data.
 RESUMABLE_CHANGES = {"max_iters", "time", "lr_decay_iters", "min_lr", "schedule", "decay_frac", "eval_interval", "eval_iters",
-                     "log_interval", "device", "dtype", "keep", "allow_nan", "compile", "peak_flops"}
+                     "log_interval", "device", "dtype", "keep", "allow_nan", "compile", "peak_flops", "log", "wandb_project"}
 
 
 @dataclass
@@ -216,6 +217,7 @@ def model_vocab_size(dataset: Dataset) -> int:
 def attach_dataset(plan: RunPlan, run_name: str) -> RunPlan:
     """The plan with its dataset opened, the vocabulary set from it, and every check that needs the
     data done: the tokenizer a resumed or initial model was trained with, and the block size."""
+    check_loggers(plan.train_config.loggers)  # a missing --log extra is found before the run folder is made
     dataset = load_dataset(plan.train_config.dataset)
     if plan.resume is not None and plan.resume["tokenizer"] != dataset.meta["tokenizer"]:
         raise NanoGPTError(

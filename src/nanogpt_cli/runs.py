@@ -4,7 +4,8 @@
 overwrite), holds an exclusive lock while training, and removes the folder again if the run failed
 before writing anything into it. `write_config` records the run's resolved settings as config.json
 (with what was measured: parameters, device, versions) and config.toml (a run config that repeats the
-run). `MetricsLog` appends metrics.jsonl lines. This module knows files, not models.
+run). `MetricsLog` appends metrics.jsonl lines (and hands each to the --log tools). This module knows
+files, not models.
 """
 
 from __future__ import annotations
@@ -70,6 +71,24 @@ def run_lock(run_dir: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def training_pid(run_dir: Path) -> str | None:
+    """The pid of the process training this run now (its lock is held), or None."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks
+        return None
+    try:
+        with open(run_dir / ".lock", encoding="utf-8") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError:
+                return handle.read().strip() or "?"
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    except OSError:  # no lock file: never trained here, or long finished
+        return None
+    return None
+
+
 @contextlib.contextmanager
 def open_run(run_dir: Path, resuming: bool, overwrite: bool) -> Iterator[Path]:
     """The run folder, created and locked for as long as training holds it. A new run may not reuse a
@@ -115,8 +134,9 @@ class MetricsLog:
     """metrics.jsonl, one JSON object per line, flushed as written. A resumed run first drops the
     lines logged after the checkpoint it resumes from (they will be written again)."""
 
-    def __init__(self, run_dir: Path, resume_from: int | None, enabled: bool = True):
+    def __init__(self, run_dir: Path, resume_from: int | None, enabled: bool = True, loggers: list[Any] | None = None):
         self.path = run_dir / "metrics.jsonl"
+        self.loggers = loggers or []  # TensorBoard, W&B (loggers.py): each row goes to them too
         if enabled:
             if resume_from is None:
                 self.path.unlink(missing_ok=True)
@@ -139,9 +159,13 @@ class MetricsLog:
     def write(self, row: dict[str, Any]) -> None:
         self._file.write(json.dumps(row) + "\n")
         self._file.flush()
+        for logger in self.loggers:
+            logger.write(row)
 
     def close(self) -> None:
         self._file.close()
+        for logger in self.loggers:
+            logger.close()
 
     def __enter__(self) -> MetricsLog:
         return self

@@ -38,6 +38,7 @@ from nanogpt_cli.checkpoint import FORMAT_VERSION, save_checkpoint
 from nanogpt_cli.data import BatchSampler
 from nanogpt_cli.device import autocast, describe, peak_flops, resolve_device, resolve_dtype
 from nanogpt_cli.errors import NanoGPTError
+from nanogpt_cli.loggers import open_loggers
 from nanogpt_cli.model import build_model, count_parameters, flops_per_token
 from nanogpt_cli.optim import lr_at, make_optimizer
 from nanogpt_cli.plan import RunPlan, attach_dataset
@@ -391,7 +392,8 @@ class Trainer:
         self.last_eval_step = self.step if resumed else None  # a resumed run's checkpoint came with an eval
         x, y = self.train_batches.next()
         self.model.train()
-        with MetricsLog(self.run_dir, self.step if resumed else None, enabled=main) as self.metrics, \
+        loggers = open_loggers(cfg.loggers, self.run_dir, self.info, cfg.wandb_project) if main else []
+        with MetricsLog(self.run_dir, self.step if resumed else None, enabled=main, loggers=loggers) as self.metrics, \
                 _StopRequests() as stop:
             log = self.metrics.write
             skip_eval = resumed  # a checkpoint at an eval step was written after that eval
@@ -417,7 +419,7 @@ class Trainer:
                     seconds = time.perf_counter() - timer
                     total_steps, total_seconds = total_steps + timed_steps, total_seconds + seconds
                     row = {"kind": "train", "iter": self.step, "loss": mean, "lr": self.optimizer.param_groups[0]["lr"],
-                           **self.throughput(timed_steps, seconds)}
+                           "elapsed": round(self.elapsed(), 3), **self.throughput(timed_steps, seconds)}
                     log(row)
                     # The progress bar shows the rate averaged over the session, as the summary does.
                     average = {f"average_{k}": v for k, v in self.throughput(total_steps, total_seconds).items()}

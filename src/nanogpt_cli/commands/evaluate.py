@@ -8,25 +8,37 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from nanogpt_cli.commands.complete import complete_dataset, complete_run
 from nanogpt_cli.commands.render import err, fmt, out, show_json
 
 
 def eval_(
-    run: Annotated[Optional[str], typer.Option(help="Run to evaluate (default: the latest).")] = None,
+    run: Annotated[Optional[str], typer.Option(help="Run to evaluate (default: the latest).", autocompletion=complete_run)] = None,
     checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
     split: Annotated[str, typer.Option(help="Dataset split: val or train.")] = "val",
     iters: Annotated[int, typer.Option(help="Random batches to average (ignored with --full or --text-file).")] = 200,
     batch_size: Annotated[int, typer.Option(help="Sequences per batch.")] = 32,
     full: Annotated[bool, typer.Option("--full", help="Evaluate every token of the split once.")] = False,
     text_file: Annotated[Optional[Path], typer.Option(help="Evaluate on this UTF-8 text file instead (every token).")] = None,
-    dataset: Annotated[Optional[str], typer.Option(help="Evaluate on this prepared dataset (default: the one the run trained on).")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="Evaluate on this prepared dataset (default: the one the run trained on).", autocompletion=complete_dataset)] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
     dtype: Annotated[str, typer.Option(help="Weights' precision: auto (bfloat16 on CUDA GPUs that have it, else float32), float32, bfloat16 or float16 (GPU).")] = "auto",
     quantize: Annotated[Optional[str], typer.Option(help="int8: int8 block weights on the CPU; shows the float32 loss beside, on the same tokens.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for choosing the random batches.")] = 1337,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
 ) -> None:
-    """Loss, perplexity and bits per character (or token) of a trained run."""
+    """Loss, perplexity and bits per character (or token) of a trained run.
+
+    [bold]Examples[/]
+
+      nanogpt eval
+
+      nanogpt eval --run my-run --full --json
+
+      nanogpt eval --run gpt2 --text-file essay.txt
+
+      nanogpt eval --quantize int8
+    """
     from nanogpt_cli.evaluate import evaluate
 
     if as_json:

@@ -7,17 +7,25 @@ from typing import Annotated
 
 import typer
 
+from nanogpt_cli.commands.complete import complete_run
 from nanogpt_cli.commands.render import out
 from nanogpt_cli.errors import NanoGPTError
 
 
 def export(
-    run: Annotated[str, typer.Argument(help="The run to export.")],
-    path: Annotated[Path, typer.Argument(help="Folder to write config.json and model.safetensors into.")],
+    run: Annotated[str, typer.Argument(metavar="RUN", help="The run to export.", autocompletion=complete_run)],
+    path: Annotated[Path, typer.Argument(metavar="PATH", help="Folder to write config.json and model.safetensors into.")],
     format: Annotated[str, typer.Option("--format", help="Only 'hf': the Hugging Face GPT-2 layout.")] = "hf",
     checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
 ) -> None:
-    """Write a run's weights in the GPT-2 layout (config.json + model.safetensors) for other tools."""
+    """Write a run's weights in the GPT-2 layout (config.json + model.safetensors) for other tools.
+
+    [bold]Examples[/]
+
+      nanogpt export my-run ./my-model
+
+      nanogpt export my-run ./my-model --checkpoint last
+    """
     import torch
 
     from nanogpt_cli.catalog import resolve_run

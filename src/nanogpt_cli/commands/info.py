@@ -1,23 +1,50 @@
-"""`nanogpt info [NAME]`: the machine, folders, datasets and runs; or one run or dataset."""
+"""`nanogpt info [NAME ...]`: the machine, folders, datasets and runs; one run or dataset; or runs side by side."""
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated, Optional
 
 import typer
 
-from nanogpt_cli.commands.render import dataset_info, run_info, show_json, system_info
+from nanogpt_cli.commands.complete import complete_name
+from nanogpt_cli.commands.render import compare_table, dataset_info, run_info, show_json, system_info
+from nanogpt_cli.errors import NanoGPTError
 
 
 def info(
-    name: Annotated[Optional[str], typer.Argument(help="A run (or dataset) to show in detail.")] = None,
+    names: Annotated[Optional[list[str]], typer.Argument(metavar="NAME", autocompletion=complete_name, show_default=False,
+                                                         help="A run or dataset to show in detail; two or more runs to compare.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print one run's metrics (every logged line) as CSV.")] = False,
 ) -> None:
-    """Version, devices, folders, prepared datasets and runs; or one run's config and metrics."""
-    from nanogpt_cli.catalog import describe_item, describe_system
+    """Version, devices, folders, datasets and runs (with their size on disk); one run or dataset in
+    detail; or several runs side by side.
 
-    if name is not None:
-        item = describe_item(name)
+    [bold]Examples[/]
+
+      nanogpt info
+
+      nanogpt info my-run
+
+      nanogpt info small big --json
+
+      nanogpt info my-run --csv > my-run.csv
+    """
+    from nanogpt_cli.catalog import compare_runs, describe_item, describe_system, metrics_csv
+
+    names = names or []
+    if as_csv:
+        if len(names) != 1:
+            raise NanoGPTError("--csv prints one run's metrics: give exactly one run name")
+        sys.stdout.write(metrics_csv(names[0]))
+        return
+    if len(names) > 1:
+        comparison = compare_runs(names)
+        show_json(comparison) if as_json else compare_table(comparison)
+        return
+    if names:
+        item = describe_item(names[0])
         if as_json:
             show_json(item)
         elif item["type"] == "run":

@@ -10,7 +10,7 @@ from nanogpt_cli.commands.render import byte_progress, char_coverage, out
 
 
 def prepare(
-    source: Annotated[str, typer.Argument(help="'shakespeare' (bundled Tiny Shakespeare), a UTF-8 text file, a folder of them, or an http(s) URL.")],
+    source: Annotated[str, typer.Argument(metavar="SOURCE", help="'shakespeare' (bundled Tiny Shakespeare), a UTF-8 text file, a folder of them, or an http(s) URL.")],
     tokenizer: Annotated[str, typer.Option(help="char, gpt2, or any tiktoken encoding (r50k_base, p50k_base, cl100k_base, o200k_base).")] = "char",
     name: Annotated[Optional[str], typer.Option(help="Dataset name (default: from the source, plus the tokenizer if not char).")] = None,
     val_fraction: Annotated[float, typer.Option(help="Fraction of the text, at the end, kept for validation.")] = 0.1,
@@ -22,7 +22,18 @@ def prepare(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing dataset of the same name (refused if resumable runs trained on it and the tokens change).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
 ) -> None:
-    """Tokenize text into a dataset: train.bin, val.bin and meta.json (streamed: any size fits)."""
+    """Tokenize text into a dataset: train.bin, val.bin and meta.json (streamed: any size fits).
+
+    [bold]Examples[/]
+
+      nanogpt prepare shakespeare
+
+      nanogpt prepare shakespeare --tokenizer gpt2
+
+      nanogpt prepare ~/notes --glob "*.md" --name notes
+
+      nanogpt prepare https://example.org/corpus.txt --sha256 HEX
+    """
     from nanogpt_cli.data import prepare_dataset
     from nanogpt_cli.tokenizer import spec_name
 

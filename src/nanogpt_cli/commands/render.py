@@ -22,6 +22,16 @@ def show_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
+def size(n_bytes: int | None) -> str:
+    """Bytes for people: 812 B, 4.1 MiB, 1.20 GiB."""
+    if n_bytes is None:
+        return "-"
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n_bytes >= scale:
+            return f"{n_bytes / scale:.{2 if unit == 'GiB' else 1}f} {unit}"
+    return f"{n_bytes} B"
+
+
 def fmt(value: Any, digits: int = 4) -> str:
     if value is None:
         return "-"
@@ -191,6 +201,7 @@ def train_summary(summary: dict[str, Any]) -> None:
         markup=True,
     )
     out.print(f"checkpoint: {summary['checkpoint']}")
+    out.print(f"loss curves: nanogpt plot {summary['run']}")
 
 
 def presets_table() -> None:
@@ -216,10 +227,11 @@ def system_info(system: dict[str, Any]) -> None:
     out.print(f"device: {system['auto_device']} would be used; available: {', '.join(system['available_devices'])}")
     out.print(f"data dir: {system['data_dir']}\ncache dir: {system['cache_dir']}\nruns dir: {system['runs_dir']}")
     datasets = Table(title="datasets")
-    for column in ("name", "tokenizer", "vocab", "train tokens", "val tokens"):
-        datasets.add_column(column, justify="right" if "tokens" in column or column == "vocab" else "left")
+    for column in ("name", "tokenizer", "vocab", "train tokens", "val tokens", "size"):
+        datasets.add_column(column, justify="left" if column in ("name", "tokenizer") else "right")
     for d in system["datasets"]:
-        datasets.add_row(d["name"], d["tokenizer_name"], fmt(d["vocab_size"]), fmt(d["train_tokens"]), fmt(d["val_tokens"]))
+        datasets.add_row(d["name"], d["tokenizer_name"], fmt(d["vocab_size"]), fmt(d["train_tokens"]), fmt(d["val_tokens"]),
+                         size(d["size_bytes"]))
     out.print(datasets if system["datasets"] else "datasets: none yet (nanogpt prepare shakespeare)")
     rows = []
     for r in system["runs"]:
@@ -229,27 +241,57 @@ def system_info(system: dict[str, Any]) -> None:
             iters = f"{r['iterations']:,}/{r['max_iters']:,}" if r["max_iters"] else fmt(r["iterations"])
         params = f"{r['parameters'] / 1e6:.2f}M" if r["parameters"] else "-"
         dataset = r["dataset"] or ("(imported)" if r.get("imported") else "-")
-        rows.append((r["name"], dataset, params, iters, fmt(r["best_val_loss"]), r["last_modified"]))
+        rows.append((r["name"], dataset, params, iters, fmt(r["best_val_loss"]), size(r["size_bytes"]), r["last_modified"]))
     if not rows:
         out.print("runs: none yet (nanogpt train)")
+        out.print(f"on disk: {size(system['total_bytes'])}")
         return
     # A run's name is what --run needs, and its iterations are read as one number: neither is ever cut.
     # On a narrow terminal the least important columns go; in a pipe every column stays.
-    headers = ["name", "dataset", "parameters", "iterations", "best val loss", "last modified"]
+    headers = ["name", "dataset", "parameters", "iterations", "best val loss", "size", "last modified"]
     widths = [max(len(h), *(len(row[i]) for row in rows)) + 3 for i, h in enumerate(headers)]
     shown = list(range(len(headers)))
-    for optional in (5, 2, 1, 4):  # last modified, parameters, dataset, best val loss
+    for optional in (6, 5, 2, 1, 4):  # last modified, size, parameters, dataset, best val loss
         if not out.is_terminal or sum(widths[i] for i in shown) + 1 <= out.width:
             break
         shown.remove(optional)
     runs = Table(title="runs")
     for i in shown:
-        runs.add_column(headers[i], justify="right" if i in (2, 3, 4) else "left", no_wrap=True)
+        runs.add_column(headers[i], justify="right" if i in (2, 3, 4, 5) else "left", no_wrap=True)
     for row in rows:
         runs.add_row(*(row[i] for i in shown))
     needed = sum(widths[i] for i in shown) + 1
     # Wider than the screen even so (a very long name): let the terminal wrap the lines, cut nothing.
     (out if needed <= out.width else Console(width=needed, highlight=False)).print(runs)
+    out.print(f"on disk: {size(system['total_bytes'])} in all; remove runs with `nanogpt rm RUN`, datasets with "
+              "`nanogpt rm --dataset NAME`")
+
+
+def compare_table(comparison: dict[str, Any]) -> None:
+    """Runs side by side: a column per run, the settings that differ, then what each run reached."""
+    runs = comparison["runs"]
+    table = Table(title="runs compared")
+    table.add_column("")
+    for run in runs:
+        table.add_column(run["name"], justify="right", no_wrap=True)
+    for key, values in comparison["differ"].items():
+        table.add_row(key, *("-" if v is None else str(v) for v in values))
+    if comparison["differ"]:
+        table.add_section()
+    table.add_row("parameters", *(fmt(r["parameters"]) for r in runs))
+    table.add_row("iterations", *(fmt(r["iterations"]) for r in runs))
+    best = [r["best_val_loss"] for r in runs]
+    lowest = min((b for b in best if b is not None), default=None)
+    table.add_row("best val loss", *(f"[bold green]{fmt(b)}[/]" if b is not None and b == lowest and len(runs) > 1
+                                     else fmt(b) for b in best))
+    table.add_row("time", *("-" if r["seconds"] is None else duration(r["seconds"]) for r in runs))
+    table.add_row("tokens/s", *(f"{r['tokens_per_second']:,.0f}" if r["tokens_per_second"] else "-" for r in runs))
+    out.print(table)
+    same = comparison["same"]
+    if same:
+        shown = ", ".join(f"{k.split('.', 1)[-1]}={v}" for k, v in same.items() if v is not None)
+        out.print(f"[dim]the same in all {len(runs)} runs ({len(same)} settings): {shown}[/]", markup=True)
+    out.print(f"[dim]see them: nanogpt plot {' '.join(r['name'] for r in runs)}[/]", markup=True)
 
 
 
@@ -274,6 +316,7 @@ def run_info(item: dict[str, Any]) -> None:
     out.print(settings)
     if not item["evals"]:
         return
+    out.print(f"[dim]loss curves: nanogpt plot {s['name']}; every logged line: nanogpt info {s['name']} --csv[/]", markup=True)
     evals = Table(title="evaluations")
     for column in ("iter", "train loss", "val loss", "lr", "elapsed s"):
         evals.add_column(column, justify="right")

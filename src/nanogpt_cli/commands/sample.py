@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
+from nanogpt_cli.commands.complete import complete_run
 from nanogpt_cli.commands.render import err
 from nanogpt_cli.errors import NanoGPTError
 
@@ -22,7 +23,7 @@ def _unescape(text: str) -> str:
 
 
 def sample(
-    run: Annotated[Optional[str], typer.Option(help="Run to sample from (default: the latest).")] = None,
+    run: Annotated[Optional[str], typer.Option(help="Run to sample from (default: the latest).", autocompletion=complete_run)] = None,
     checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
     prompt: Annotated[Optional[str], typer.Option(help="Text to continue (\\n is a newline); '-' reads stdin (so does a pipe). Default: a newline, or <|endoftext|> for BPE.")] = None,
     prompt_file: Annotated[Optional[Path], typer.Option(help="Read the prompt from this file.")] = None,
@@ -40,7 +41,18 @@ def sample(
     kv_cache: Annotated[bool, typer.Option("--kv-cache/--no-kv-cache", help="Reuse attention keys/values between steps (--no-kv-cache re-runs the whole context, for comparison).")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per sample (prompt, text, tokens, tokens/s).")] = False,
 ) -> None:
-    """Generate text from a trained run, streamed to stdout; samples are separated by a line of dashes."""
+    """Generate text from a trained run, streamed to stdout; samples are separated by a line of dashes.
+
+    [bold]Examples[/]
+
+      nanogpt sample --prompt "ROMEO:" --max-new-tokens 300
+
+      nanogpt sample --run my-run --top-p 0.9 --stop "\\n\\n" --num-samples 3
+
+      echo "JULIET:" | nanogpt sample --json
+
+      nanogpt sample --quantize int8 --interactive
+    """
     from nanogpt_cli.generate import SampleSession
 
     if num_samples < 1:

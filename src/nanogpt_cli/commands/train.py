@@ -14,8 +14,11 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.markup import escape
 
+from nanogpt_cli.commands.complete import complete_dataset, complete_run
 from nanogpt_cli.commands.render import TrainDisplay, byte_progress, err, out, presets_table, train_summary
 from nanogpt_cli.config import KNOBS, RUN
+
+COMPLETIONS = {"dataset": complete_dataset, "init_from": complete_run}  # Tab completes these names
 
 
 def config_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -26,7 +29,8 @@ def config_options(command: Callable[..., Any]) -> Callable[..., Any]:
     generated = []
     for knob in KNOBS.values():
         names = [f"{knob.flag}/--no-{knob.flag[2:]}"] if knob.type is bool else [knob.flag]
-        option = typer.Option(None, *names, help=knob.help, rich_help_panel=knob.panel, show_default=False)
+        option = typer.Option(None, *names, help=escape(knob.help), rich_help_panel=knob.panel, show_default=False,
+                              autocompletion=COMPLETIONS.get(knob.name))
         generated.append(inspect.Parameter(knob.name, inspect.Parameter.KEYWORD_ONLY, default=option,
                                            annotation=Optional[knob.type]))
 
@@ -62,14 +66,27 @@ def train(
     preset: Annotated[Optional[str], typer.Option(help="Named set of defaults; 'list' shows them. Default: by device.", rich_help_panel=RUN)] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="Read settings from this TOML run config (model and train tables; a run folder means its config.toml). Flags override it.", rich_help_panel=RUN)] = None,
     print_config: Annotated[bool, typer.Option("--print-config", help="Print the resolved config as TOML and exit without training.", rich_help_panel=RUN)] = False,
-    run: Annotated[Optional[str], typer.Option(help="Run name (default: <dataset>-<date>-<time>).", rich_help_panel=RUN)] = None,
+    run: Annotated[Optional[str], typer.Option(help="Run name (default: <dataset>-<date>-<time>).", rich_help_panel=RUN, autocompletion=complete_run)] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue --run (default: the latest run) from its last checkpoint, exactly.", rich_help_panel=RUN)] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run of the same name.", rich_help_panel=RUN)] = False,
     nproc: Annotated[int, typer.Option(help="Train with N data-parallel processes on this machine (runs torchrun for you).", rich_help_panel=RUN)] = 1,
     sample_tokens: Annotated[int, typer.Option(help="Tokens to sample at the end of the run (0: none).", rich_help_panel=RUN)] = 300,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output; only the summary.", rich_help_panel=RUN)] = False,
 ) -> None:
-    """Train a model; prepares the bundled Tiny Shakespeare first if nothing is prepared yet."""
+    """Train a model; prepares the bundled Tiny Shakespeare first if nothing is prepared yet.
+
+    Each model and training option shows the value this machine's preset gives it.
+
+    [bold]Examples[/]
+
+      nanogpt train
+
+      nanogpt train --n-layer 6 --n-embd 192 --time 5m --run bigger
+
+      nanogpt train --run bigger --resume
+
+      nanogpt train --init-from gpt2 --dataset shakespeare-gpt2 --lr 3e-5 --log tensorboard
+    """
     if preset == "list":
         presets_table()
         return
