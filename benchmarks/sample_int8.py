@@ -17,27 +17,10 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-from gpt2_sample import cpu_model  # benchmarks/ is on sys.path when a script runs
-
-
-def nanogpt(*args: str, env: dict) -> tuple[float, float, str]:
-    """Run `nanogpt ARGS`: (wall seconds, the process's own peak RSS in MiB, stdout)."""
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        start = time.perf_counter()
-        child = subprocess.Popen([sys.executable, "-m", "nanogpt_cli", *args], env=env, stdout=out, stderr=err)
-        _, status, usage = os.wait4(child.pid, 0)
-        seconds = time.perf_counter() - start
-        out.seek(0)
-        err.seek(0)
-        if os.waitstatus_to_exitcode(status):
-            sys.exit(f"nanogpt {' '.join(args)} failed:\n{err.read()}")
-        return seconds, usage.ru_maxrss / 1024, out.read()
+from gpt2_sample import cpu_model, nanogpt  # benchmarks/ is on sys.path when a script runs
 
 
 def main() -> None:

@@ -207,10 +207,13 @@ def describe_item(name: str) -> dict[str, Any]:
         raise NanoGPTError(f"no run or dataset named {name!r}; `nanogpt info` lists them")
     dataset = load_dataset(name)
     head = dataset.tokens("train")[:200].tolist()
+    val = dataset.tokens("val")[:200_000].tolist()  # enough to measure, quick to decode
+    meta = {k: v for k, v in dataset.meta.items() if not (k == "tokenizer" and "json" in v)}  # not a whole BPE
     return {
         "type": "dataset",
-        "meta": {**dataset.meta, "path": str(dataset.path)},
+        "meta": {**meta, "path": str(dataset.path)},
         "tokenizer_name": spec_name(dataset.meta["tokenizer"]),
+        "chars_per_token": len(dataset.tokenizer.decode(val)) / max(1, len(val)),
         "sample": dataset.tokenizer.decode(head),
     }
 

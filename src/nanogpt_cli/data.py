@@ -35,7 +35,15 @@ from nanogpt_cli import paths
 from nanogpt_cli.catalog import check_replaceable
 from nanogpt_cli.errors import NanoGPTError
 from nanogpt_cli.sources import Document, Progress, Source, no_progress, resolve_source
-from nanogpt_cli.tokenizer import CharTokenizer, Tokenizer, codepoints, get_tokenizer, tokenizer_from_spec
+from nanogpt_cli.tokenizer import (
+    BPETokenizer,
+    CharTokenizer,
+    Tokenizer,
+    bpe_size,
+    codepoints,
+    get_tokenizer,
+    tokenizer_from_spec,
+)
 
 META_VERSION = 1
 READ_BYTES = 1 << 22  # bytes read at a time
@@ -242,6 +250,24 @@ def _feed_documents(writer: _TokenWriter, scan: _Scan, eot: int | None, on_bytes
         writer.boundary()
 
 
+def _train_text(scan: _Scan, val_scan: _Scan | None, val_fraction: float, progress: Progress) -> Iterator[str]:
+    """The train split's text, read again chunk by chunk, for training a tokenizer on it."""
+    left = sum(scan.characters) if val_scan is not None else int(sum(scan.characters) * (1.0 - val_fraction))
+    done = 0
+
+    def on_bytes(block: bytes) -> None:
+        nonlocal done
+        done += len(block)
+        progress("train tokenizer", done, scan.size)
+
+    for doc in scan.documents:
+        for text in _chunks(doc, on_bytes):
+            if left <= 0:
+                return
+            yield text[:left]
+            left -= len(text)
+
+
 def _write_dataset(folder: Path, scan: _Scan, val_scan: _Scan | None, tokenizer: Tokenizer, dtype: np.dtype,
                    val_fraction: float, progress: Progress) -> dict[str, int]:
     """The second pass: tokenize every document into folder/{train,val}.bin."""
@@ -292,8 +318,9 @@ def prepare_dataset(
         raise NanoGPTError("--max-vocab must be at least 2 and --min-count at least 1")
     src = resolve_source(source, glob, sha256, progress)
     val_src = resolve_source(val_file, progress=progress) if val_file else None
+    bpe = bpe_size(tokenizer)  # bpe:N: a tokenizer trained here, on the train split
     if name is None:
-        name = src.default_name if tokenizer == "char" else f"{src.default_name}-{tokenizer}"
+        name = src.default_name if tokenizer == "char" else f"{src.default_name}-{tokenizer.replace(':', '')}"
     final_dir = paths.dataset_dir(name)
     replacing = (final_dir / "meta.json").is_file()
     if replacing and not overwrite:
@@ -302,12 +329,14 @@ def prepare_dataset(
         )
     if tokenizer != "char" and (max_vocab is not None or min_count > 1):
         raise NanoGPTError("--max-vocab and --min-count choose a char vocabulary; leave them out for BPE tokenizers")
-    tok = None if tokenizer == "char" else get_tokenizer(tokenizer)  # fail fast on a bad name
+    tok = None if tokenizer == "char" or bpe else get_tokenizer(tokenizer)  # fail fast on a bad name
 
-    scan = _Scan(src, tok is None, progress)
-    val_scan = _Scan(val_src, tok is None, progress, "scan val") if val_src else None
+    scan = _Scan(src, tokenizer == "char", progress)
+    val_scan = _Scan(val_src, tokenizer == "char", progress, "scan val") if val_src else None
     coverage = None
-    if tok is None:
+    if bpe:
+        tok = BPETokenizer.train(_train_text(scan, val_scan, val_fraction, progress), bpe)
+    elif tok is None:
         counts = scan.char_counts + (val_scan.char_counts if val_scan else 0)
         tok, coverage = CharTokenizer.from_counts(counts, max_vocab, min_count)
     dtype = token_dtype(tok.vocab_size)
@@ -349,6 +378,8 @@ def prepare_dataset(
         if val_scan is not None:
             meta["val_source"] = {"description": val_src.description, "sha256": val_scan.sha256,
                                   "characters": sum(val_scan.characters)}
+        if bpe:  # also as a file of its own, which other tools open with tokenizers.Tokenizer.from_file
+            (tmp_dir / "tokenizer.json").write_text(tok.json, encoding="utf-8")
         (tmp_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         if replacing:
             check_replaceable(final_dir, tmp_dir)

@@ -1,9 +1,10 @@
 """Text <-> token ids.
 
-Two tokenizers: `CharTokenizer` (one id per character, the lecture's choice) and `TiktokenTokenizer`
-(OpenAI's BPE encodings through tiktoken; "gpt2" is served by r50k_base, which has the same ranks).
-Both describe themselves as a small JSON-able "spec" stored in meta.json and in checkpoints, and
-`tokenizer_from_spec` rebuilds them. Nothing here touches the network except tiktoken's own first
+Three tokenizers: `CharTokenizer` (one id per character, the lecture's choice), `TiktokenTokenizer`
+(OpenAI's BPE encodings through tiktoken; "gpt2" is served by r50k_base, which has the same ranks)
+and `BPETokenizer` (a byte-level BPE of the size you choose, trained on your dataset's train split
+with Hugging Face `tokenizers`). Each describes itself as a JSON-able "spec" stored in meta.json and
+in checkpoints (a trained BPE's spec holds the whole tokenizer), and `tokenizer_from_spec` rebuilds it. Nothing here touches the network except tiktoken's own first
 download of a rank file, which lands in our cache dir.
 """
 
@@ -214,6 +215,88 @@ class TiktokenTokenizer:
         return {"kind": "tiktoken", "name": self.name, "encoding": self.encoding_name}
 
 
+def _byte_alphabet() -> dict[str, int]:
+    """Byte-level BPE writes each byte as one printable character (GPT-2's convention, which Hugging
+    Face's ByteLevel follows): printable Latin-1 bytes stand for themselves, the other bytes take the
+    characters from U+0100 on, in order. This maps those characters back to their bytes."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    others = [b for b in range(256) if b not in printable]
+    return {chr(b): b for b in printable} | {chr(256 + i): b for i, b in enumerate(others)}
+
+
+EOT_TEXT = "<|endoftext|>"
+
+
+class BPETokenizer:
+    """A byte-level BPE trained on a dataset's own text (Hugging Face `tokenizers`): like GPT-2's
+    tokenizer, with a vocabulary of the size asked for, and the end-of-text token as its one special
+    token. Every byte is in the vocabulary, so any text can be encoded. As with tiktoken, text that
+    looks like a special token is encoded as ordinary text."""
+
+    per_character = False
+
+    def __init__(self, json_text: str):
+        from tokenizers import Tokenizer as HFTokenizer
+
+        self.json = json_text
+        self._tok = HFTokenizer.from_str(json_text)
+        self._tok.encode_special_tokens = True  # "<|endoftext|>" typed in a text is text
+        self.vocab_size = self._tok.get_vocab_size()
+        self.name = f"bpe:{self.vocab_size}"
+        self.eot_token = self._tok.token_to_id(EOT_TEXT)
+        self._bytes = _byte_alphabet()
+
+    @classmethod
+    def train(cls, texts: Iterable[str], vocab_size: int) -> BPETokenizer:
+        """Learn merges from `texts` (an iterator: the text is streamed) until `vocab_size` tokens."""
+        from tokenizers import Tokenizer as HFTokenizer
+        from tokenizers import decoders, models, pre_tokenizers, trainers
+
+        tok = HFTokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)  # GPT-2's word splitting
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOT_TEXT], show_progress=False,
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        tok.train_from_iterator(texts, trainer=trainer)
+        return cls(tok.to_str())
+
+    def encode(self, text: str) -> list[int]:
+        return self._tok.encode(text, add_special_tokens=False).ids
+
+    def encode_array(self, text: str) -> np.ndarray:
+        return np.asarray(self.encode(text), dtype=np.uint32)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self.decode_bytes(ids).decode("utf-8", errors="replace")
+
+    def decode_bytes(self, ids: Iterable[int]) -> bytes:
+        out = bytearray()
+        for i in ids:
+            piece = self._tok.id_to_token(int(i))
+            out += EOT_TEXT.encode() if i == self.eot_token else bytes(self._bytes[c] for c in piece)
+        return bytes(out)
+
+    def default_prompt(self) -> list[int]:
+        return [self.eot_token]
+
+    def spec(self) -> dict[str, Any]:
+        return {"kind": "bpe", "name": self.name, "json": self.json}
+
+
+def bpe_size(name: str) -> int | None:
+    """N for a tokenizer name `bpe:N` (None for other names)."""
+    if not name.startswith("bpe:"):
+        return None
+    try:
+        size = int(name[4:])
+    except ValueError:
+        size = 0
+    if not 257 <= size <= 1_000_000:
+        raise NanoGPTError(f"--tokenizer {name}: give the vocabulary size as bpe:N with N from 257 (the 256 bytes and "
+                           "the end-of-text token) upwards, e.g. bpe:4096")
+    return size
+
+
 def get_tokenizer(name: str, text: str | None = None) -> Tokenizer:
     """A tokenizer by its user-facing name; char tokenizers are built from `text`."""
     if name == "char":
@@ -241,6 +324,8 @@ def tokenizer_from_spec(spec: dict[str, Any]) -> Tokenizer:
         return CharTokenizer(spec["chars"], spec.get("unknown"))
     if kind == "tiktoken":
         return TiktokenTokenizer(spec["name"])
+    if kind == "bpe":
+        return BPETokenizer(spec["json"])
     raise NanoGPTError(f"unknown tokenizer kind {kind!r} in metadata; was it written by a newer nanogpt?")
 
 
@@ -250,7 +335,7 @@ class StreamDecoder:
 
     def __init__(self, tokenizer: Tokenizer):
         self._tokenizer = tokenizer
-        self._bytes = isinstance(tokenizer, TiktokenTokenizer)
+        self._bytes = hasattr(tokenizer, "decode_bytes")  # BPE: a token may end inside a character
         self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
     def push(self, token: int) -> str:

@@ -335,7 +335,8 @@ def dataset_info(item: dict[str, Any]) -> None:
     meta = item["meta"]
     out.print(f"[bold]dataset {meta['name']}[/] in {meta['path']}", markup=True)
     out.print(f"tokenizer {item['tokenizer_name']}, vocab {meta['vocab_size']:,}, {meta['dtype']}; "
-              f"train {meta['train_tokens']:,} tokens, val {meta['val_tokens']:,} tokens")
+              f"train {meta['train_tokens']:,} tokens, val {meta['val_tokens']:,} tokens; "
+              f"{item['chars_per_token']:.2f} characters per token on val")
     out.print(f"source: {meta['source']['description']} (sha256 {meta['source']['sha256'][:16]}...)")
     if meta.get("char_coverage"):
         out.print(char_coverage(meta["char_coverage"]))
