@@ -13,7 +13,7 @@ import pytest
 
 from nanogpt_cli.cli import app
 
-COMMANDS = ["prepare", "train", "sample", "eval", "import", "export", "info", "plot", "rm", "mv"]
+COMMANDS = ["prepare", "train", "sample", "eval", "import", "export", "info", "plot", "rm", "mv", "ladder"]
 
 
 def _help(cli, command: str) -> str:

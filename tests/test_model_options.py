@@ -16,7 +16,9 @@ from nanogpt_cli.model import GPT
 
 OPTIONS = [dict(pos="sinusoidal"), dict(pos="rope"), dict(pos="none"), dict(norm="rmsnorm"), dict(mlp="gelu-tanh"),
            dict(mlp="relu2"), dict(mlp="swiglu"), dict(qk_norm=True), dict(tie=False), dict(softcap=3.0),
-           dict(pos="rope", norm="rmsnorm", mlp="relu2", qk_norm=True, tie=False, softcap=15.0, bias=True)]
+           dict(pos="rope", norm="rmsnorm", mlp="relu2", qk_norm=True, tie=False, softcap=15.0, bias=True),
+           dict(mlp="relu"), dict(mlp="none"), dict(norm="none"), dict(residual=False),
+           dict(mlp="none", norm="none", residual=False, tie=False)]  # the lecture ladder's first steps
 
 
 def _model(**options) -> GPT:
@@ -69,7 +71,7 @@ def test_rope_needs_an_even_head_size(cli, trained_run):
     result = cli("train", "--dataset", "poems", "--pos", "rope", "--n-embd", "18", "--n-head", "2")
     assert result.exit_code == 1 and "--pos rope needs an even head size; n_embd / n_head is 9" in result.stderr
     result = cli("train", "--dataset", "poems", "--mlp", "tanh")
-    assert result.exit_code == 1 and "--mlp must be one of gelu, gelu-tanh, relu2, swiglu, got 'tanh'" in result.stderr
+    assert result.exit_code == 1 and "--mlp must be one of gelu, gelu-tanh, relu, relu2, swiglu, none, got 'tanh'" in result.stderr
 
 
 def test_a_run_with_every_option_trains_samples_evaluates_and_resumes(cli, home, trained_run):

@@ -21,7 +21,7 @@ from rich.markup import escape
 from typer.core import TyperCommand
 
 from nanogpt_cli import __version__
-from nanogpt_cli.commands import evaluate, export, import_, info, manage, plot, prepare, sample, train
+from nanogpt_cli.commands import evaluate, export, import_, info, ladder, manage, plot, prepare, sample, train
 from nanogpt_cli.commands.render import err, out
 from nanogpt_cli.config import KNOBS
 from nanogpt_cli.errors import NanoGPTError
@@ -142,7 +142,7 @@ def _root(
 
 for name, command in [("prepare", prepare.prepare), ("train", train.train), ("sample", sample.sample),
                       ("eval", evaluate.eval_), ("import", import_.import_), ("export", export.export),
-                      ("info", info.info), ("plot", plot.plot), ("rm", manage.rm), ("mv", manage.mv)]:
+                      ("info", info.info), ("plot", plot.plot), ("rm", manage.rm), ("mv", manage.mv), ("ladder", ladder.ladder)]:
     app.command(name=name, cls=Command)(friendly_errors(command))
 
 

@@ -23,8 +23,8 @@ from nanogpt_cli.errors import NanoGPTError
 
 MODEL_TYPES = ("gpt", "bigram")
 POSITIONS = ("learned", "sinusoidal", "rope", "none")
-NORMS = ("layernorm", "rmsnorm")
-MLPS = ("gelu", "gelu-tanh", "relu2", "swiglu")
+NORMS = ("layernorm", "rmsnorm", "none")
+MLPS = ("gelu", "gelu-tanh", "relu", "relu2", "swiglu", "none")
 SCHEDULES = ("cosine", "wsd")
 OPTIMIZERS = ("adamw", "muon")
 LOGGERS = ("tensorboard", "wandb")
@@ -65,9 +65,13 @@ class ModelConfig:
     # Options beyond nanoGPT. The defaults are nanoGPT's network, so older checkpoints load unchanged.
     pos: str = knob("learned", "Positions: learned (GPT-2), sinusoidal (the fixed table of 'Attention Is All You "
                                "Need'), rope (rotary, applied to queries and keys) or none.", MODEL)
-    norm: str = knob("layernorm", "Normalisation layers: layernorm (GPT-2) or rmsnorm.", MODEL)
+    norm: str = knob("layernorm", "Normalisation layers: layernorm (GPT-2), rmsnorm, or none (the lecture's "
+                                  "ladder before its LayerNorm step).", MODEL)
     mlp: str = knob("gelu", "MLP activation: gelu (exact), gelu-tanh (the approximation GPT-2 was trained with), "
-                            "relu2 (squared ReLU) or swiglu (gated; about the 4x MLP's parameters).", MODEL)
+                            "relu (the lecture's), relu2 (squared ReLU), swiglu (gated; about the 4x MLP's "
+                            "parameters), or none (attention only, as in the lecture's first steps).", MODEL)
+    residual: bool = knob(True, "Residual connections around attention and MLP (--no-residual: the lecture's ladder "
+                                "shows what they are for).", MODEL)
     qk_norm: bool = knob(False, "Normalise queries and keys per head (RMS) before attention.", MODEL)
     tie: bool = knob(True, "Share the token embedding matrix with the output head (GPT-2 does).", MODEL)
     softcap: float = knob(0.0, "Soft-cap the logits with tanh at this value, e.g. 15 (0: off).", MODEL)

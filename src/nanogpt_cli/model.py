@@ -3,8 +3,8 @@
 Read top to bottom: small helpers (dropout, normalisation, position tables, rotary embeddings), the
 KV cache used for fast sampling, attention, MLP, block, then the GPT that stacks them. Training and
 sampling run through the same layer code; sampling passes a cache. Each option beyond nanoGPT
-(`ModelConfig.pos`, `norm`, `mlp`, `qk_norm`, `tie`, `softcap`) is a small switch where it acts; the
-defaults are nanoGPT's network. This module knows token ids and tensors only; it never sees text,
+(`ModelConfig.pos`, `norm`, `mlp`, `qk_norm`, `tie`, `softcap`, `residual`) is a small switch where it
+acts; the defaults are nanoGPT's network. This module knows token ids and tensors only; it never sees text,
 files or devices chosen by the user.
 """
 
@@ -26,10 +26,12 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
 
 
 def make_norm(config: ModelConfig) -> nn.Module:
-    """The normalisation layer the config asks for: LayerNorm (GPT-2) or RMSNorm, which only rescales
-    (no mean subtraction, no bias) and is a little cheaper."""
+    """The normalisation layer the config asks for: LayerNorm (GPT-2), RMSNorm, which only rescales
+    (no mean subtraction, no bias) and is a little cheaper, or none (the lecture's early steps)."""
     if config.norm == "rmsnorm":
         return nn.RMSNorm(config.n_embd, eps=1e-5)
+    if config.norm == "none":
+        return nn.Identity()
     return nn.LayerNorm(config.n_embd, bias=config.bias)
 
 
@@ -146,6 +148,8 @@ class MLP(nn.Module):
             h = F.silu(gate) * value
         elif self.kind == "relu2":
             h = F.relu(h).square()
+        elif self.kind == "relu":
+            h = F.relu(h)
         else:  # gelu, or gelu-tanh: the approximation GPT-2 was trained with
             h = F.gelu(h, approximate="tanh" if self.kind == "gelu-tanh" else "none")
         return dropout(self.c_proj(h), self.dropout, self.training)
@@ -159,12 +163,15 @@ class Block(nn.Module):
         self.ln_1 = make_norm(config)
         self.attn = CausalSelfAttention(config, layer)
         self.ln_2 = make_norm(config)
-        self.mlp = MLP(config)
+        self.mlp = MLP(config) if config.mlp != "none" else None
+        self.residual = config.residual
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         # Residual connections give gradients a straight path from the loss to every layer.
-        x = x + self.attn(self.ln_1(x), cache)
-        x = x + self.mlp(self.ln_2(x))
+        # (Without them, as in the lecture's ladder, each part replaces the stream instead.)
+        x = (x if self.residual else 0) + self.attn(self.ln_1(x), cache)
+        if self.mlp is not None:
+            x = (x if self.residual else 0) + self.mlp(self.ln_2(x))
         return x
 
 

@@ -327,7 +327,8 @@ def export_hf(model: torch.nn.Module, config: ModelConfig, tokenizer: dict[str, 
     beyond = [flag for flag, differs in (
         (f"--pos {config.pos}", config.pos != "learned"), (f"--norm {config.norm}", config.norm != "layernorm"),
         (f"--mlp {config.mlp}", config.mlp not in ACTIVATIONS.values()), ("--qk-norm", config.qk_norm),
-        ("--no-tie", not config.tie), (f"--softcap {config.softcap}", config.softcap != 0)) if differs]
+        ("--no-tie", not config.tie), (f"--softcap {config.softcap}", config.softcap != 0),
+        ("--no-residual", not config.residual)) if differs]
     if beyond:
         raise NanoGPTError(f"the GPT-2 layout cannot express this model's {', '.join(beyond)}; only runs with "
                            "GPT-2's architecture can be exported")

@@ -1,0 +1,82 @@
+"""`nanogpt ladder`: the lecture's steps from a bigram table to a transformer, trained one after another."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.table import Table
+
+from nanogpt_cli.commands.complete import complete_dataset
+from nanogpt_cli.commands.render import TrainDisplay, byte_progress, duration, err, fmt, out, show_json
+
+
+def ladder(
+    iters: Annotated[Optional[int], typer.Option(help="Iterations per step.")] = None,
+    time: Annotated[Optional[str], typer.Option(help="Wall-clock time per step instead (90s, 2m). Default: 35s, "
+                                                    "about 5 minutes for all seven on 2 CPU cores.")] = None,
+    dataset: Annotated[str, typer.Option(help="Dataset to train every step on (char Tiny Shakespeare is the "
+                                              "lecture's; prepared when missing).", autocompletion=complete_dataset)] = "shakespeare",
+    prefix: Annotated[str, typer.Option(help="Runs are named PREFIX-<n>-<step>.")] = "ladder",
+    stage: Annotated[Optional[list[int]], typer.Option(help="Train only this step (1-7; repeatable).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace runs of an earlier ladder with the same prefix.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON (one object per step).")] = False,
+) -> None:
+    """Train the lecture's ladder: bigram, one head, multi-head, feed-forward, residual, LayerNorm, scaled.
+
+    Each step is an ordinary run (sample, eval, info, plot work on it) with one option more than the
+    one before; the table shows the val loss each reached beside the lecture's.
+
+    [bold]Examples[/]
+
+      nanogpt ladder
+
+      nanogpt ladder --time 2m --prefix long
+
+      nanogpt ladder --iters 5000 --device cuda
+
+      nanogpt plot ladder-1-bigram ladder-4-feed-forward ladder-7-scaled
+    """
+    from nanogpt_cli.ladder import STAGES, run_ladder
+
+    if iters is None and time is None:
+        time = "35s"
+    results = []
+    if not as_json:
+        err.print(f"[bold]the lecture's ladder[/]: {len(stage or STAGES)} step(s) of {time or f'{iters:,} iterations'} each "
+                  f"on {dataset}", markup=True)
+    with byte_progress(True) as progress, TrainDisplay(quiet=True) as display:
+        steps = run_ladder(dataset, prefix, iters, time, device, overwrite, display, progress, stage)
+        while True:
+            with err.status(f"training step {len(results) + 1} ...") if not as_json else _nothing():
+                result = next(steps, None)
+            if result is None:
+                break
+            results.append(result)
+            if not as_json:
+                err.print(f"{result['stage']}. {result['slug']:<13} {result['change']:<34} val {fmt(result['val_loss'])} "
+                          f"(lecture {result['lecture_val_loss']:.2f}), {duration(result['seconds'])}")
+    if as_json:
+        show_json(results)
+        return
+    _table(results)
+
+
+def _nothing():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+def _table(results: list[dict[str, Any]]) -> None:
+    table = Table(title="the ladder (val loss: lower is better)")
+    for column in ("step", "what changed", "parameters", "iterations", "val loss", "lecture", "time"):
+        table.add_column(column, justify="left" if column in ("step", "what changed") else "right")
+    for r in results:
+        table.add_row(f"{r['stage']}. {r['slug']}", r["change"], fmt(r["parameters"]), fmt(r["iterations"]),
+                      fmt(r["val_loss"]), f"{r['lecture_val_loss']:.2f}", duration(r["seconds"]))
+    out.print(table)
+    out.print("[dim]the lecture trained each step 5,000 iterations on a GPU (its last one 6x384, block 256); "
+              f"see a step: nanogpt sample --run {results[-1]['run']}; compare: nanogpt plot "
+              f"{' '.join(r['run'] for r in results[:: max(1, len(results) // 3)])}[/]", markup=True)
