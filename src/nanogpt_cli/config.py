@@ -270,6 +270,11 @@ PRESETS: dict[str, Preset] = {
              lr=3e-4, min_lr=3e-4, warmup_iters=0, beta2=0.999, weight_decay=0.01, grad_clip=0.0, eval_interval=500,
              eval_iters=200),
     ),
+    "addition": Preset(
+        "task datasets (nanogpt prepare addition): a 2x128 GPT learning the answers; block = one problem",
+        dict(n_layer=2, n_head=4, n_embd=128, dropout=0.0, batch_size=64, max_iters=2000, lr=2e-3, min_lr=2e-4,
+             warmup_iters=100, eval_interval=500, eval_iters=20, pos="learned", norm="layernorm", mlp="gelu"),
+    ),
     "bigram": Preset(
         "the lecture's bigram baseline: one embedding table of next-token logits (val ~2.5)",
         dict(model="bigram", block_size=8, batch_size=32, max_iters=3000, lr=1e-2, min_lr=1e-3,

@@ -425,6 +425,13 @@ class Dataset:
             self._tokenizer = tokenizer_from_spec(self.meta["tokenizer"])
         return self._tokenizer
 
+    @property
+    def task(self):
+        """The task (tasks.Task) of a task dataset, else None."""
+        from nanogpt_cli.tasks import task_of
+
+        return task_of(self.meta)
+
     def tokens(self, split: str) -> np.ndarray:
         path = self.path / f"{split}.bin"
         try:
@@ -437,45 +444,3 @@ class Dataset:
 
 def load_dataset(name: str) -> Dataset:
     return Dataset(name)
-
-
-class BatchSampler:
-    """Random windows of block_size + 1 tokens from one token stream, as (inputs, targets).
-
-    Owns its random generator so a run's data order depends only on the seed (and can be saved)."""
-
-    def __init__(self, tokens: np.ndarray, batch_size: int, block_size: int, device: Any, seed: int,
-                 rank: int = 0, world: int = 1):
-        import torch
-
-        self.tokens = tokens
-        self.batch_size = batch_size
-        # Data-parallel ranks share the seed: each draws the same world-sized batch and keeps its own
-        # rows, so together they see exactly what one process with world x the accumulation would.
-        self.rank, self.world = rank, world
-        self.block_size = block_size
-        self.device = device
-        self.generator = torch.Generator().manual_seed(seed)
-        self._offsets = np.arange(block_size + 1)
-        self._pin = getattr(device, "type", str(device)) == "cuda"
-
-    def position(self):
-        """The generator state that reproduces the most recent batch (see `rewind`)."""
-        return self._before_last
-
-    def rewind(self, state) -> None:
-        """Go back to a saved position: the next batch is the one drawn right after it was saved."""
-        self.generator.set_state(state)
-
-    def next(self):
-        import torch
-
-        self._before_last = self.generator.get_state()
-        high = len(self.tokens) - self.block_size
-        starts = torch.randint(high, (self.batch_size * self.world,), generator=self.generator).numpy()
-        starts = starts[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
-        windows = torch.from_numpy(self.tokens[starts[:, None] + self._offsets].astype(np.int64))
-        x, y = windows[:, :-1].contiguous(), windows[:, 1:].contiguous()
-        if self._pin:
-            return x.pin_memory().to(self.device, non_blocking=True), y.pin_memory().to(self.device, non_blocking=True)
-        return x.to(self.device), y.to(self.device)

@@ -15,13 +15,15 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from nanogpt_cli.batches import BatchSampler
 from nanogpt_cli.catalog import resolve_run
 from nanogpt_cli.checkpoint import checkpoint_path, load_model
-from nanogpt_cli.data import BatchSampler, load_dataset
+from nanogpt_cli.data import load_dataset
 from nanogpt_cli.device import resolve_device, resolve_dtype
 from nanogpt_cli.errors import NanoGPTError
 from nanogpt_cli.quantize import check_quantize, quantize_int8
 from nanogpt_cli.sources import read_text_file
+from nanogpt_cli.tasks import accuracy
 from nanogpt_cli.tokenizer import same_tokenizer, spec_name
 
 
@@ -97,6 +99,8 @@ def evaluate(
                 f"uses ({spec_name(loaded.checkpoint['tokenizer'])}); prepare it with that tokenizer or use --text-file"
             )
         tokens = data.tokens(split)
+        if data.task is not None:  # arithmetic: the answers' loss, and how many answers are exactly right
+            return _task_result(model, data, split, run_dir.name, path.name, quantize)
         if len(tokens) <= block_size and not full:
             raise NanoGPTError(f"the {split} split has {len(tokens)} tokens, too few for block size {block_size}; use --full")
         source, every_token = f"{data.name}:{split}", full
@@ -134,3 +138,35 @@ def evaluate(
     elif characters:
         result["bits_per_char"] = total / math.log(2) / characters
     return result
+
+
+@torch.no_grad()
+def _task_result(model: torch.nn.Module, data, split: str, run: str, checkpoint: str, quantize: str | None) -> dict[str, Any]:
+    """Every problem of a task dataset's split: the loss on the answers (as training counts it) and the
+    share of answers exactly right with greedy decoding."""
+    task, tokens = data.task, data.tokens(split)
+    problems = torch.from_numpy(np.asarray(tokens, dtype=np.int64).reshape(-1, task.length))
+    result: dict[str, Any] = {"run": run, "checkpoint": checkpoint, "source": f"{data.name}:{split}"}
+
+    def measure() -> tuple[float, float]:
+        device = next(model.parameters()).device
+        total, count = 0.0, 0
+        for first in range(0, len(problems), 500):
+            batch = problems[first : first + 500].to(device)
+            targets = batch[:, 1:].clone()
+            targets[:, : task.answer_start - 1] = -1
+            logits, _ = model(batch[:, :-1], targets)
+            total += F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1),
+                                     ignore_index=-1, reduction="sum").item()
+            count += int((targets >= 0).sum())
+        return total / count, accuracy(model, tokens, task)[0]
+
+    loss, right = measure()
+    if quantize:
+        result |= {"float32_loss": loss, "float32_accuracy": right}
+        quantize_int8(model)
+        loss, right = measure()
+        result["quantize_cost"] = loss - result["float32_loss"]
+    return result | {"problems": len(problems), "accuracy": right, "loss": loss, "tokens": len(problems) * (task.length - task.answer_start),
+                     "perplexity": math.exp(min(loss, 700.0)), "bits_per_token": loss / math.log(2), "quantize": quantize,
+                     "dtype": str(next(model.parameters()).dtype).removeprefix("torch.")}

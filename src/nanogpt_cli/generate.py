@@ -25,6 +25,7 @@ from nanogpt_cli.checkpoint import checkpoint_path, load_model
 from nanogpt_cli.device import resolve_device, resolve_dtype
 from nanogpt_cli.errors import NanoGPTError
 from nanogpt_cli.model import GPT
+from nanogpt_cli.tasks import task_of
 from nanogpt_cli.tokenizer import StreamDecoder
 
 WINDOW_KEEP = 0.5  # fraction of block_size kept when the context window slides
@@ -153,6 +154,14 @@ class SampleSession:
         self.tokenizer = loaded.tokenizer
         self.run = run
         self.checkpoint = loaded.path.name
+        self.task = task_of(loaded.checkpoint)  # a model trained on arithmetic answers problems
+
+    def solve(self, problem: str) -> str:
+        """A task model's answer to `problem` ("123+456="), greedy, written the right way round."""
+        ids = self.tokenizer.encode(self.task.prompt(problem))
+        steps = self.task.length - self.task.answer_start
+        generated = self.tokenizer.decode(list(generate_tokens(self.model, ids, steps, temperature=0.0)))
+        return self.task.read_answer(generated)
 
     @classmethod
     def open(cls, run: str | None = None, checkpoint: str = "best", device: str = "auto", dtype: str = "auto",

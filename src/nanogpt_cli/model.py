@@ -234,7 +234,8 @@ class GPT(nn.Module):
         logits = self.head(x if targets is not None else x[:, -1:, :])
         if targets is None:
             return logits, None
-        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+        # A target of -1 is not learned: task datasets mask the problem, so only its answer counts.
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
         return logits, loss
 
     def head(self, x: torch.Tensor) -> torch.Tensor:

@@ -91,11 +91,20 @@ def plan_run(preset: str | None, flags: dict[str, Any], run: str | None = None, 
     return RunPlan(preset, model_config, train_config, run=run, bundled=bundled, init=init)
 
 
+def _is_task_dataset(name: str) -> bool:
+    try:
+        return "task" in json.loads((paths.dataset_dir(name) / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, NanoGPTError):
+        return False
+
+
 def resolve_config(preset: str | None, flags: dict[str, Any], file: RunFile | None = None
                    ) -> tuple[str, ModelConfig, TrainConfig]:
     """The preset (a flag's, else the file's, else by model and device) and the merged, checked configs."""
     given = {**(file.values if file else {}), **{k: v for k, v in flags.items() if v is not None}}
     preset = preset or (file.preset if file else None)
+    if preset is None and _is_task_dataset(given.get("dataset") or TrainConfig.dataset):
+        preset = "addition"  # a task dataset (nanogpt prepare addition) gets the preset made for it
     if preset is None:
         device = resolve_device(given.get("device") or "auto")
         preset = "bigram" if given.get("model") == "bigram" else DEFAULT_PRESET_FOR_DEVICE[device.type]
@@ -234,6 +243,8 @@ def attach_dataset(plan: RunPlan, run_name: str) -> RunPlan:
             )
     elif plan.resume is None:
         model_config = replace(model_config, vocab_size=model_vocab_size(dataset))
+    if dataset.task is not None and plan.resume is None:  # a sequence is one whole problem, whatever was asked
+        model_config = replace(model_config, block_size=dataset.task.length - 1)
     for split in ("train", "val"):
         n = len(dataset.tokens(split))
         if n <= model_config.block_size:

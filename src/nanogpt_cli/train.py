@@ -34,8 +34,8 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from nanogpt_cli import __version__, distributed, paths
+from nanogpt_cli.batches import BatchSampler, estimate_loss
 from nanogpt_cli.checkpoint import FORMAT_VERSION, save_checkpoint
-from nanogpt_cli.data import BatchSampler
 from nanogpt_cli.device import autocast, describe, peak_flops, resolve_device, resolve_dtype
 from nanogpt_cli.errors import NanoGPTError
 from nanogpt_cli.loggers import open_loggers
@@ -56,25 +56,6 @@ class TrainingInterrupted(Exception):
         self.run = run
         self.iteration = iteration
         self.checkpoint = checkpoint
-
-
-@torch.no_grad()
-def estimate_loss(model: torch.nn.Module, sampler: BatchSampler, iters: int, ctx_factory, seed: int,
-                  forward=None) -> float:
-    """Mean loss over `iters` batches. The sampler is reseeded so every eval sees the same batches,
-    which makes successive evals (and the best-checkpoint choice) comparable. `forward` (default: the
-    model itself) is what computes the loss, e.g. a compiled version of the model."""
-    was_training = model.training
-    model.eval()
-    sampler.generator.manual_seed(seed)
-    total = 0.0
-    for _ in range(iters):
-        x, y = sampler.next()
-        with ctx_factory():
-            _, loss = (forward or model)(x, y)
-        total += loss.item()
-    model.train(was_training)
-    return total / iters
 
 
 # ------------------------------------------------------------------------------- run-level helpers
@@ -125,9 +106,9 @@ class Trainer:
         self.model = build_model(model_config, plan.init.weights if plan.init else None).to(self.device)
         block = model_config.block_size
         self.train_batches = BatchSampler(dataset.tokens("train"), cfg.batch_size, block, self.device, cfg.seed,
-                                          self.group.rank, self.group.world)
+                                          self.group.rank, self.group.world, dataset.task)
         self.eval_batches = {
-            split: BatchSampler(dataset.tokens(split), cfg.batch_size, block, self.device, cfg.seed)
+            split: BatchSampler(dataset.tokens(split), cfg.batch_size, block, self.device, cfg.seed, task=dataset.task)
             for split in ("train", "val")
         }
         use_compile = cfg.compile if cfg.compile is not None else self.device.type == "cuda"
@@ -269,6 +250,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "tokenizer": self.dataset.meta["tokenizer"],
             "dataset": self.dataset.name,
+            "task": self.dataset.meta.get("task"),
             "train_state": {"iteration": self.step, "best_val_loss": self.best_val_loss, "elapsed": self.elapsed()},
         }
         if self.info["init_from"]:

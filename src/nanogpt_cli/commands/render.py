@@ -337,7 +337,12 @@ def dataset_info(item: dict[str, Any]) -> None:
     out.print(f"tokenizer {item['tokenizer_name']}, vocab {meta['vocab_size']:,}, {meta['dtype']}; "
               f"train {meta['train_tokens']:,} tokens, val {meta['val_tokens']:,} tokens; "
               f"{item['chars_per_token']:.2f} characters per token on val")
-    out.print(f"source: {meta['source']['description']} (sha256 {meta['source']['sha256'][:16]}...)")
+    if meta.get("task"):
+        task = meta["task"]
+        out.print(f"source: {meta['source']['description']}; {task['train_problems']:,} train and "
+                  f"{task['val_problems']:,} val problems of {task['length']} characters, the loss on the answers only")
+    else:
+        out.print(f"source: {meta['source']['description']} (sha256 {meta['source']['sha256'][:16]}...)")
     if meta.get("char_coverage"):
         out.print(char_coverage(meta["char_coverage"]))
     out.print("[dim]--- the first train tokens, decoded ---[/]", markup=True)

@@ -74,6 +74,14 @@ def sample(
     settings = dict(temperature=temperature, top_k=top_k, top_p=top_p, stop=stop, use_cache=kv_cache)
 
     def answer(text: Optional[str], first_seed: Optional[int], echo: bool = True) -> None:
+        if session.task is not None and text:  # an arithmetic model: one exact answer per problem, right way round
+            for problem in text.splitlines():
+                solved = session.solve(problem)
+                shown = problem.strip().rstrip("=")
+                sys.stdout.write(json.dumps({"run": session.run, "problem": shown, "answer": solved}) + "\n" if as_json
+                                 else f"{shown}={solved}\n" if echo else f"{solved}\n")
+            sys.stdout.flush()
+            return
         for i in range(num_samples):
             generation = session.generate(text, max_new_tokens, seed=None if first_seed is None else first_seed + i, **settings)
             if as_json:

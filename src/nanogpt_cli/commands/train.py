@@ -115,6 +115,8 @@ def train(
     if not summary:  # a process other than the first of several: that one reports
         return
     train_summary(summary)
+    if sample_tokens > 0 and _solved_examples(summary):
+        return
     if sample_tokens > 0:
         from nanogpt_cli.generate import sample_from_run
 
@@ -126,3 +128,22 @@ def train(
         prompt = example_prompt(summary["dataset"])
         more = f"nanogpt sample --run {summary['run']}" + (f" --prompt {shlex.quote(prompt)}" if prompt else "")
         out.print("[dim]---[/]\nmore: " + escape(more), markup=True)
+
+
+def _solved_examples(summary: dict[str, Any]) -> bool:
+    """For a run on a task dataset (arithmetic), a few val problems and its answers instead of a sample."""
+    from nanogpt_cli.data import load_dataset
+    from nanogpt_cli.generate import SampleSession
+    from nanogpt_cli.tasks import val_examples
+
+    dataset = load_dataset(summary["dataset"])
+    if dataset.task is None:
+        return False
+    session = SampleSession.open(summary["run"])
+    out.print(f"\n[dim]--- {summary['run']} answers val problems (greedy) ---[/]", markup=True)
+    for problem, expected in val_examples(dataset):
+        answer = session.solve(problem)
+        out.print(f"{problem}{answer}  " + ("[green]right[/]" if answer == expected else f"[red]wrong[/] ({expected})"), markup=True)
+    out.print(f"[dim]---[/]\nmore: nanogpt sample --run {summary['run']} --prompt {shlex.quote(problem)}; "
+              f"accuracy: nanogpt eval --run {summary['run']}", markup=True)
+    return True
