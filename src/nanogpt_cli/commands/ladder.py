@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated, Any, Optional
 
 import typer
@@ -14,7 +15,7 @@ from nanogpt_cli.commands.render import TrainDisplay, byte_progress, duration, e
 def ladder(
     iters: Annotated[Optional[int], typer.Option(help="Iterations per step.")] = None,
     time: Annotated[Optional[str], typer.Option(help="Wall-clock time per step instead (90s, 2m). Default: 35s, "
-                                                    "about 5 minutes for all seven on 2 CPU cores.")] = None,
+                                                    "about 4 minutes for all seven on 2 CPU cores.")] = None,
     dataset: Annotated[str, typer.Option(help="Dataset to train every step on (char Tiny Shakespeare is the "
                                               "lecture's; prepared when missing).", autocompletion=complete_dataset)] = "shakespeare",
     prefix: Annotated[str, typer.Option(help="Runs are named PREFIX-<n>-<step>.")] = "ladder",
@@ -49,7 +50,7 @@ def ladder(
     with byte_progress(True) as progress, TrainDisplay(quiet=True) as display:
         steps = run_ladder(dataset, prefix, iters, time, device, overwrite, display, progress, stage)
         while True:
-            with err.status(f"training step {len(results) + 1} ...") if not as_json else _nothing():
+            with err.status(f"training step {len(results) + 1} ...") if not as_json else contextlib.nullcontext():
                 result = next(steps, None)
             if result is None:
                 break
@@ -61,12 +62,6 @@ def ladder(
         show_json(results)
         return
     _table(results)
-
-
-def _nothing():
-    import contextlib
-
-    return contextlib.nullcontext()
 
 
 def _table(results: list[dict[str, Any]]) -> None:
