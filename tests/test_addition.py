@@ -35,6 +35,19 @@ def test_problems_are_fixed_width_correct_and_disjoint(cli):
     assert (meta["length"], meta["answer_start"], meta["reverse"]) == (10, 6, True)
 
 
+def test_replacing_an_addition_dataset_that_runs_use_is_refused(cli):
+    args = ["prepare", "addition", "--digits", "2", "--train-problems", "2000", "--val-problems", "1000"]
+    assert cli(*args).exit_code == 0
+    again = cli(*args)
+    assert again.exit_code == 1 and "already exists; pass --overwrite" in again.stderr
+    assert cli("train", "--dataset", "addition-2", "--run", "uses-it", "--max-iters", "2", "--quiet").exit_code == 0
+    before = (paths.dataset_dir("addition-2") / "train.bin").read_bytes()
+    other = cli(*args, "--no-reverse", "--overwrite")  # other tokens under a run that can resume
+    assert other.exit_code == 1 and "is what run(s) 'uses-it' trained on" in other.stderr
+    assert (paths.dataset_dir("addition-2") / "train.bin").read_bytes() == before
+    assert cli(*args, "--overwrite").exit_code == 0  # the same problems again are fine
+
+
 def test_not_reversed_and_other_operations(cli):
     assert cli("prepare", "addition", "--digits", "2", "--no-reverse", "--ops", "+-*", "--name", "calc",
                "--train-problems", "3000", "--val-problems", "1000").exit_code == 0

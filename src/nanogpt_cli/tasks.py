@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from nanogpt_cli import paths
+from nanogpt_cli.catalog import check_replaceable
 from nanogpt_cli.errors import NanoGPTError
 from nanogpt_cli.tokenizer import CharTokenizer
 
@@ -142,6 +143,7 @@ def prepare_task(name: str | None, ops: str = "+", digits: int = 3, reverse: boo
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         if final.exists():
+            check_replaceable(final, tmp)  # never swap other problems under runs trained on these
             shutil.rmtree(final)
         tmp.rename(final)
     finally:
