@@ -48,6 +48,7 @@ from nanogpt_cli.tokenizer import (
 META_VERSION = 1
 READ_BYTES = 1 << 22  # bytes read at a time
 PIECE_CHARS = 1 << 17  # BPE text handed to one encoder thread at a time (about)
+TRAIN_PIECE_CHARS = 1 << 16  # text handed to the BPE trainer at a time
 UNICODE_SIZE = 0x110000
 
 
@@ -193,7 +194,8 @@ class _TokenWriter:
             return
         self.buffer += text
         while len(self.buffer) >= PIECE_CHARS:
-            cut = _safe_cut(self.buffer)
+            # a piece of about PIECE_CHARS (a trained BPE's encoder holds ~40x its text while encoding)
+            cut = _safe_cut(self.buffer[:PIECE_CHARS]) or _safe_cut(self.buffer)
             if cut == 0:
                 return  # no safe point yet: keep reading
             self._queue(self.pool.submit(self.tokenizer.encode_array, self.buffer[:cut]))
@@ -262,10 +264,12 @@ def _train_text(scan: _Scan, val_scan: _Scan | None, val_fraction: float, progre
 
     for doc in scan.documents:
         for text in _chunks(doc, on_bytes):
+            text = text[: max(0, left)]
+            left -= len(text)
+            # Small pieces: the trainer splits each piece into words at once (a 4 MiB piece took 0.9 GB).
+            yield from (text[i : i + TRAIN_PIECE_CHARS] for i in range(0, len(text), TRAIN_PIECE_CHARS))
             if left <= 0:
                 return
-            yield text[:left]
-            left -= len(text)
 
 
 def _write_dataset(folder: Path, scan: _Scan, val_scan: _Scan | None, tokenizer: Tokenizer, dtype: np.dtype,
