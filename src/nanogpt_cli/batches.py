@@ -51,7 +51,7 @@ class BatchSampler:
         windows = torch.from_numpy(self.tokens[starts[:, None] + self._offsets].astype(np.int64))
         x, y = windows[:, :-1].contiguous(), windows[:, 1:].contiguous()
         if self.task is not None:
-            y[:, : self.task.answer_start - 1] = -1
+            self.task.mask_problem(y)
         if self._pin:
             return x.pin_memory().to(self.device, non_blocking=True), y.pin_memory().to(self.device, non_blocking=True)
         return x.to(self.device), y.to(self.device)

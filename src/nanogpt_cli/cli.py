@@ -62,13 +62,11 @@ class Command(TyperCommand):
             from nanogpt_cli.plan import resolve_config  # imports torch: only when train's help is asked for
 
             preset, model_config, train_config = resolve_config(None, {})
-            for param in self.params:
-                for config in (model_config, train_config):
-                    if param.name in KNOBS and hasattr(config, param.name) and KNOBS[param.name].section == (
-                            "model" if config is model_config else "train"):
-                        value = getattr(config, param.name)
-                        shown = "unset" if value is None else value
-                        param.help = f"{param.help} [dim]({preset} preset: {escape(str(shown))})[/]"
+            for param in (p for p in self.params if p.name in KNOBS):
+                config = model_config if KNOBS[param.name].section == "model" else train_config
+                value = getattr(config, param.name)
+                shown = "unset" if value is None else value
+                param.help = f"{param.help} [dim]({preset} preset: {escape(str(shown))})[/]"
         super().format_help(ctx, formatter)
 
 

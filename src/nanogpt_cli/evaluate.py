@@ -74,11 +74,13 @@ def evaluate(
     run_dir = resolve_run(run)
     path = checkpoint_path(run_dir, checkpoint)
     where = resolve_device(device)
-    check_quantize(quantize, where, resolve_dtype(dtype, where))
-    loaded = load_model(path, where, resolve_dtype(dtype, where))  # quantized below, after the float32 loss
+    weights_dtype = resolve_dtype(dtype, where)
+    check_quantize(quantize, where, weights_dtype)
+    loaded = load_model(path, where, weights_dtype)  # quantized below, after the float32 loss
     model, tokenizer, block_size = loaded.model, loaded.tokenizer, loaded.config.block_size
     is_char = tokenizer.per_character
     characters = None
+    task = None  # an arithmetic dataset's (tasks.py): measured on its answers
 
     if text_file is not None:
         text = read_text_file(Path(text_file))
@@ -98,33 +100,37 @@ def evaluate(
                 f"dataset {data.name!r} was prepared with a different tokenizer than run {run_dir.name!r} "
                 f"uses ({spec_name(loaded.checkpoint['tokenizer'])}); prepare it with that tokenizer or use --text-file"
             )
-        tokens = data.tokens(split)
-        if data.task is not None:  # arithmetic: the answers' loss, and how many answers are exactly right
-            return _task_result(model, data, split, run_dir.name, path.name, quantize)
-        if len(tokens) <= block_size and not full:
+        tokens, task = data.tokens(split), data.task
+        if task is None and len(tokens) <= block_size and not full:
             raise NanoGPTError(f"the {split} split has {len(tokens)} tokens, too few for block size {block_size}; use --full")
         source, every_token = f"{data.name}:{split}", full
         if full and not is_char:
             characters = len(tokenizer.decode(np.asarray(tokens[1:]).tolist()))
 
-    def measure() -> tuple[float, int]:
-        """(summed loss, tokens predicted): every token once, or `iters` seeded random batches."""
+    def measure() -> tuple[float, int, dict[str, Any]]:
+        """(summed loss, tokens predicted, what else was measured): every token once, `iters` seeded
+        random batches, or every problem's answer and how many answers are exactly right."""
+        if task is not None:
+            return *_answers_loss(model, tokens, task), {"accuracy": accuracy(model, tokens, task)[0]}
         if every_token:
-            return _loss_over_stream(model, tokens, block_size, batch_size)
+            return *_loss_over_stream(model, tokens, block_size, batch_size), {}
         sampler = BatchSampler(tokens, batch_size, block_size, next(model.parameters()).device, seed)
         with torch.no_grad():
             total = sum(_summed_loss(model, torch.cat([x, y[:, -1:]], dim=1)) for x, y in
                         (sampler.next() for _ in range(iters)))
-        return total, iters * batch_size * block_size
+        return total, iters * batch_size * block_size, {}
 
-    total, count = measure()
+    total, count, measured = measure()
     result: dict[str, Any] = {"run": run_dir.name, "checkpoint": path.name, "source": source, "tokens": count}
+    if task is not None:
+        result["problems"] = len(tokens) // task.length
     if quantize:
         result["float32_loss"] = total / count
+        result |= {f"float32_{key}": value for key, value in measured.items()}
         quantize_int8(model)
-        total, count = measure()  # the same tokens, the same batches
+        total, count, measured = measure()  # the same tokens, the same batches
     loss = total / count
-    result |= {
+    result |= measured | {
         "loss": loss,
         "perplexity": math.exp(min(loss, 700.0)),
         "bits_per_token": loss / math.log(2),
@@ -133,7 +139,7 @@ def evaluate(
     }
     if quantize:
         result["quantize_cost"] = loss - result["float32_loss"]
-    if is_char:
+    if is_char and task is None:
         result["bits_per_char"] = result["bits_per_token"]
     elif characters:
         result["bits_per_char"] = total / math.log(2) / characters
@@ -141,32 +147,17 @@ def evaluate(
 
 
 @torch.no_grad()
-def _task_result(model: torch.nn.Module, data, split: str, run: str, checkpoint: str, quantize: str | None) -> dict[str, Any]:
-    """Every problem of a task dataset's split: the loss on the answers (as training counts it) and the
-    share of answers exactly right with greedy decoding."""
-    task, tokens = data.task, data.tokens(split)
+def _answers_loss(model: torch.nn.Module, tokens: np.ndarray, task, batch_size: int = 500) -> tuple[float, int]:
+    """Summed loss on the answers of every problem in `tokens` (as training counts it), and how many
+    answer tokens that is."""
+    device = next(model.parameters()).device
     problems = torch.from_numpy(np.asarray(tokens, dtype=np.int64).reshape(-1, task.length))
-    result: dict[str, Any] = {"run": run, "checkpoint": checkpoint, "source": f"{data.name}:{split}"}
-
-    def measure() -> tuple[float, float]:
-        device = next(model.parameters()).device
-        total, count = 0.0, 0
-        for first in range(0, len(problems), 500):
-            batch = problems[first : first + 500].to(device)
-            targets = batch[:, 1:].clone()
-            targets[:, : task.answer_start - 1] = -1
-            logits, _ = model(batch[:, :-1], targets)
-            total += F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1),
-                                     ignore_index=-1, reduction="sum").item()
-            count += int((targets >= 0).sum())
-        return total / count, accuracy(model, tokens, task)[0]
-
-    loss, right = measure()
-    if quantize:
-        result |= {"float32_loss": loss, "float32_accuracy": right}
-        quantize_int8(model)
-        loss, right = measure()
-        result["quantize_cost"] = loss - result["float32_loss"]
-    return result | {"problems": len(problems), "accuracy": right, "loss": loss, "tokens": len(problems) * (task.length - task.answer_start),
-                     "perplexity": math.exp(min(loss, 700.0)), "bits_per_token": loss / math.log(2), "quantize": quantize,
-                     "dtype": str(next(model.parameters()).dtype).removeprefix("torch.")}
+    total, count = 0.0, 0
+    for first in range(0, len(problems), batch_size):
+        batch = problems[first : first + batch_size].to(device)
+        targets = task.mask_problem(batch[:, 1:].clone())
+        logits, _ = model(batch[:, :-1], targets)
+        total += F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1),
+                                 ignore_index=-1, reduction="sum").item()
+        count += int((targets >= 0).sum())
+    return total, count

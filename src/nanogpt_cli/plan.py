@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from nanogpt_cli import paths
-from nanogpt_cli.catalog import resolve_run
+from nanogpt_cli.catalog import read_json, resolve_run
 from nanogpt_cli.checkpoint import load_checkpoint
 from nanogpt_cli.config import (
     DEFAULT_PRESET_FOR_DEVICE,
@@ -93,8 +93,8 @@ def plan_run(preset: str | None, flags: dict[str, Any], run: str | None = None, 
 
 def _is_task_dataset(name: str) -> bool:
     try:
-        return "task" in json.loads((paths.dataset_dir(name) / "meta.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError, NanoGPTError):
+        return "task" in (read_json(paths.dataset_dir(name) / "meta.json") or {})
+    except NanoGPTError:  # not a valid dataset name: the dataset check says so later
         return False
 
 

@@ -71,6 +71,12 @@ class Task:
         raise NanoGPTError(f"{text.strip()!r} is not a problem this model solves: write it as A{self.ops[0]}B= with "
                            f"up to {self.digits} digits each (operations: {' '.join(self.ops)})")
 
+    def mask_problem(self, targets):
+        """Targets (rows of next tokens of whole problems) with the problem's own positions set to -1,
+        cross-entropy's ignore_index: only the answer and its newline are learned and measured."""
+        targets[:, : self.answer_start - 1] = -1
+        return targets
+
     def read_answer(self, generated: str) -> str:
         """The answer as a person writes it: in the right order, without padding zeros."""
         digits = generated.split("\n")[0]
