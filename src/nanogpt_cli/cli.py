@@ -34,7 +34,7 @@ QUICK_START = """[bold]nanogpt[/]: build, train and sample small GPT language mo
   nanogpt eval                       loss, perplexity, bits per character
   nanogpt info                       device, folders, datasets, runs
 
-More: nanogpt plot, import, export, rm, mv; every command has --help with examples."""
+More: nanogpt ladder, plot, import, export, rm, mv; every command has --help with examples."""
 
 
 class Command(TyperCommand):
