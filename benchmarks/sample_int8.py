@@ -1,6 +1,6 @@
 """`--quantize int8` against float32 on a trained 6x384 char model, as whole `nanogpt` processes.
 
-    python benchmarks/sample_int8.py [--run NAME] [--rounds 3] [--tokens 1000]
+    python benchmarks/sample_int8.py [--run NAME] [--rounds 5] [--tokens 1000] [--compare-src OLD/src]
 
 Uses run NAME from $NANOGPT_HOME (or the per-user folder); without --run it first trains one in a
 temporary home: Tiny Shakespeare, the `shakespeare-char` preset (6 layers, 6 heads, 384 wide, block
@@ -8,6 +8,8 @@ temporary home: Tiny Shakespeare, the `shakespeare-char` preset (6 layers, 6 hea
 what int8 costs in loss). Then, alternating float32 and int8 for --rounds rounds, each one process:
 `nanogpt sample --max-new-tokens N` (whole process wall time, the loop's tokens/s from --json, the
 process's own peak RSS), and once each `nanogpt eval --full` on the val split (the loss int8 costs).
+With --compare-src, the same two commands run from another source tree too (e.g. a checkout of an
+older commit), in the same alternation: an A/B in one sitting.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ from gpt2_sample import cpu_model, nanogpt  # benchmarks/ is on sys.path when a 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--tokens", type=int, default=1000)
+    parser.add_argument("--compare-src", help="also run with this src/ folder, alternating")
     args = parser.parse_args()
     flags = Path("/proc/cpuinfo").read_text().split("flags", 1)[-1].split("\n", 1)[0] if Path("/proc/cpuinfo").exists() else ""
     wanted = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8") if f" {f}" in flags]
@@ -44,20 +47,25 @@ def main() -> None:
                                 "--quiet", env=env)
         print(f"trained run {run} in {seconds:.0f} s")
     try:
-        rows = {"float32": [], "int8": []}
+        trees = [("", None)] + ([(" (--compare-src)", args.compare_src)] if args.compare_src else [])
+        cases = [(mode, tree, src) for tree, src in trees for mode in ("float32", "int8")]
+        rows = {f"{mode}{tree}": [] for mode, tree, _ in cases}
         for _ in range(args.rounds):
-            for mode in rows:
+            for mode, tree, src in cases:
                 extra = ["--quantize", "int8"] if mode == "int8" else []
                 seconds, rss, stdout = nanogpt("sample", "--run", run, "--max-new-tokens", str(args.tokens), "--seed", "1",
-                                               "--device", "cpu", "--json", *extra, env=env)
-                rows[mode].append((seconds, json.loads(stdout)["tokens_per_second"], rss))
+                                               "--device", "cpu", "--json", *extra, env=env, src=src)
+                rows[f"{mode}{tree}"].append((seconds, json.loads(stdout)["tokens_per_second"], rss))
         print(f"\n`nanogpt sample --max-new-tokens {args.tokens}`, {args.rounds} rounds alternating (each a whole process)")
-        print("| weights | whole process (each round) | median | loop tokens/s (median) | peak RSS (max) |")
+        print("| weights | whole process (each round) | median | loop tokens/s: median (range) | peak RSS (max) |")
         print("|---|---|---:|---:|---:|")
         for mode, runs in rows.items():
             each = ", ".join(f"{s:.2f}" for s, _, _ in runs)
+            speeds = [t for _, t, _ in runs]
+            rss = max(r for _, _, r in runs)
             print(f"| {mode} | {each} s | {statistics.median(s for s, _, _ in runs):.2f} s | "
-                  f"{statistics.median(t for _, t, _ in runs):,.0f} | {max(r for _, _, r in runs):.0f} MiB |")
+                  f"{statistics.median(speeds):,.0f} ({min(speeds):,.0f}-{max(speeds):,.0f}) | "
+                  f"{rss:.0f} MiB ({rss * 1.048576:.0f} MB) |")
         _, _, stdout = nanogpt("eval", "--run", run, "--full", "--quantize", "int8", "--device", "cpu", "--json", env=env)
         result = json.loads(stdout)
         print(f"\n`nanogpt eval --full` ({result['source']}, {result['tokens']:,} tokens): float32 loss "

@@ -56,8 +56,8 @@ def test_the_cache_holds_tensors_only_and_survives_new_weights(model):
     from nanogpt_cli.model import KVCache
 
     cache = model.new_cache()
-    assert set(vars(cache)) == {"keys", "values", "length"}
-    assert all(isinstance(t, torch.Tensor) for t in cache.keys + cache.values)
+    assert set(vars(cache)) == {"layers", "length"}
+    assert all(isinstance(t, torch.Tensor) for t in cache.layers)
     assert not any(isinstance(v, torch.nn.Module) for v in vars(cache).values())
     idx = torch.randint(0, 40, (1, 6))
     model(idx[:, :3], cache=cache)

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from nanogpt_cli.errors import NanoGPTError
-from nanogpt_cli.generate import generate_tokens
-from nanogpt_cli.quantize import check_quantize, quantize_int8
+from nanogpt_cli.generate import SampleSession, generate_tokens
+from nanogpt_cli.quantize import Int8Linear, check_quantize, quantize_int8
 from test_model_options import OPTIONS, _model
 
 
@@ -42,6 +42,37 @@ def test_int8_works_with_every_option_and_the_cache(options):
     model.store_weights_column_major()  # what sampling on a CPU does next: the float head only
     sampled = list(generate_tokens(model, [1, 2, 3], 40, 1.0, generator=torch.Generator().manual_seed(3)))
     assert len(sampled) == 40 and all(0 <= t < 40 for t in sampled)
+
+
+def test_an_int8_layer_computes_the_linear_up_to_rounding_and_keeps_no_float_weight():
+    torch.manual_seed(0)
+    linear = nn.Linear(96, 200)
+    layer = Int8Linear(linear)
+    assert list(layer.parameters()) == [] and "int8" in repr(layer)
+    x = torch.randn(3, 5, 96)
+    exact, approx = linear(x), layer(x)
+    assert approx.shape == exact.shape == (3, 5, 200) and approx.dtype == torch.float32
+    error = (approx - exact).abs().max() / exact.abs().max()
+    assert 0 < error < 0.02  # int8 weights and inputs: close, not equal
+    # One scale per output row: a row of tiny weights keeps its precision beside a row of huge ones.
+    wide = nn.Linear(96, 200, bias=False)
+    with torch.no_grad():
+        wide.weight[0] *= 1000
+        wide.weight[1] *= 0.001
+    small, small_exact = Int8Linear(wide)(x)[..., 1], wide(x)[..., 1]
+    assert (small - small_exact).abs().max() < 0.02 * small_exact.abs().max()
+
+
+def test_an_int8_session_holds_its_own_weights_not_the_checkpoint_file(trained_run, home):
+    # The checkpoint is mapped to quantize it without a float copy in memory; afterwards nothing may
+    # read from it: a training run may rewrite best.pt while a sampling session is open.
+    session = SampleSession.open(trained_run, quantize="int8")
+    before = "".join(session.generate("the ", 80, seed=3))
+    path = home / "runs" / trained_run / "best.pt"
+    size = path.stat().st_size
+    with open(path, "r+b") as f:  # zeros over every byte, in place (the same file, the same size)
+        f.write(bytes(size))
+    assert "".join(session.generate("the ", 80, seed=3)) == before
 
 
 def test_quantize_refuses_what_it_cannot_do():

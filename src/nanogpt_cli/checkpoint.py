@@ -9,7 +9,9 @@ mid-write leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import mmap
 import os
 import pickle
 import shutil
@@ -76,9 +78,10 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def read_tensors_file(path: Path, what: str = "checkpoint", map_location: Any = "cpu") -> Any:
+def read_tensors_file(path: Path, what: str = "checkpoint", map_location: Any = "cpu", mmap: bool = False) -> Any:
     """The contents of a torch.save file, read with `weights_only=True`: tensors and plain containers
-    only, so no pickled code can run. Anything else is refused with a NanoGPTError saying why."""
+    only, so no pickled code can run. Anything else is refused with a NanoGPTError saying why. With
+    `mmap`, tensors are views of the file mapped into memory: pages are read when first touched."""
     path = Path(path)
     if not path.is_file():
         raise NanoGPTError(f"{what} {path} does not exist")
@@ -87,7 +90,7 @@ def read_tensors_file(path: Path, what: str = "checkpoint", map_location: Any = 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch warns about foreign pickle protocols; we refuse below
-            return torch.load(path, map_location=map_location, weights_only=True)
+            return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
         if "weights_only" in str(exc) or "Unsupported global" in str(exc):
             raise NanoGPTError(
@@ -99,9 +102,9 @@ def read_tensors_file(path: Path, what: str = "checkpoint", map_location: Any = 
         raise NanoGPTError(f"{what} {path} is corrupt, truncated or not a PyTorch checkpoint") from None
 
 
-def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
+def load_checkpoint(path: Path, map_location: Any = "cpu", mmap: bool = False) -> dict[str, Any]:
     """Read a nanogpt checkpoint safely, or raise NanoGPTError saying why it cannot be used."""
-    ckpt = read_tensors_file(path, "checkpoint", map_location)
+    ckpt = read_tensors_file(path, "checkpoint", map_location, mmap)
     if not isinstance(ckpt, dict) or "format_version" not in ckpt or "model" not in ckpt:
         hint = "; bring it in with `nanogpt import`" if isinstance(ckpt, dict) and "model_args" in ckpt else ""
         raise NanoGPTError(f"{path} is not a nanogpt checkpoint (no format version or model weights){hint}")
@@ -111,6 +114,20 @@ def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
             f"reads ({FORMAT_VERSION}); upgrade nanogpt-cli"
         )
     return ckpt
+
+
+def _drop_pages(tensor: torch.Tensor) -> None:
+    """Hand back to the OS the memory pages under `tensor`, a view of a mapped checkpoint that was only
+    ever read: they leave this process's resident memory, and would be read from the file again if
+    touched. Only whole pages inside the tensor are handed back. Where madvise is missing, nothing."""
+    page, start = mmap.PAGESIZE, tensor.data_ptr()
+    first, last = -(-start // page) * page, (start + tensor.numel() * tensor.element_size()) // page * page
+    if last <= first or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    try:
+        ctypes.CDLL(None).madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), mmap.MADV_DONTNEED)
+    except (OSError, AttributeError, TypeError):
+        pass  # only memory is at stake, never correctness
 
 
 @dataclass
@@ -140,7 +157,10 @@ def load_model(path: Path, device: torch.device, dtype: torch.dtype = torch.floa
     in `dtype` (float32, the reference; bfloat16 or float16 halve the memory), or with `quantize="int8"`
     int8 block weights on the CPU."""
     check_quantize(quantize, device, dtype)
-    ckpt = load_checkpoint(path, map_location="cpu")
+    # To quantize, the file is mapped instead of read: each float weight is read from the page cache
+    # into its int8 layer and its pages handed back, so the float32 blocks never sit in memory whole.
+    ckpt = load_checkpoint(path, map_location="cpu", mmap=bool(quantize))
+    mapped = {t.data_ptr() for t in ckpt.get("model", {}).values() if isinstance(t, torch.Tensor)} if quantize else set()
     try:
         config = model_config_from_dict(ckpt["model_config"])
         model = build_model(config, ckpt["model"])
@@ -149,5 +169,8 @@ def load_model(path: Path, device: torch.device, dtype: torch.dtype = torch.floa
     del ckpt["model"]  # the model holds the weights now; keep one copy in memory, not two
     model.to(device=device, dtype=dtype).eval()
     if quantize:
-        quantize_int8(model)
+        quantize_int8(model, done=lambda weight: _drop_pages(weight) if weight.data_ptr() in mapped else None)
+        with torch.no_grad():  # what stays float gets memory of its own, so the file's mapping closes
+            for tensor in model.parameters():
+                tensor.data = tensor.data.clone()
     return LoadedModel(model, config, tokenizer_from_spec(ckpt["tokenizer"]), ckpt, Path(path))

@@ -100,8 +100,11 @@ def generate_tokens(
         # Without a cache, the whole window every step; with one, the window once to fill it (first
         # step, or after the window slid), then only the newest token.
         fed = window if cache is None or cache.length == 0 else window[-1:]
-        logits, _ = model(torch.tensor([fed], device=device), cache=cache)
-        token = int(next_token(logits[:, -1, :vocab_size], temperature, top_k, top_p, generator))
+        # Plain tensors only: PyTorch skips asking each argument for a __torch_function__ override, a
+        # lookup that costs microseconds per op on objects such as the int8 layers' packed weights.
+        with torch._C.DisableTorchFunctionSubclass():
+            logits, _ = model(torch.tensor([fed], device=device), cache=cache)
+            token = int(next_token(logits[:, -1, :vocab_size], temperature, top_k, top_p, generator))
         yield token
         window.append(token)
         if len(window) > block_size:

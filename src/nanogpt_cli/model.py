@@ -70,23 +70,22 @@ class KVCache:
     work instead of the whole context's. Training never uses it."""
 
     def __init__(self, config: ModelConfig, batch_size: int, device: torch.device, dtype: torch.dtype):
-        # Stored as attention reads them, (B, n_head, block_size, head_size): each step reads a
-        # contiguous slice instead of gathering strided heads.
-        shape = (batch_size, config.n_head, config.block_size, config.n_embd // config.n_head)
-        self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
-        self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
+        # One tensor per layer, keys and values stacked, laid out as attention reads them:
+        # (2, B, n_head, block_size, head_size). Each step writes both with one copy and reads a
+        # contiguous slice of every head instead of gathering strided ones.
+        shape = (2, batch_size, config.n_head, config.block_size, config.n_embd // config.n_head)
+        self.layers = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
         self.length = 0  # positions filled so far
 
     def reset(self) -> None:
         self.length = 0
 
-    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store this layer's new (B, n_head, T, head_size) keys and values after the cached ones and
-        return every key and value so far."""
-        end = self.length + k.size(2)
-        self.keys[layer][:, :, self.length : end] = k
-        self.values[layer][:, :, self.length : end] = v
-        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+    def append(self, layer: int, kv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store this layer's new keys and values, (2, B, n_head, T, head_size), after the cached ones
+        and return every key and every value so far."""
+        end = self.length + kv.size(3)
+        self.layers[layer][:, :, :, self.length : end] = kv
+        return self.layers[layer][:, :, :, :end].unbind(0)
 
 
 class CausalSelfAttention(nn.Module):
@@ -106,9 +105,10 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         B, T, C = x.size()
-        # Query, key and value of every position; heads become a batch dimension: (B, n_head, T, head_size).
-        qkv = self.c_attn(x).view(B, T, 3, C).unbind(2)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in qkv)
+        # Query, key and value of every position; heads become a batch dimension:
+        # qkv is (3, B, n_head, T, head_size), views of one matmul's output.
+        qkv = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
         if self.qk_norm:  # unit-RMS queries and keys keep attention logits in range
             q, k = F.rms_norm(q, (q.size(-1),)), F.rms_norm(k, (k.size(-1),))
         if self.rotary is not None:  # positions enter here, as rotations of queries and keys
@@ -121,7 +121,10 @@ class CausalSelfAttention(nn.Module):
             # Sampling: the new tokens see every cached position and, among themselves, only the past.
             # A single new token needs no mask at all.
             past = cache.length
-            k, v = cache.append(self.layer, k, v)  # every key and value so far
+            # This step's keys and values as one (2, B, n_head, T, head_size) tensor: a view of qkv,
+            # unless qk_norm or rotary made new keys.
+            new = torch.stack((k, v)) if self.qk_norm or self.rotary is not None else qkv[1:]
+            k, v = cache.append(self.layer, new)  # every key and value so far
             mask = None if T == 1 else torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(past)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         y = y.transpose(1, 2).reshape(B, T, C)  # re-join the heads

@@ -1,22 +1,23 @@
 """int8 weights for sampling and evaluating on a CPU (`--quantize int8`).
 
 A sampling step on a CPU is mostly matrix-vector products that stream every weight once per token;
-with float32 weights larger than the CPU's cache, memory bandwidth sets the speed. PyTorch's dynamic
-quantization stores each Linear weight of the transformer blocks as int8 with one scale per output
-row (a quarter of the bytes), and at run time quantizes the activations of each call and multiplies
-with its int8 kernels (fbgemm / oneDNN). The token embedding and the head stay float32: they are a
-small share of the weights, and the head sets the output distribution.
+with float32 weights larger than the CPU's cache, memory bandwidth sets the speed. Here each Linear
+weight of the transformer blocks becomes int8 with one scale per output row (symmetric: the largest
+magnitude of a row maps to 127), a quarter of the bytes. At run time each call quantizes its input
+and multiplies with PyTorch's int8 kernels (`quantized::linear_dynamic`, fbgemm on x86), which hand
+back float32. The token embedding and the head stay float32: a small share of the weights, and the
+head sets the output distribution.
 
-This uses `torch.ao.quantization.quantize_dynamic`. Its successor, the `torchao` package, was measured
-too: on this project's 2-core CPU its int8 weight-only path sampled at about 60% and its int8
-dynamic path at about 20% of this one's speed (docs/performance.md), and torch.compile, which
-torchao relies on for speed, costs more start-up than a whole sample. This module knows models and
-devices; it never reads files.
+These are the same ops that `torch.ao.quantization.quantize_dynamic` builds its layers from, without
+its module: that module spent about as long in Python per call as the kernel spends multiplying
+(docs/performance.md). The `torchao` package, torch.ao's successor, was measured too and sampled at
+a fraction of this speed on a 2-core CPU. This module knows models and devices; it never reads files.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -37,19 +38,48 @@ def check_quantize(how: str | None, device: torch.device, dtype: torch.dtype) ->
                            f"{device.type}; add --device cpu, or leave --quantize out")
     if dtype != torch.float32:
         raise NanoGPTError(f"--quantize int8 starts from float32 weights; leave out --dtype {str(dtype).removeprefix('torch.')}")
-    if torch.backends.quantized.engine == "none":
-        raise NanoGPTError("this PyTorch build has no int8 CPU kernels (no quantized engine); leave --quantize out")
+    if torch.backends.quantized.engine == "none" or not hasattr(torch.ops.quantized, "linear_dynamic"):
+        raise NanoGPTError(f"this PyTorch build ({torch.__version__}) has no int8 CPU kernels; leave --quantize out")
 
 
-def quantize_int8(model: nn.Module) -> nn.Module:
-    """Replace the Linear layers of a GPT's blocks by int8 ones, in place; returns the model."""
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+class Int8Linear(nn.Module):
+    """y = x W^T + b with W held as int8 (one float scale per output row), x quantized per call."""
 
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        weight = linear.weight.detach().float()
+        scale = (weight.abs().amax(dim=1) / 127).clamp(min=1e-12).double()
+        zero = torch.zeros(weight.size(0), dtype=torch.long)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # quantized tensors announce their move to torchao
+            qweight = torch.quantize_per_channel(weight, scale, zero, axis=0, dtype=torch.qint8)
+        bias = None if linear.bias is None else linear.bias.detach().float().clone()  # the packed layer keeps it
+        # Packed once into the kernel's own layout (the float weight is not kept).
+        self.packed = torch.ops.quantized.linear_prepack(qweight, bias)
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        # The kernel itself: its Python wrapper (OpOverload) first searches the arguments for the fake
+        # objects used in tracing, a few microseconds per call in a step of about a thousand.
+        self.kernel = torch.ops.quantized.linear_dynamic.default._op
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # reduce_range: 7-bit inputs, so the kernel's 16-bit sums of u8 x s8 pairs never saturate.
+        return self.kernel(x, self.packed, True)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, int8"
+
+
+def quantize_int8(model: nn.Module, done: Callable[[torch.Tensor], None] | None = None) -> nn.Module:
+    """Replace the Linear layers of a GPT's blocks by Int8Linear ones, in place; returns the model.
+    `done`, if given, is called with each float weight once its int8 layer no longer needs it."""
     blocks = getattr(getattr(model, "transformer", None), "h", None)
     if blocks is None:
         raise NanoGPTError("this model has no transformer blocks to quantize (the bigram model is one table); "
                            "leave --quantize out")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao.quantization announces its move to torchao
-        quantize_dynamic(blocks, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True)
+    for parent in list(blocks.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.Linear):
+                setattr(parent, name, Int8Linear(child))  # the float weight goes with the old layer
+                if done is not None:
+                    done(child.weight)
     return model
