@@ -78,10 +78,10 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def read_tensors_file(path: Path, what: str = "checkpoint", map_location: Any = "cpu", mmap: bool = False) -> Any:
+def read_tensors_file(path: Path, what: str = "checkpoint", map_location: Any = "cpu", map_file: bool = False) -> Any:
     """The contents of a torch.save file, read with `weights_only=True`: tensors and plain containers
     only, so no pickled code can run. Anything else is refused with a NanoGPTError saying why. With
-    `mmap`, tensors are views of the file mapped into memory: pages are read when first touched."""
+    `map_file`, tensors are views of the file mapped into memory: pages are read when first touched."""
     path = Path(path)
     if not path.is_file():
         raise NanoGPTError(f"{what} {path} does not exist")
@@ -90,7 +90,7 @@ def read_tensors_file(path: Path, what: str = "checkpoint", map_location: Any = 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch warns about foreign pickle protocols; we refuse below
-            return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+            return torch.load(path, map_location=map_location, weights_only=True, mmap=map_file)
     except pickle.UnpicklingError as exc:
         if "weights_only" in str(exc) or "Unsupported global" in str(exc):
             raise NanoGPTError(
@@ -102,9 +102,9 @@ def read_tensors_file(path: Path, what: str = "checkpoint", map_location: Any = 
         raise NanoGPTError(f"{what} {path} is corrupt, truncated or not a PyTorch checkpoint") from None
 
 
-def load_checkpoint(path: Path, map_location: Any = "cpu", mmap: bool = False) -> dict[str, Any]:
+def load_checkpoint(path: Path, map_location: Any = "cpu", map_file: bool = False) -> dict[str, Any]:
     """Read a nanogpt checkpoint safely, or raise NanoGPTError saying why it cannot be used."""
-    ckpt = read_tensors_file(path, "checkpoint", map_location, mmap)
+    ckpt = read_tensors_file(path, "checkpoint", map_location, map_file)
     if not isinstance(ckpt, dict) or "format_version" not in ckpt or "model" not in ckpt:
         hint = "; bring it in with `nanogpt import`" if isinstance(ckpt, dict) and "model_args" in ckpt else ""
         raise NanoGPTError(f"{path} is not a nanogpt checkpoint (no format version or model weights){hint}")
@@ -159,7 +159,7 @@ def load_model(path: Path, device: torch.device, dtype: torch.dtype = torch.floa
     check_quantize(quantize, device, dtype)
     # To quantize, the file is mapped instead of read: each float weight is read from the page cache
     # into its int8 layer and its pages handed back, so the float32 blocks never sit in memory whole.
-    ckpt = load_checkpoint(path, map_location="cpu", mmap=bool(quantize))
+    ckpt = load_checkpoint(path, map_location="cpu", map_file=bool(quantize))
     mapped = {t.data_ptr() for t in ckpt.get("model", {}).values() if isinstance(t, torch.Tensor)} if quantize else set()
     try:
         config = model_config_from_dict(ckpt["model_config"])

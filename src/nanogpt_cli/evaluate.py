@@ -127,7 +127,7 @@ def evaluate(
     if quantize:
         result["float32_loss"] = total / count
         result |= {f"float32_{key}": value for key, value in measured.items()}
-        quantize_int8(model)
+        quantize_int8(model, per_token=False)  # one kernel call per batch: per-token calls would take minutes here
         total, count, measured = measure()  # the same tokens, the same batches
     loss = total / count
     result |= measured | {

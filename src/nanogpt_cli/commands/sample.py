@@ -37,7 +37,7 @@ def sample(
     seed: Annotated[Optional[int], typer.Option(help="Seed for repeatable samples.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
     dtype: Annotated[str, typer.Option(help="Weights' precision: auto (bfloat16 on CUDA GPUs that have it, else float32), float32, bfloat16 or float16 (GPU).")] = "auto",
-    quantize: Annotated[Optional[str], typer.Option(help="int8: int8 block weights on the CPU, about 3.4x faster sampling (eval --quantize int8 shows what it costs in loss).")] = None,
+    quantize: Annotated[Optional[str], typer.Option(help="int8: int8 block weights on the CPU, about 3x faster sampling (eval --quantize int8 shows what it costs in loss).")] = None,
     interactive: Annotated[bool, typer.Option("--interactive", "-i", help="Read a prompt per line from stdin and answer each, until EOF (Ctrl-D).")] = False,
     kv_cache: Annotated[bool, typer.Option("--kv-cache/--no-kv-cache", help="Reuse attention keys/values between steps (--no-kv-cache re-runs the whole context, for comparison).")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per sample (prompt, text, tokens, tokens/s).")] = False,
