@@ -5,6 +5,7 @@ what cannot work says so in one line."""
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -101,6 +102,12 @@ def test_quantize_refuses_what_it_cannot_do():
         check_quantize("int8", torch.device("mps"), torch.float32)
     with pytest.raises(NanoGPTError, match="starts from float32 weights; leave out --dtype bfloat16"):
         check_quantize("int8", cpu, torch.bfloat16)
+
+
+def test_quantize_says_so_when_pytorch_has_no_int8_kernels(monkeypatch):
+    monkeypatch.setattr(torch.backends, "quantized", SimpleNamespace(engine="none"))  # a build without them
+    with pytest.raises(NanoGPTError, match=r"this PyTorch build \(.*\) has no int8 CPU kernels; leave --quantize out"):
+        check_quantize("int8", torch.device("cpu"), torch.float32)
 
 
 def test_sample_int8_from_the_cli(cli, trained_run):
