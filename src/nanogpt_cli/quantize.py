@@ -5,8 +5,8 @@ with float32 weights larger than the CPU's cache, memory bandwidth sets the spee
 weight of the transformer blocks becomes int8 with one scale per output row (symmetric: the largest
 magnitude of a row maps to 127), a quarter of the bytes. At run time the input is quantized on the
 fly (for sampling, each token with its own scale) and multiplied with PyTorch's int8 kernels
-(`quantized::linear_dynamic`, fbgemm on x86), which hand back float32. The token embedding and the head stay float32: a small share of the weights, and the
-head sets the output distribution.
+(`quantized::linear_dynamic`, fbgemm on x86), which hand back float32. The token embedding and the
+head stay float32: a small share of the weights, and the head sets the output distribution.
 
 These are the same ops that `torch.ao.quantization.quantize_dynamic` builds its layers from, without
 its module: that module spent about as long in Python per call as the kernel spends multiplying
