@@ -99,6 +99,18 @@ def test_sampling_draws_what_torch_multinomial_draws():
         next_token(torch.tensor([[0.0, float("inf")]]), 1.0)
 
 
+def test_steps_run_without_onednn_and_the_callers_setting_comes_back(model, monkeypatch):
+    # A step runs GELU in PyTorch's own kernel (oneDNN's costs 5x more per token); between steps,
+    # and after, whatever the caller had is in force again.
+    during = []
+    forward = model.forward
+    monkeypatch.setattr(model, "forward", lambda *args, **kwargs: during.append(torch.backends.mkldnn.enabled)
+                        or forward(*args, **kwargs))
+    monkeypatch.setattr(torch.backends.mkldnn, "enabled", True)
+    between = [torch.backends.mkldnn.enabled for _ in generate_tokens(model, [1, 2], 20)]  # slides at 16
+    assert during == [False] * 20 and between == [True] * 20 and torch.backends.mkldnn.enabled
+
+
 @pytest.mark.parametrize("temperature, top_k, top_p", [(0.0, None, None), (1.0, None, None), (0.8, 10, 0.9)])
 def test_cache_and_plain_paths_agree_across_window_slides(model, temperature, top_k, top_p):
     prompt = [1, 2, 3, 4, 5]

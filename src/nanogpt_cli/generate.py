@@ -12,6 +12,7 @@ strings and timing. This module knows token ids and a tokenizer; it never reads 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Iterator
@@ -74,6 +75,24 @@ def next_token(
     return (probs / noise).argmax(dim=-1, keepdim=True)
 
 
+@contextlib.contextmanager
+def _sampling_step() -> Iterator[None]:
+    """Settings for one sampling step; a step is a few hundred small ops, so per-op overheads decide.
+    - Plain tensors only: PyTorch skips asking each argument for a __torch_function__ override, a
+      lookup that costs microseconds per op on objects such as the int8 layers' packed weights.
+    - oneDNN off: on a CPU, PyTorch hands exact GELU to a oneDNN primitive when oneDNN is on, about
+      12 us for one token's 4 x n_embd values against 2 us in PyTorch's own vectorized kernel
+      (docs/performance.md). Nothing else a step runs uses oneDNN. Restored after every step, so code
+      that runs between tokens (training, say) keeps its settings."""
+    onednn = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        with torch._C.DisableTorchFunctionSubclass():
+            yield
+    finally:
+        torch.backends.mkldnn.enabled = onednn
+
+
 @torch.inference_mode()
 def generate_tokens(
     model: torch.nn.Module,
@@ -100,9 +119,7 @@ def generate_tokens(
         # Without a cache, the whole window every step; with one, the window once to fill it (first
         # step, or after the window slid), then only the newest token.
         fed = window if cache is None or cache.length == 0 else window[-1:]
-        # Plain tensors only: PyTorch skips asking each argument for a __torch_function__ override, a
-        # lookup that costs microseconds per op on objects such as the int8 layers' packed weights.
-        with torch._C.DisableTorchFunctionSubclass():
+        with _sampling_step():
             logits, _ = model(torch.tensor([fed], device=device), cache=cache)
             token = int(next_token(logits[:, -1, :vocab_size], temperature, top_k, top_p, generator))
         yield token
