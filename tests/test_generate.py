@@ -99,16 +99,19 @@ def test_sampling_draws_what_torch_multinomial_draws():
         next_token(torch.tensor([[0.0, float("inf")]]), 1.0)
 
 
-def test_steps_run_without_onednn_and_the_callers_setting_comes_back(model, monkeypatch):
-    # A step runs GELU in PyTorch's own kernel (oneDNN's costs 5x more per token); between steps,
-    # and after, whatever the caller had is in force again.
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_float32_steps_run_without_onednn_and_the_callers_setting_comes_back(model, monkeypatch, dtype):
+    # A float32 step runs GELU in PyTorch's own kernel (oneDNN's costs 5x more per token); bfloat16
+    # products on a CPU need oneDNN (4x slower without). Between steps, and after, whatever the
+    # caller had is in force again.
+    model.to(dtype)
     during = []
     forward = model.forward
     monkeypatch.setattr(model, "forward", lambda *args, **kwargs: during.append(torch.backends.mkldnn.enabled)
                         or forward(*args, **kwargs))
     monkeypatch.setattr(torch.backends.mkldnn, "enabled", True)
     between = [torch.backends.mkldnn.enabled for _ in generate_tokens(model, [1, 2], 20)]  # slides at 16
-    assert during == [False] * 20 and between == [True] * 20 and torch.backends.mkldnn.enabled
+    assert during == [dtype != torch.float32] * 20 and between == [True] * 20 and torch.backends.mkldnn.enabled
 
 
 @pytest.mark.parametrize("temperature, top_k, top_p", [(0.0, None, None), (1.0, None, None), (0.8, 10, 0.9)])

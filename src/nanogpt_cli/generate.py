@@ -76,21 +76,22 @@ def next_token(
 
 
 @contextlib.contextmanager
-def _sampling_step() -> Iterator[None]:
+def _sampling_step(onednn: bool) -> Iterator[None]:
     """Settings for one sampling step; a step is a few hundred small ops, so per-op overheads decide.
     - Plain tensors only: PyTorch skips asking each argument for a __torch_function__ override, a
       lookup that costs microseconds per op on objects such as the int8 layers' packed weights.
-    - oneDNN off: on a CPU, PyTorch hands exact GELU to a oneDNN primitive when oneDNN is on, about
-      12 us for one token's 4 x n_embd values against 2 us in PyTorch's own vectorized kernel
-      (docs/performance.md). Nothing else a step runs uses oneDNN. Restored after every step, so code
-      that runs between tokens (training, say) keeps its settings."""
-    onednn = torch.backends.mkldnn.enabled
-    torch.backends.mkldnn.enabled = False
+    - oneDNN off unless `onednn`: on a CPU, PyTorch hands exact GELU to a oneDNN primitive when oneDNN
+      is on, about 12 us for one token's 4 x n_embd values against 2 us in PyTorch's own vectorized
+      kernel (docs/performance.md); nothing else in a float32 step uses oneDNN. bfloat16 and float16
+      products on a CPU do: they keep it. The caller's setting is back after every step, so code that
+      runs between tokens (training, say) keeps its settings."""
+    saved = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = saved and onednn
     try:
         with torch._C.DisableTorchFunctionSubclass():
             yield
     finally:
-        torch.backends.mkldnn.enabled = onednn
+        torch.backends.mkldnn.enabled = saved
 
 
 @torch.inference_mode()
@@ -110,7 +111,7 @@ def generate_tokens(
     check_sampling_args(temperature, top_k, top_p, max_new_tokens)
     if not prompt:
         raise NanoGPTError("the prompt is empty; give at least one character or token")
-    device = next(model.parameters()).device
+    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
     block_size = model.config.block_size
     keep = max(1, int(block_size * WINDOW_KEEP))
     window = list(prompt[-block_size:])
@@ -119,7 +120,7 @@ def generate_tokens(
         # Without a cache, the whole window every step; with one, the window once to fill it (first
         # step, or after the window slid), then only the newest token.
         fed = window if cache is None or cache.length == 0 else window[-1:]
-        with _sampling_step():
+        with _sampling_step(onednn=dtype != torch.float32):
             logits, _ = model(torch.tensor([fed], device=device), cache=cache)
             token = int(next_token(logits[:, -1, :vocab_size], temperature, top_k, top_p, generator))
         yield token
