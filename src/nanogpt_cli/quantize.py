@@ -75,6 +75,11 @@ class Int8Linear(nn.Module):
         rows = x.reshape(-1, x.size(-1)).split(1)
         return torch.cat([self.kernel(row, self.packed, True) for row in rows]).view(*x.shape[:-1], self.out_features)
 
+    # Called straight, without nn.Module's hook machinery (two more Python frames and a handful of
+    # checks a call, 24 calls a token): about 3% of an int8 sampling step (docs/performance.md). This
+    # layer exists for sampling and eval only; hooks registered on it would not run.
+    __call__ = forward
+
     def extra_repr(self) -> str:
         scales = "per token" if self.per_token else "per call"
         return f"in_features={self.in_features}, out_features={self.out_features}, int8, inputs quantized {scales}"
