@@ -111,7 +111,8 @@ def generate_tokens(
     check_sampling_args(temperature, top_k, top_p, max_new_tokens)
     if not prompt:
         raise NanoGPTError("the prompt is empty; give at least one character or token")
-    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
+    weight = next(model.parameters())
+    device, dtype = weight.device, weight.dtype
     block_size = model.config.block_size
     keep = max(1, int(block_size * WINDOW_KEEP))
     window = list(prompt[-block_size:])
