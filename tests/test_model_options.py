@@ -39,9 +39,15 @@ def test_each_option_samples_the_same_with_and_without_the_cache(options):
     cache = model.new_cache(batch_size=2)
     prefill, _ = model(idx[:, :6], cache=cache)
     assert torch.allclose(prefill[:, -1], full[:, 5], atol=1e-5)
-    for t in range(6, 16):
+    several, _ = model(idx[:, 6:10], cache=cache)  # several new tokens after cached ones
+    assert torch.allclose(several[:, -1], full[:, 9], atol=1e-5)
+    for t in range(10, 16):
         step, _ = model(idx[:, t : t + 1], cache=cache)
         assert torch.allclose(step[:, -1], full[:, t], atol=1e-5), t
+    # Without targets or a cache (the plain sampling path) only the last position is computed past
+    # the last attention, and it is the full forward's last position.
+    last, _ = model(idx)
+    assert last.shape == (2, 1, 40) and torch.allclose(last[:, -1], full[:, -1], atol=1e-5)
     model.store_weights_column_major()  # as sampling on a CPU does
     plain = list(generate_tokens(model, [1, 2, 3], 40, 1.0, generator=torch.Generator().manual_seed(3), use_cache=False))
     cached = list(generate_tokens(model, [1, 2, 3], 40, 1.0, generator=torch.Generator().manual_seed(3)))

@@ -103,7 +103,9 @@ class CausalSelfAttention(nn.Module):
         self.rotary = Rotary(config.n_embd // config.n_head, config.block_size) if config.pos == "rope" else None
         self.layer = layer  # this layer's slot in a KVCache
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, last_only: bool = False) -> torch.Tensor:
+        """With `last_only`, every position's keys and values are made (and cached) but only the last
+        position's output is returned: all that the last layer of a sampling step needs."""
         B, T, C = x.size()
         # Query, key and value of every position; heads become a batch dimension:
         # qkv is (3, B, n_head, T, head_size), views of one matmul's output.
@@ -114,20 +116,23 @@ class CausalSelfAttention(nn.Module):
         if self.rotary is not None:  # positions enter here, as rotations of queries and keys
             start = cache.length if cache is not None else 0
             q, k = self.rotary(q, start), self.rotary(k, start)
-        if cache is None:
-            # PyTorch picks the fastest kernel it has (flash attention on recent GPUs).
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)
-        else:
-            # Sampling: the new tokens see every cached position and, among themselves, only the past.
-            # A single new token needs no mask at all.
-            past = cache.length
-            # This step's keys and values as one (2, B, n_head, T, head_size) tensor: a view of qkv,
-            # unless qk_norm or rotary made new keys.
+        past = 0 if cache is None else cache.length
+        if cache is not None:
+            # Sampling: this step's keys and values as one (2, B, n_head, T, head_size) tensor (a view of
+            # qkv, unless qk_norm or rotary made new keys) go after the cached ones.
             new = torch.stack((k, v)) if self.qk_norm or self.rotary is not None else qkv[1:]
             k, v = cache.append(self.layer, new)  # every key and value so far
-            mask = None if T == 1 else torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(past)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        y = y.transpose(1, 2).reshape(B, T, C)  # re-join the heads
+        if last_only:
+            q = q[:, :, -1:]  # the last position sees every key: no mask
+        # Each position sees the cached ones and, among the new ones, only itself and the past; a single
+        # query needs no mask at all. PyTorch picks the fastest kernel it has (flash attention on GPUs).
+        queries = q.size(2)
+        mask = None
+        if queries > 1 and past:
+            mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(past)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
+                                           is_causal=queries > 1 and not past)
+        y = y.transpose(1, 2).reshape(B, queries, C)  # re-join the heads
         return dropout(self.c_proj(y), self.dropout, self.training)
 
 
@@ -169,10 +174,13 @@ class Block(nn.Module):
         self.mlp = MLP(config) if config.mlp != "none" else None
         self.residual = config.residual
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, last_only: bool = False) -> torch.Tensor:
         # Residual connections give gradients a straight path from the loss to every layer.
         # (Without them, as in the lecture's ladder, each part replaces the stream instead.)
-        x = (x if self.residual else 0) + self.attn(self.ln_1(x), cache)
+        # With `last_only`, only the last position goes on past attention (see CausalSelfAttention).
+        attended = self.attn(self.ln_1(x), cache, last_only)
+        x = (x[:, -1:] if last_only else x) if self.residual else 0
+        x = x + attended
         if self.mlp is not None:
             x = (x if self.residual else 0) + self.mlp(self.ln_2(x))
         return x
@@ -229,12 +237,16 @@ class GPT(nn.Module):
         elif self.config.pos == "sinusoidal":
             x = x + self.position_table[past : past + T]
         x = dropout(x, self.config.dropout, self.training)  # (rope acts inside attention; none: no positions)
-        for block in self.transformer.h:
+        *blocks, last = self.transformer.h
+        for block in blocks:
             x = block(x, cache)
+        # Without targets only the last position's logits are wanted, so the last block computes only
+        # that position once its attention has seen (and cached) all of them: a sampling step's refill
+        # of 128 positions then skips an eighth of its work.
+        x = last(x, cache, last_only=targets is None and T > 1)
         if cache is not None:
             cache.length += T
-        x = self.transformer.ln_f(x)
-        logits = self.head(x if targets is not None else x[:, -1:, :])
+        logits = self.head(self.transformer.ln_f(x))
         if targets is None:
             return logits, None
         # A target of -1 is not learned: task datasets mask the problem, so only its answer counts.
