@@ -179,8 +179,9 @@ class Block(nn.Module):
         # (Without them, as in the lecture's ladder, each part replaces the stream instead.)
         # With `last_only`, only the last position goes on past attention (see CausalSelfAttention).
         attended = self.attn(self.ln_1(x), cache, last_only)
-        x = (x[:, -1:] if last_only else x) if self.residual else 0
-        x = x + attended
+        if last_only:
+            x = x[:, -1:]
+        x = (x if self.residual else 0) + attended
         if self.mlp is not None:
             x = (x if self.residual else 0) + self.mlp(self.ln_2(x))
         return x
