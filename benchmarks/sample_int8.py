@@ -19,10 +19,19 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 from gpt2_sample import cpu_model, nanogpt  # benchmarks/ is on sys.path when a script runs
+
+
+def _seconds(command: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(command, check=True)
+    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -35,6 +44,10 @@ def main() -> None:
     flags = Path("/proc/cpuinfo").read_text().split("flags", 1)[-1].split("\n", 1)[0] if Path("/proc/cpuinfo").exists() else ""
     wanted = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8") if f" {f}" in flags]
     print(f"CPU: {cpu_model()}, {os.cpu_count()} logical cores; flags include {', '.join(wanted) or 'none of avx2/avx512'}")
+    # A yardstick for the machine's speed today (these shared machines drift by a fifth or more): the
+    # start-up every process pays, which the absolute targets include.
+    imports = sorted(_seconds([sys.executable, "-c", "import torch"]) for _ in range(3))
+    print(f"`import torch` in a fresh process: {imports[1]:.2f} s (median of 3)")
     env = dict(os.environ)
     temporary = None
     run = args.run
