@@ -176,6 +176,20 @@ def test_compile_failure_falls_back_to_eager_with_one_warning(cli, home, small_t
     assert json.loads((home / "runs" / "c" / "config.json").read_text())["compile"] is False
 
 
+def test_a_compiled_model_trains(cli, home, small_text, monkeypatch):
+    # torch.compile's own wrapper (TorchDynamo), with its eager backend so no C++ compiler is needed: its
+    # module has no truth value (bool() asks for len(), which it refuses), so the trainer must not ask.
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model, **kwargs: real_compile(model, backend="eager", **kwargs))
+    cli("prepare", small_text)
+    args = [a for a in TINY if a != "--quiet"]
+    result = cli("train", "--dataset", "poems", "--run", "compiled", "--compile", *args)
+    assert result.exit_code == 0, result.output
+    assert "torch.compile failed" not in result.stderr
+    assert json.loads((home / "runs" / "compiled" / "config.json").read_text())["compile"] is True
+    assert (home / "runs" / "compiled" / "best.pt").exists()
+
+
 def test_errors_after_the_compile_warm_up_are_real_errors(cli, home, small_text, monkeypatch):
     calls = []
 
