@@ -85,6 +85,23 @@ def test_column_major_weights_change_layout_not_outputs(model):
     assert plain == cached
 
 
+def test_cached_attribute_lookups_change_speed_not_outputs(model):
+    from nanogpt_cli.model import cache_attribute_lookups
+
+    def sample():
+        return list(generate_tokens(model, [1, 2], 40, 1.0, generator=torch.Generator().manual_seed(3)))
+
+    before = sample()
+    cache_attribute_lookups(model)
+    block = model.transformer.h[0]
+    assert vars(block)["ln_1"] is block.ln_1 and vars(model.lm_head)["weight"] is model.lm_head.weight
+    assert sample() == before
+    # A weight assigned afterwards is the one used: nn.Module drops the plain copy.
+    model.lm_head.weight = torch.nn.Parameter(torch.zeros_like(model.lm_head.weight))
+    logits, _ = model(torch.tensor([[1, 2]]))
+    assert torch.equal(logits, torch.zeros_like(logits))
+
+
 def test_sampling_draws_what_torch_multinomial_draws():
     # next_token samples without torch.multinomial's separate checks; a seed must still give the
     # tokens multinomial would, so seeded samples stay what they were.

@@ -25,7 +25,7 @@ from nanogpt_cli.catalog import resolve_run
 from nanogpt_cli.checkpoint import checkpoint_path, load_model
 from nanogpt_cli.device import resolve_device, resolve_dtype
 from nanogpt_cli.errors import NanoGPTError
-from nanogpt_cli.model import GPT
+from nanogpt_cli.model import GPT, cache_attribute_lookups
 from nanogpt_cli.tasks import task_of
 from nanogpt_cli.tokenizer import StreamDecoder
 
@@ -173,6 +173,7 @@ class SampleSession:
         self.model = loaded.model
         if isinstance(self.model, GPT) and next(self.model.parameters()).device.type == "cpu":
             self.model.store_weights_column_major()
+        cache_attribute_lookups(self.model)  # last: nothing replaces a weight after this
         self.tokenizer = loaded.tokenizer
         self.run = run
         self.checkpoint = loaded.path.name

@@ -355,6 +355,21 @@ def build_model(config: ModelConfig, weights: dict[str, torch.Tensor] | None = N
     return model
 
 
+def cache_attribute_lookups(model: nn.Module) -> None:
+    """Give every module plain attributes for its submodules, parameters and buffers, for sampling.
+
+    nn.Module keeps those in its own dicts, so `self.ln_1` or `self.weight` first fails Python's
+    ordinary lookup (raising and catching an AttributeError inside CPython) and only then is found by
+    `nn.Module.__getattr__`. A sampling step does about 100 such lookups; with copies in each module's
+    `__dict__` they are ordinary attribute reads, about a tenth of a CPU sampling step
+    (docs/performance.md). Call it last, once the model is built, loaded and laid out: assigning a
+    module or parameter afterwards still works (nn.Module's `__setattr__` drops the copy), but code
+    that edits `_modules` or `_parameters` directly would not be seen."""
+    for module in model.modules():
+        for registry in (module._modules, module._parameters, module._buffers):
+            vars(module).update(registry)
+
+
 def count_parameters(model: nn.Module) -> int:
     """Parameters the model learns (a tied matrix counted once)."""
     return sum(p.numel() for p in model.parameters())
