@@ -129,10 +129,9 @@ class CausalSelfAttention(nn.Module):
         q, k, v = qkv.unbind(0)
         if self.qk_norm:  # unit-RMS queries and keys keep attention logits in range
             q, k = F.rms_norm(q, (q.size(-1),)), F.rms_norm(k, (k.size(-1),))
+        past = 0 if cache is None else cache.length  # positions already cached
         if self.rotary is not None:  # positions enter here, as rotations of queries and keys
-            start = cache.length if cache is not None else 0
-            q, k = self.rotary(q, start), self.rotary(k, start)
-        past = 0 if cache is None else cache.length
+            q, k = self.rotary(q, past), self.rotary(k, past)
         if cache is not None:
             # Sampling: this step's keys and values as one (2, B, n_head, T, head_size) tensor (a view of
             # qkv, unless qk_norm or rotary made new keys) go after the cached ones.

@@ -213,15 +213,20 @@ class Trainer:
         if not self.group.active:
             return None
         ids = [self.device.index] if self.device.type == "cuda" else None
-        return DistributedDataParallel(self.model if self.compiled is None else self.compiled, device_ids=ids)
+        return DistributedDataParallel(self.runnable, device_ids=ids)
+
+    @property
+    def runnable(self) -> torch.nn.Module:
+        """The compiled model when there is one, else the model. Not `self.compiled or self.model`: a
+        compiled module's truth value asks for its len(), which torch.compile's wrapper refuses
+        (TypeError) for a model that is not a container."""
+        return self.model if self.compiled is None else self.compiled
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, parallel: bool = False):
         """The model's forward pass: through DDP for training steps when distributed, compiled when asked."""
         if parallel and self.parallel is not None:
             return self.parallel(x, y)
-        # Not `self.compiled or self.model`: a compiled module's truth value asks for its len(), which
-        # torch.compile's wrapper refuses (TypeError) for a model that is not a container.
-        return (self.model if self.compiled is None else self.compiled)(x, y)
+        return self.runnable(x, y)
 
     # -- checkpoints
 
