@@ -56,11 +56,14 @@ def test_the_cache_holds_tensors_only_and_survives_new_weights(model):
     from nanogpt_cli.model import KVCache
 
     cache = model.new_cache()
-    assert set(vars(cache)) == {"layers", "length"}
-    assert all(isinstance(t, torch.Tensor) for t in cache.layers)
-    assert not any(isinstance(v, torch.nn.Module) for v in vars(cache).values())
     idx = torch.randint(0, 40, (1, 6))
     model(idx[:, :3], cache=cache)
+    model(idx[:, 3:4], cache=cache)
+    # Buffers, a length and views of those buffers: nothing else (no module, no weight).
+    assert set(vars(cache)) == {"layers", "length", "_filled"} and cache.length == 4
+    assert all(isinstance(t, torch.Tensor) for t in cache.layers)
+    views = [t for layer in cache._filled for pair in layer.values() for t in pair]
+    assert views and all(t._base is not None and any(t._base is b for b in cache.layers) for t in views)
     with torch.no_grad():  # change the weights after the cache was made: it must not hold stale ones
         for p in model.parameters():
             p.mul_(1.5)

@@ -32,11 +32,23 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
 
 
 class LayerNorm(nn.LayerNorm):
-    __call__ = nn.LayerNorm.forward  # called straight (see above); the same parameters and state dict
+    """torch's LayerNorm (the same parameters and state dict), called straight (see above) and going
+    to the op itself: F.layer_norm's Python wrapper first checks its arguments for overrides and reads
+    the cuDNN flag, more than the op costs for one token (13 norms a step, docs/performance.md)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+
+    __call__ = forward
 
 
 class RMSNorm(nn.RMSNorm):
-    __call__ = nn.RMSNorm.forward
+    """torch's RMSNorm, called straight like LayerNorm."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.rms_norm(x, self.normalized_shape, self.weight, self.eps)
+
+    __call__ = forward
 
 
 def make_norm(config: ModelConfig) -> nn.Module:
@@ -92,6 +104,9 @@ class KVCache:
         shape = (2, batch_size, config.n_head, config.block_size, config.n_embd // config.n_head)
         self.layers = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
         self.length = 0  # positions filled so far
+        # The keys and values of the first n positions of each layer, as views made once: a step
+        # then reads the cache without slicing it (two ops a layer, a few percent of a CPU step).
+        self._filled: list[dict[int, tuple[torch.Tensor, torch.Tensor]]] = [{} for _ in self.layers]
 
     def reset(self) -> None:
         self.length = 0
@@ -100,8 +115,12 @@ class KVCache:
         """Store this layer's new keys and values, (2, B, n_head, T, head_size), after the cached ones
         and return every key and every value so far."""
         end = self.length + kv.size(3)
-        self.layers[layer][:, :, :, self.length : end] = kv
-        return self.layers[layer][:, :, :, :end].unbind(0)
+        stored = self.layers[layer]
+        stored.narrow(3, self.length, kv.size(3)).copy_(kv)
+        filled = self._filled[layer].get(end)
+        if filled is None:
+            filled = self._filled[layer][end] = stored.narrow(3, 0, end).unbind(0)
+        return filled
 
 
 class CausalSelfAttention(nn.Module):
