@@ -179,3 +179,47 @@ def test_info_never_cuts_a_run_name(cli, home, trained_run):
         result = CliRunner().invoke(app, ["info"], env={"COLUMNS": columns})
         assert result.exit_code == 0
         assert long_name in result.stdout and "20/20" in result.stdout, result.stdout
+
+
+
+def test_the_collector_is_off_during_startup_and_on_for_the_work(trained_run, monkeypatch):
+    """`nanogpt` (cli.main) imports torch and loads the model with Python's garbage collector off, then
+    samples or trains with it on, everything made during start-up frozen out of its passes."""
+    import gc
+    import sys
+
+    import nanogpt_cli.generate
+    import nanogpt_cli.session
+    from nanogpt_cli.cli import main
+
+    seen = []
+
+    def spy(module, name):
+        original = getattr(module, name)
+
+        def wrapper(*args, **kwargs):
+            seen.append((name, gc.isenabled()))
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, wrapper)
+
+    for module, name in ((nanogpt_cli.generate, "load_model"), (nanogpt_cli.generate, "generate_tokens"),
+                         (nanogpt_cli.session, "run_training")):
+        spy(module, name)
+    commands = (["sample", "--run", trained_run, "--prompt", "the", "--max-new-tokens", "5", "--seed", "1"],
+                ["train", "--dataset", "poems", "--run", "again", "--max-iters", "2", "--eval-interval", "2",
+                 "--eval-iters", "1", "--n-layer", "1", "--n-embd", "16", "--n-head", "2", "--block-size", "16",
+                 "--batch-size", "2", "--sample-tokens", "0", "--quiet"])
+    try:
+        for argv in commands:
+            gc.unfreeze()
+            monkeypatch.setattr(sys, "argv", ["nanogpt", *argv])
+            try:
+                main()
+            except SystemExit as end:
+                assert end.code in (0, None)
+            assert gc.isenabled() and gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.enable()
+    assert seen == [("load_model", False), ("generate_tokens", True), ("run_training", True)]

@@ -10,6 +10,7 @@ start instantly.
 from __future__ import annotations
 
 import functools
+import gc
 import os
 import re
 import sys
@@ -145,6 +146,9 @@ for name, command in [("prepare", prepare.prepare), ("train", train.train), ("sa
 
 
 def main() -> None:
+    # The collector stays off through start-up; each command turns it back on once torch is imported
+    # (commands.startup_done). A short command that never does ends with it still off.
+    gc.disable()
     app(prog_name="nanogpt")  # also under `python -m nanogpt_cli`: usage lines and completion say nanogpt
 
 

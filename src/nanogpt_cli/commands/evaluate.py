@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from nanogpt_cli.commands import startup_done
 from nanogpt_cli.commands.complete import complete_dataset, complete_run
 from nanogpt_cli.commands.render import err, fmt, out, show_json
 
@@ -41,6 +42,7 @@ def eval_(
     """
     from nanogpt_cli.evaluate import evaluate
 
+    startup_done()
     if as_json:
         result = evaluate(run, checkpoint, split, iters, batch_size, full, text_file, device, seed, dataset, dtype, quantize)
         show_json(result)

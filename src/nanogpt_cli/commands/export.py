@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from nanogpt_cli.commands import startup_done
 from nanogpt_cli.commands.complete import complete_run
 from nanogpt_cli.commands.render import out
 from nanogpt_cli.errors import NanoGPTError
@@ -32,6 +33,7 @@ def export(
     from nanogpt_cli.checkpoint import checkpoint_path, load_model
     from nanogpt_cli.pretrained import export_hf
 
+    startup_done()
     if format != "hf":
         raise NanoGPTError(f"unknown export format {format!r}: use hf")
     loaded = load_model(checkpoint_path(resolve_run(run), checkpoint), torch.device("cpu"))

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from nanogpt_cli.commands import startup_done
 from nanogpt_cli.commands.render import byte_progress, err, fmt, out
 
 
@@ -32,6 +33,7 @@ def import_(
     from nanogpt_cli.pretrained import default_run_name, import_run, load_source
     from nanogpt_cli.tokenizer import spec_name
 
+    startup_done()
     name = run or default_run_name(source)
     with byte_progress(quiet) as progress:
         found = load_source(source, meta, progress)

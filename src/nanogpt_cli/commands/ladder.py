@@ -8,6 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
+from nanogpt_cli.commands import startup_done
 from nanogpt_cli.commands.complete import complete_dataset
 from nanogpt_cli.commands.render import TrainDisplay, byte_progress, duration, err, fmt, out, show_json
 
@@ -41,6 +42,7 @@ def ladder(
     """
     from nanogpt_cli.ladder import STAGES, run_ladder
 
+    startup_done()
     if iters is None and time is None:
         time = "35s"
     results = []

@@ -6,6 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from nanogpt_cli.commands import startup_done
 from nanogpt_cli.commands.render import byte_progress, char_coverage, out
 
 
@@ -43,6 +44,7 @@ def prepare(
     from nanogpt_cli.data import prepare_dataset
     from nanogpt_cli.tokenizer import spec_name
 
+    startup_done()
     if source == "addition":
         from nanogpt_cli.tasks import prepare_task
 

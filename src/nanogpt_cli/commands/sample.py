@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import json
 import re
 import sys
@@ -13,6 +12,7 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
+from nanogpt_cli.commands import startup_done
 from nanogpt_cli.commands.complete import complete_run
 from nanogpt_cli.commands.render import err
 from nanogpt_cli.errors import NanoGPTError
@@ -72,9 +72,9 @@ def sample(
         prompt = _unescape(prompt)
     stop = [_unescape(s) for s in stop or []]
     session = SampleSession.open(run, checkpoint, device, dtype, quantize)
-    # Everything made so far (modules, the model) lives to the end: the garbage collector stops
-    # rescanning those ~170K objects every few tokens (about 3% of a CPU sampling step).
-    gc.freeze()
+    # Everything made so far (modules, the model) lives to the end: the garbage collector comes back
+    # on and never rescans those objects (that took about 3% of a CPU sampling step).
+    startup_done()
     settings = dict(temperature=temperature, top_k=top_k, top_p=top_p, stop=stop, use_cache=kv_cache)
 
     def answer(text: Optional[str], first_seed: Optional[int], echo: bool = True) -> None:

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.markup import escape
 
+from nanogpt_cli.commands import startup_done
 from nanogpt_cli.commands.complete import complete_dataset, complete_run
 from nanogpt_cli.commands.render import TrainDisplay, byte_progress, err, out, presets_table, train_summary
 from nanogpt_cli.config import KNOBS, RUN
@@ -94,6 +95,7 @@ def train(
     from nanogpt_cli.session import TrainOptions, run_training
     from nanogpt_cli.train import TrainingInterrupted
 
+    startup_done()
     options = TrainOptions(preset, flags, read_run_file(config) if config else None, run, resume, overwrite, nproc,
                            _relaunch_args())
     if print_config:
