@@ -7,8 +7,8 @@ import gc
 def startup_done() -> None:
     """Called by a command once its heavy imports (torch) and loading are done.
 
-    `nanogpt_cli.cli.main` starts with Python's garbage collector off: importing torch makes some
-    300,000 objects that live until the process ends, and the collector would scan them all in three
+    `nanogpt_cli.cli.main` starts with Python's garbage collector off: importing torch makes about
+    270,000 objects that live until the process ends, and the collector would scan them all in three
     full passes meanwhile, about 0.15-0.25 s of a `nanogpt sample` start (docs/performance.md). From
     here on it runs as usual, and ignores what exists now (`gc.freeze`), so each later pass is cheap
     too. Nothing happens if the collector was on (the CLI driven from Python, as the tests do)."""
