@@ -51,6 +51,25 @@ class RMSNorm(nn.RMSNorm):
     __call__ = forward
 
 
+class Linear(nn.Linear):
+    """torch's Linear (the same parameters and state dict), called straight like LayerNorm."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+    __call__ = forward
+
+
+class Embedding(nn.Embedding):
+    """torch's Embedding, called straight like LayerNorm, and going to the op itself (F.embedding's
+    wrapper first handles options, max_norm and padding_idx, that these tables never set)."""
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return torch.embedding(self.weight, idx)
+
+    __call__ = forward
+
+
 def make_norm(config: ModelConfig) -> nn.Module:
     """The normalisation layer the config asks for: LayerNorm (GPT-2), RMSNorm, which only rescales
     (no mean subtraction, no bias) and is a little cheaper, or none (the lecture's early steps)."""
@@ -130,8 +149,8 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         assert config.n_embd % config.n_head == 0
         # One matmul produces queries, keys and values for every head at once.
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
-        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.c_attn = Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.n_head = config.n_head
         self.dropout = config.dropout
         self.qk_norm = config.qk_norm
@@ -143,8 +162,13 @@ class CausalSelfAttention(nn.Module):
         position's output is returned: all that the last layer of a sampling step needs."""
         B, T, C = x.size()
         # Query, key and value of every position; heads become a batch dimension:
-        # qkv is (3, B, n_head, T, head_size), views of one matmul's output.
-        qkv = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)
+        # qkv is (3, B, n_head, T, head_size), views of one matmul's output. For a sampling step's one
+        # token that is a single view: with B = T = 1 the permute would move nothing.
+        qkv = self.c_attn(x)
+        if B * T == 1:
+            qkv = qkv.view(3, 1, self.n_head, 1, C // self.n_head)
+        else:
+            qkv = qkv.view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
         if self.qk_norm:  # unit-RMS queries and keys keep attention logits in range
             q, k = F.rms_norm(q, (q.size(-1),)), F.rms_norm(k, (k.size(-1),))
@@ -166,7 +190,8 @@ class CausalSelfAttention(nn.Module):
             mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(past)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
                                            is_causal=queries > 1 and not past)
-        y = y.transpose(1, 2).reshape(B, queries, C)  # re-join the heads
+        # Re-join the heads (one query's heads already lie side by side: nothing to transpose).
+        y = (y if queries == 1 else y.transpose(1, 2)).reshape(B, queries, C)
         return dropout(self.c_proj(y), self.dropout, self.training)
 
     __call__ = forward  # called straight (see LayerNorm)
@@ -181,8 +206,8 @@ class MLP(nn.Module):
         super().__init__()
         self.kind = config.mlp
         hidden = 4 * config.n_embd if config.mlp != "swiglu" else -(-8 * config.n_embd // 3 // 8) * 8
-        self.c_fc = nn.Linear(config.n_embd, hidden * (2 if config.mlp == "swiglu" else 1), bias=config.bias)
-        self.c_proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
+        self.c_fc = Linear(config.n_embd, hidden * (2 if config.mlp == "swiglu" else 1), bias=config.bias)
+        self.c_proj = Linear(hidden, config.n_embd, bias=config.bias)
         self.dropout = config.dropout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -233,15 +258,15 @@ class GPT(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        layers = dict(wte=nn.Embedding(config.vocab_size, config.n_embd))
+        layers = dict(wte=Embedding(config.vocab_size, config.n_embd))
         if config.pos == "learned":
-            layers["wpe"] = nn.Embedding(config.block_size, config.n_embd)
+            layers["wpe"] = Embedding(config.block_size, config.n_embd)
         layers["h"] = nn.ModuleList([Block(config, layer) for layer in range(config.n_layer)])
         layers["ln_f"] = make_norm(config)
         self.transformer = nn.ModuleDict(layers)
         if config.pos == "sinusoidal":  # fixed, so not a parameter and not saved
             self.register_buffer("position_table", sinusoids(config.block_size, config.n_embd), persistent=False)
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie:
             # Weight tying: reading a token in and writing it out use one matrix. It saves
             # vocab_size * n_embd parameters and, as GPT-2 found, trains at least as well.
