@@ -85,6 +85,38 @@ def test_eval_full_split_and_text_file_count_every_token(cli, trained_run, small
     assert data["tokens"] == len(text.read_text()) - 1 and data["source"] == str(text)
 
 
+def test_eval_reads_every_token_by_default_when_the_split_is_smaller_than_the_batches(cli, trained_run):
+    val_tokens = json.loads(cli("info", "poems", "--json").stdout)["meta"]["val_tokens"]
+    # 200 batches of 32 x 16 would read 102,400 tokens: more than the val split, so every token once.
+    default = json.loads(cli("eval", "--json").stdout)
+    assert default["every_token"] is True and default["tokens"] == val_tokens - 1
+    assert default["loss"] == json.loads(cli("eval", "--full", "--json").stdout)["loss"]
+    # Asked for random batches, random batches.
+    batches = json.loads(cli("eval", "--iters", "3", "--json").stdout)
+    assert batches["every_token"] is False and batches["tokens"] == 3 * 32 * 16
+    # A split bigger than 200 batches of 1 x 16 tokens: 200 random batches.
+    train_tokens = json.loads(cli("info", "poems", "--json").stdout)["meta"]["train_tokens"]
+    assert train_tokens > 200 * 16
+    train = json.loads(cli("eval", "--split", "train", "--batch-size", "1", "--json").stdout)
+    assert train["every_token"] is False and train["tokens"] == 200 * 16
+    table = cli("eval").stdout
+    assert "on poems:val, every token" in table
+    assert "on poems:val, 3 random batches" in cli("eval", "--iters", "3").stdout
+
+
+def test_eval_reports_its_progress_per_stage(trained_run):
+    from nanogpt_cli.evaluate import evaluate
+
+    calls = []
+    result = evaluate("tiny", device="cpu", quantize="int8", progress=lambda *call: calls.append(call))
+    stages = [stage for stage, _, _ in calls]
+    assert stages == sorted(stages, key=["float32", "int8"].index) and set(stages) == {"float32", "int8"}
+    for stage in ("float32", "int8"):
+        done = [(d, total) for s, d, total in calls if s == stage]
+        assert [d for d, _ in done] == sorted(d for d, _ in done)  # it only goes forward
+        assert done[-1] == (result["tokens"], result["tokens"])  # and ends at all of it
+
+
 def test_eval_table_for_people(cli, trained_run):
     result = cli("eval", "--iters", "2")
     assert result.exit_code == 0

@@ -1,13 +1,17 @@
 """Measuring a trained model: loss, perplexity and bits per character or token.
 
 On a dataset split, either `iters` random batches (seeded, like the estimate during training) or, with
-`full=True`, every token of the split once. On a text file, always every token. This module reads
-checkpoints and datasets through their own modules and never prints.
+`full=True`, every token of the split once. By default (no `iters`), every token once when the split
+holds no more tokens than DEFAULT_ITERS random batches would read: the exact figure, and cheaper (a
+Tiny Shakespeare val split is 111,540 tokens; 200 batches of 32 x 256 read 1.6 million). On a text
+file, always every token. This module reads checkpoints and datasets through their own modules and
+never prints; `progress`, if given, is called with (stage, tokens done, tokens in all) as it goes.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +30,9 @@ from nanogpt_cli.sources import read_text_file
 from nanogpt_cli.tasks import accuracy
 from nanogpt_cli.tokenizer import same_tokenizer, spec_name
 
+DEFAULT_ITERS = 200  # random batches when the split is bigger than they would read
+Progress = Callable[[int], None]  # called with the number of tokens just measured
+
 
 def _summed_loss(model: torch.nn.Module, batch: torch.Tensor) -> float:
     """Total next-token loss over a (B, T + 1) batch of windows."""
@@ -34,7 +41,8 @@ def _summed_loss(model: torch.nn.Module, batch: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def _loss_over_stream(model: torch.nn.Module, tokens: np.ndarray, block_size: int, batch_size: int) -> tuple[float, int]:
+def _loss_over_stream(model: torch.nn.Module, tokens: np.ndarray, block_size: int, batch_size: int,
+                      done: Progress) -> tuple[float, int]:
     """Summed loss over every token of `tokens` after the first, predicted once each, in windows of
     block_size tokens; returns (total loss, tokens predicted)."""
     device = next(model.parameters()).device
@@ -45,9 +53,11 @@ def _loss_over_stream(model: torch.nn.Module, tokens: np.ndarray, block_size: in
         rows = range(first, min(first + batch_size, n_full))
         batch = torch.stack([data[r * block_size : r * block_size + block_size + 1] for r in rows])
         total += _summed_loss(model, batch.to(device))
+        done(len(rows) * block_size)
     tail = data[n_full * block_size :]
     if len(tail) >= 2:  # the short last window
         total += _summed_loss(model, tail.unsqueeze(0).to(device))
+        done(len(tail) - 1)
     return total, len(data) - 1
 
 
@@ -55,7 +65,7 @@ def evaluate(
     run: str | None = None,
     checkpoint: str = "best",
     split: str = "val",
-    iters: int = 200,
+    iters: int | None = None,
     batch_size: int = 32,
     full: bool = False,
     text_file: Path | None = None,
@@ -64,12 +74,13 @@ def evaluate(
     dataset: str | None = None,
     dtype: str = "auto",
     quantize: str | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
     """The loss of a run's model (see the module's docstring for what it is measured on). With
     `quantize="int8"` the int8 model's, and the float32 model's on the same tokens beside it."""
     if split not in ("train", "val"):
         raise NanoGPTError(f"--split must be train or val, got {split!r}")
-    if iters < 1 or batch_size < 1:
+    if (iters is not None and iters < 1) or batch_size < 1:
         raise NanoGPTError("--iters and --batch-size must be at least 1")
     run_dir = resolve_run(run)
     path = checkpoint_path(run_dir, checkpoint)
@@ -101,34 +112,55 @@ def evaluate(
                 f"uses ({spec_name(loaded.checkpoint['tokenizer'])}); prepare it with that tokenizer or use --text-file"
             )
         tokens, task = data.tokens(split), data.task
+        if iters is None:  # every token once, unless the split is bigger than the random batches
+            full = full or len(tokens) - 1 <= DEFAULT_ITERS * batch_size * block_size
         if task is None and len(tokens) <= block_size and not full:
             raise NanoGPTError(f"the {split} split has {len(tokens)} tokens, too few for block size {block_size}; use --full")
         source, every_token = f"{data.name}:{split}", full
         if full and not is_char:
             characters = len(tokenizer.decode(np.asarray(tokens[1:]).tolist()))
 
-    def measure() -> tuple[float, int, dict[str, Any]]:
+    iters = iters or DEFAULT_ITERS
+    if task is not None:
+        work = len(tokens) // task.length * (task.length - 1)  # every position of every problem
+    else:
+        work = len(tokens) - 1 if every_token else iters * batch_size * block_size
+
+    def measure(stage: str) -> tuple[float, int, dict[str, Any]]:
         """(summed loss, tokens predicted, what else was measured): every token once, `iters` seeded
         random batches, or every problem's answer and how many answers are exactly right."""
+        measured = 0
+
+        def done(count: int) -> None:
+            nonlocal measured
+            measured += count
+            if progress is not None:
+                progress(stage, measured, work)
+
         if task is not None:
-            return *_answers_loss(model, tokens, task), {"accuracy": accuracy(model, tokens, task)[0]}
+            return *_answers_loss(model, tokens, task, done), {"accuracy": accuracy(model, tokens, task)[0]}
         if every_token:
-            return *_loss_over_stream(model, tokens, block_size, batch_size), {}
+            return *_loss_over_stream(model, tokens, block_size, batch_size, done), {}
         sampler = BatchSampler(tokens, batch_size, block_size, next(model.parameters()).device, seed)
+        total = 0.0
         with torch.no_grad():
-            total = sum(_summed_loss(model, torch.cat([x, y[:, -1:]], dim=1)) for x, y in
-                        (sampler.next() for _ in range(iters)))
+            for _ in range(iters):
+                x, y = sampler.next()
+                total += _summed_loss(model, torch.cat([x, y[:, -1:]], dim=1))
+                done(batch_size * block_size)
         return total, iters * batch_size * block_size, {}
 
-    total, count, measured = measure()
+    total, count, measured = measure("float32" if quantize else "evaluating")
     result: dict[str, Any] = {"run": run_dir.name, "checkpoint": path.name, "source": source, "tokens": count}
     if task is not None:
         result["problems"] = len(tokens) // task.length
+    else:
+        result["every_token"] = every_token  # else `iters` random batches
     if quantize:
         result["float32_loss"] = total / count
         result |= {f"float32_{key}": value for key, value in measured.items()}
         quantize_int8(model, per_token=False)  # one kernel call per batch: per-token calls would take minutes here
-        total, count, measured = measure()  # the same tokens, the same batches
+        total, count, measured = measure(quantize)  # the same tokens, the same batches
     loss = total / count
     result |= measured | {
         "loss": loss,
@@ -147,7 +179,8 @@ def evaluate(
 
 
 @torch.no_grad()
-def _answers_loss(model: torch.nn.Module, tokens: np.ndarray, task, batch_size: int = 500) -> tuple[float, int]:
+def _answers_loss(model: torch.nn.Module, tokens: np.ndarray, task, done: Progress, batch_size: int = 500
+                  ) -> tuple[float, int]:
     """Summed loss on the answers of every problem in `tokens` (as training counts it), and how many
     answer tokens that is."""
     device = next(model.parameters()).device
@@ -160,4 +193,5 @@ def _answers_loss(model: torch.nn.Module, tokens: np.ndarray, task, batch_size: 
         total += F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1),
                                  ignore_index=-1, reduction="sum").item()
         count += int((targets >= 0).sum())
+        done(targets.numel())
     return total, count

@@ -10,14 +10,14 @@ from rich.table import Table
 
 from nanogpt_cli.commands import startup_done
 from nanogpt_cli.commands.complete import complete_dataset, complete_run
-from nanogpt_cli.commands.render import err, fmt, out, show_json
+from nanogpt_cli.commands.render import fmt, out, show_json, token_progress
 
 
 def eval_(
     run: Annotated[Optional[str], typer.Option(help="Run to evaluate (default: the latest).", autocompletion=complete_run)] = None,
     checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
     split: Annotated[str, typer.Option(help="Dataset split: val or train.")] = "val",
-    iters: Annotated[int, typer.Option(help="Random batches to average (ignored with --full or --text-file).")] = 200,
+    iters: Annotated[Optional[int], typer.Option(help="Random batches to average (default: every token of the split once, when that is fewer tokens than 200 batches hold; ignored with --full or --text-file).", show_default=False)] = None,
     batch_size: Annotated[int, typer.Option(help="Sequences per batch.")] = 32,
     full: Annotated[bool, typer.Option("--full", help="Evaluate every token of the split once.")] = False,
     text_file: Annotated[Optional[Path], typer.Option(help="Evaluate on this UTF-8 text file instead (every token).")] = None,
@@ -27,6 +27,7 @@ def eval_(
     quantize: Annotated[Optional[str], typer.Option(help="int8: int8 block weights on the CPU; shows the float32 loss beside, on the same tokens.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for choosing the random batches.")] = 1337,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Loss, perplexity and bits per character (or token) of a trained run.
 
@@ -40,16 +41,17 @@ def eval_(
 
       nanogpt eval --quantize int8
     """
-    from nanogpt_cli.evaluate import evaluate
+    from nanogpt_cli.evaluate import DEFAULT_ITERS, evaluate
 
     startup_done()
+    with token_progress(quiet) as progress:
+        result = evaluate(run, checkpoint, split, iters, batch_size, full, text_file, device, seed, dataset, dtype, quantize,
+                          progress)
     if as_json:
-        result = evaluate(run, checkpoint, split, iters, batch_size, full, text_file, device, seed, dataset, dtype, quantize)
         show_json(result)
         return
-    with err.status("evaluating..."):
-        result = evaluate(run, checkpoint, split, iters, batch_size, full, text_file, device, seed, dataset, dtype, quantize)
-    table = Table(title=f"{result['run']} ({result['checkpoint']}) on {result['source']}")
+    how = {True: ", every token", False: f", {iters or DEFAULT_ITERS} random batches"}.get(result.get("every_token"), "")
+    table = Table(title=f"{result['run']} ({result['checkpoint']}) on {result['source']}{how}")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key in ("accuracy", "problems", "loss", "float32_loss", "quantize_cost", "perplexity", "bits_per_char",

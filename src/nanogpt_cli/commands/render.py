@@ -45,18 +45,41 @@ def fmt(value: Any, digits: int = 4) -> str:
 # ------------------------------------------------------------------------------------------ progress
 
 
-@contextlib.contextmanager
 def byte_progress(quiet: bool):
     """A progress callback (stage, done, total) drawing one bar per stage with bytes, speed and ETA on
-    a terminal; a no-op otherwise."""
+    a terminal; a no-op otherwise (a context manager)."""
+    return _stage_progress(quiet, "bytes", {"download": "downloading", "scan": "reading", "scan val": "reading val",
+                                            "tokenize": "tokenizing"})
+
+
+def token_progress(quiet: bool):
+    """The same for work counted in tokens (eval): tokens done of all, tokens/s and ETA."""
+    return _stage_progress(quiet, "tokens", {})
+
+
+@contextlib.contextmanager
+def _stage_progress(quiet: bool, unit: str, labels: dict[str, str]):
     if quiet or not err.is_terminal:
         yield lambda stage, done, total: None
         return
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
 
-    labels = {"download": "downloading", "scan": "reading", "scan val": "reading val", "tokenize": "tokenizing"}
-    with Progress(TextColumn("[bold blue]{task.description:<12}"), BarColumn(), DownloadColumn(),
-                  TransferSpeedColumn(), TimeRemainingColumn(), console=err, transient=True) as bar:
+    class TokenSpeed(ProgressColumn):
+        def render(self, task):
+            return f"{task.speed:,.0f} tokens/s" if task.speed else ""
+
+    amount = [DownloadColumn(), TransferSpeedColumn()] if unit == "bytes" else [MofNCompleteColumn(), TokenSpeed()]
+    with Progress(TextColumn("[bold blue]{task.description:<12}"), BarColumn(), *amount, TimeRemainingColumn(),
+                  console=err, transient=True) as bar:
         tasks: dict[str, Any] = {}
 
         def progress(stage: str, done: int, total: int) -> None:
