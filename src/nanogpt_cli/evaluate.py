@@ -31,7 +31,7 @@ from nanogpt_cli.tasks import accuracy
 from nanogpt_cli.tokenizer import same_tokenizer, spec_name
 
 DEFAULT_ITERS = 200  # random batches when the split is bigger than they would read
-Progress = Callable[[int], None]  # called with the number of tokens just measured
+Done = Callable[[int], None]  # told how many more tokens were just measured
 
 
 def _summed_loss(model: torch.nn.Module, batch: torch.Tensor) -> float:
@@ -42,7 +42,7 @@ def _summed_loss(model: torch.nn.Module, batch: torch.Tensor) -> float:
 
 @torch.no_grad()
 def _loss_over_stream(model: torch.nn.Module, tokens: np.ndarray, block_size: int, batch_size: int,
-                      done: Progress) -> tuple[float, int]:
+                      done: Done) -> tuple[float, int]:
     """Summed loss over every token of `tokens` after the first, predicted once each, in windows of
     block_size tokens; returns (total loss, tokens predicted)."""
     device = next(model.parameters()).device
@@ -129,13 +129,13 @@ def evaluate(
     def measure(stage: str) -> tuple[float, int, dict[str, Any]]:
         """(summed loss, tokens predicted, what else was measured): every token once, `iters` seeded
         random batches, or every problem's answer and how many answers are exactly right."""
-        measured = 0
+        seen = 0
 
         def done(count: int) -> None:
-            nonlocal measured
-            measured += count
+            nonlocal seen
+            seen += count
             if progress is not None:
-                progress(stage, measured, work)
+                progress(stage, seen, work)
 
         if task is not None:
             return *_answers_loss(model, tokens, task, done), {"accuracy": accuracy(model, tokens, task)[0]}
@@ -179,7 +179,7 @@ def evaluate(
 
 
 @torch.no_grad()
-def _answers_loss(model: torch.nn.Module, tokens: np.ndarray, task, done: Progress, batch_size: int = 500
+def _answers_loss(model: torch.nn.Module, tokens: np.ndarray, task, done: Done, batch_size: int = 500
                   ) -> tuple[float, int]:
     """Summed loss on the answers of every problem in `tokens` (as training counts it), and how many
     answer tokens that is."""

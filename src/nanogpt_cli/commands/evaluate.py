@@ -50,7 +50,8 @@ def eval_(
     if as_json:
         show_json(result)
         return
-    how = {True: ", every token", False: f", {iters or DEFAULT_ITERS} random batches"}.get(result.get("every_token"), "")
+    every = result.get("every_token")  # absent for arithmetic tasks: every problem counts
+    how = "" if every is None else ", every token" if every else f", {iters or DEFAULT_ITERS} random batches"
     table = Table(title=f"{result['run']} ({result['checkpoint']}) on {result['source']}{how}")
     table.add_column("metric")
     table.add_column("value", justify="right")
