@@ -93,7 +93,8 @@ def test_eval_reads_every_token_by_default_when_the_split_is_smaller_than_the_ba
     assert default["loss"] == json.loads(cli("eval", "--full", "--json").stdout)["loss"]
     # Asked for random batches, random batches.
     batches = json.loads(cli("eval", "--iters", "3", "--json").stdout)
-    assert batches["every_token"] is False and batches["tokens"] == 3 * 32 * 16
+    assert batches["every_token"] is False and batches["tokens"] == 3 * 32 * 16 and batches["batches"] == 3
+    assert "batches" not in default
     # A split bigger than 200 batches of 1 x 16 tokens: 200 random batches.
     train_tokens = json.loads(cli("info", "poems", "--json").stdout)["meta"]["train_tokens"]
     assert train_tokens > 200 * 16

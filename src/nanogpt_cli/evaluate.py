@@ -155,7 +155,9 @@ def evaluate(
     if task is not None:
         result["problems"] = len(tokens) // task.length
     else:
-        result["every_token"] = every_token  # else `iters` random batches
+        result["every_token"] = every_token
+        if not every_token:
+            result["batches"] = iters
     if quantize:
         result["float32_loss"] = total / count
         result |= {f"float32_{key}": value for key, value in measured.items()}

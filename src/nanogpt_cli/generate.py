@@ -117,18 +117,19 @@ def generate_tokens(
     keep = max(1, int(block_size * WINDOW_KEEP))
     window = list(prompt[-block_size:])
     cache = model.new_cache() if use_cache else None
-    fed = None
+    picked = None  # the last token, as the (1, 1) tensor next_token returned
     for _ in range(max_new_tokens):
         # Without a cache, the whole window every step; with one, the window once to fill it (first
         # step, or after the window slid), then only the newest token: the tensor it was picked as.
         if cache is None or cache.length == 0:
             fed = torch.tensor([window], device=device)
+        else:
+            fed = picked.to(device)
         with _sampling_step(onednn=dtype != torch.float32):
             logits, _ = model(fed, cache=cache)
             picked = next_token(logits[:, -1, :vocab_size], temperature, top_k, top_p, generator)
         token = int(picked)
         yield token
-        fed = picked.to(device)
         window.append(token)
         if len(window) > block_size:
             window = window[-keep:]

@@ -41,7 +41,7 @@ def eval_(
 
       nanogpt eval --quantize int8
     """
-    from nanogpt_cli.evaluate import DEFAULT_ITERS, evaluate
+    from nanogpt_cli.evaluate import evaluate
 
     startup_done()
     with token_progress(quiet) as progress:
@@ -51,7 +51,7 @@ def eval_(
         show_json(result)
         return
     every = result.get("every_token")  # absent for arithmetic tasks: every problem counts
-    how = "" if every is None else ", every token" if every else f", {iters or DEFAULT_ITERS} random batches"
+    how = "" if every is None else ", every token" if every else f", {result['batches']} random batches"
     table = Table(title=f"{result['run']} ({result['checkpoint']}) on {result['source']}{how}")
     table.add_column("metric")
     table.add_column("value", justify="right")
