@@ -16,7 +16,6 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -25,6 +24,7 @@ import time
 from pathlib import Path
 
 import torch
+from _common import machine
 from safetensors.torch import save_file
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -71,12 +71,6 @@ def nanogpt(*args: str, env: dict, src: str | None = None) -> tuple[float, float
         return seconds, usage.ru_maxrss / 1024, out.read()
 
 
-def cpu_model() -> str:
-    try:
-        return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown CPU"
 
 
 def main() -> None:
@@ -87,7 +81,7 @@ def main() -> None:
                                               "older checkout's: load time and memory before and after a change")
     parser.add_argument("--rounds", type=int, default=3, help="alternations for --compare-src")
     args = parser.parse_args()
-    print(f"CPU: {cpu_model()}, {os.cpu_count()} logical cores; torch {torch.__version__}")
+    print(f"{machine()}; torch {torch.__version__}")
     work = Path(tempfile.mkdtemp(prefix="gpt2-bench-"))
     try:
         env = {**os.environ, "NANOGPT_HOME": str(work / "home")}

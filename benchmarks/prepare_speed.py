@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import peak_rss_mib  # benchmarks/ is on sys.path when a script runs
+from _common import machine, peak_rss_mib  # benchmarks/ is on sys.path when a script runs
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("NANOGPT_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -97,6 +97,7 @@ def main() -> None:
     env = {**os.environ, "NANOGPT_HOME": str(home)}
     os.environ["NANOGPT_HOME"] = str(home)
     try:
+        print(machine(os.environ))
         print(f"{size_mb:,.0f} MB of text, {os.cpu_count()} CPU cores")
         base = baseline(text, args.baseline_mb)
         print(f"tiktoken encode_ordinary_batch, in memory ({args.baseline_mb} MB): {base:.2f} MB/s")

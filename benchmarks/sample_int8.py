@@ -16,16 +16,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-from gpt2_sample import cpu_model, nanogpt  # benchmarks/ is on sys.path when a script runs
+from _common import CPU_KINDS, cpu_kind_env, machine  # benchmarks/ is on sys.path when a script runs
+from gpt2_sample import nanogpt
 
 
 def _seconds(command: list[str]) -> float:
@@ -40,15 +39,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--tokens", type=int, default=1000)
     parser.add_argument("--compare-src", help="also run with this src/ folder, alternating")
+    parser.add_argument("--cpu", choices=list(CPU_KINDS), default="native",
+                        help="this CPU, or an AVX2 CPU without native bfloat16 or VNNI emulated on it")
     args = parser.parse_args()
-    flags = Path("/proc/cpuinfo").read_text().split("flags", 1)[-1].split("\n", 1)[0] if Path("/proc/cpuinfo").exists() else ""
-    wanted = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8") if f" {f}" in flags]
-    print(f"CPU: {cpu_model()}, {os.cpu_count()} logical cores; flags include {', '.join(wanted) or 'none of avx2/avx512'}")
+    print(machine(cpu_kind_env(args.cpu)))
     # A yardstick for the machine's speed today (these shared machines drift by a fifth or more): the
     # start-up every process pays, which the absolute targets include.
     imports = sorted(_seconds([sys.executable, "-c", "import torch"]) for _ in range(3))
     print(f"`import torch` in a fresh process: {imports[1]:.2f} s (median of 3)")
-    env = dict(os.environ)
+    env = cpu_kind_env(args.cpu)
     temporary = None
     run = args.run
     if run is None:

@@ -25,7 +25,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from _common import peak_rss_mib  # benchmarks/ is on sys.path when a script runs
+from _common import machine, peak_rss_mib  # benchmarks/ is on sys.path when a script runs
 
 from nanogpt_cli.config import ModelConfig
 from nanogpt_cli.model import GPT, cache_attribute_lookups
@@ -106,6 +106,7 @@ def main() -> None:
         print(json.dumps(run_mode(args.mode, args.tokens)))
         return
 
+    print(machine(os.environ))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; model {CONFIG.n_layer}x{CONFIG.n_embd}, "
           f"block {CONFIG.block_size}; {args.tokens} new tokens\n")
     rounds = []

@@ -29,6 +29,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from _common import machine
+
 TARGET = 1.88
 OPTIONS = {  # name: the flags that switch it on, alone, on top of nanoGPT's network and recipe
     "pos sinusoidal": ["--pos", "sinusoidal"],
@@ -44,17 +46,6 @@ OPTIONS = {  # name: the flags that switch it on, alone, on top of nanoGPT's net
     "schedule wsd": ["--schedule", "wsd"],
     "optimizer muon": ["--optimizer", "muon"],
 }
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    except OSError:
-        return "unknown CPU"
-    fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
-    flags = fields.get("Flags", "").split()
-    wanted = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
-    return f"{fields.get('Model name', '?').strip()}, {os.cpu_count()} cores, flags: {' '.join(wanted) or 'none of avx2/avx512'}"
 
 
 def train(home: Path, run: str, args: list[str]) -> list[dict]:
@@ -92,7 +83,7 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    print(f"{cpu_model()}; torch {torch.__version__}, {torch.get_num_threads()} threads\n")
+    print(f"{machine(os.environ)}; torch {torch.__version__}, {torch.get_num_threads()} threads\n")
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
         subprocess.run([sys.executable, "-m", "nanogpt_cli", "prepare", "shakespeare", "-q"],

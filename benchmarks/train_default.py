@@ -19,8 +19,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import machine
+
 
 def main() -> None:
+    print(machine(os.environ))
     with tempfile.TemporaryDirectory() as home:
         env = {**os.environ, "NANOGPT_HOME": home}
         start = time.perf_counter()

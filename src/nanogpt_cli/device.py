@@ -3,11 +3,18 @@
 `resolve_device("auto")` picks cuda, then mps, then cpu. `resolve_dtype` turns --dtype into a torch
 dtype: auto means bfloat16 autocast on CUDA GPUs that support it, float16 (with a gradient scaler) on
 other CUDA GPUs, and float32 everywhere else. `autocast` returns the matching context manager.
+
+`native_bfloat16` says whether the hardware multiplies bfloat16 matrices natively, and so faster than
+float32: CUDA GPUs from Ampere (compute capability 8.0) on, and CPUs with AVX512-BF16 or AMX. Where it
+does not (AVX2 and NEON CPUs, Apple GPUs, older NVIDIA GPUs) a bfloat16 product is emulated and runs
+several times slower than float32, so Muon's orthogonalisation runs in float32 there.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+from dataclasses import dataclass
 
 import torch
 
@@ -73,11 +80,59 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return dtype
 
 
+def default_compile(device: torch.device) -> bool:
+    """Whether a run compiles its model when --compile is not given: on CUDA only. On a CPU compiling
+    costs more start-up than small models win back, and on Apple GPUs torch.compile is a prototype
+    that users have seen produce NaN losses."""
+    return device.type == "cuda"
+
+
 def autocast(device: torch.device, dtype: torch.dtype):
     """Mixed-precision context for forward passes; a no-op in float32."""
     if dtype == torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+# oneDNN's ISA names (ONEDNN_MAX_CPU_ISA) that include native bfloat16 dot products.
+_BF16_ISAS = ("AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16", "AVX10_1_512",
+              "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16", "AVX10_2_512", "AVX10_2_512_AMX_2", "ALL")
+
+
+def cpu_native_bfloat16() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices natively (AVX512-BF16 or AMX) and torch may use it.
+
+    The caps that emulate an older CPU count too: PyTorch's ATEN_CPU_CAPABILITY below AVX512 and
+    oneDNN's ONEDNN_MAX_CPU_ISA (or DNNL_MAX_CPU_ISA) below AVX512_CORE_BF16 make bfloat16 products
+    as slow as on a CPU without it (docs/performance.md shows how that was checked). The CPU feature
+    probes are private torch functions; without them the answer is False, the safe choice (float32
+    is never the slow path)."""
+    isa_cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "ALL").strip().upper()
+    if isa_cap not in _BF16_ISAS or not torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
+        return False
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(probe() for probe in probes if probe is not None)
+
+
+@dataclass(frozen=True)
+class Bfloat16Support:
+    """Whether a device multiplies bfloat16 matrices natively, and why (shown in a run's header)."""
+
+    native: bool
+    reason: str
+
+
+def native_bfloat16(device: torch.device) -> Bfloat16Support:
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        if (major, minor) >= (8, 0):
+            return Bfloat16Support(True, f"a CUDA GPU of compute capability {major}.{minor}")
+        return Bfloat16Support(False, f"a CUDA GPU of compute capability {major}.{minor} (before Ampere)")
+    if device.type == "mps":
+        return Bfloat16Support(False, "an Apple GPU")
+    if cpu_native_bfloat16():
+        return Bfloat16Support(True, "a CPU with AVX512-BF16/AMX")
+    return Bfloat16Support(False, f"a CPU without native bfloat16 ({torch.backends.cpu.get_cpu_capability()})")
 
 
 def describe(device: torch.device) -> str:

@@ -1,9 +1,15 @@
 """The optimizers and the learning-rate schedule.
 
 `make_optimizer` builds AdamW over every parameter (weight decay on matrices only), or, with
-`optimizer = "muon"`, Muon (torch.optim.Muon) for the 2-D weight matrices inside the transformer
-blocks plus AdamW for the rest (embeddings, head, norms, biases), which Muon is not meant for. Both
-are stepped, checkpointed and restored together as one `Optimizers`. `lr_at` is the schedule: linear
+`optimizer = "muon"`, Muon for the 2-D weight matrices inside the transformer blocks plus AdamW for
+the rest (embeddings, head, norms, biases), which Muon is not meant for. Both are stepped,
+checkpointed and restored together as one `Optimizers`.
+
+`Muon` is torch.optim.Muon's algorithm, step for step, with one difference: its Newton-Schulz
+orthogonalisation runs in the dtype it is given. torch's always runs it in bfloat16, which is the
+fast choice only where bfloat16 products are native (device.native_bfloat16); on an AVX2 CPU it made
+a whole training step about ten times slower than float32. Its state (a momentum buffer per matrix)
+and hyperparameters have torch's names, so checkpoints written with torch's Muon resume with it. `lr_at` is the schedule: linear
 warmup, then cosine decay or warmup-stable-decay (WSD) to min_lr. Muon's rate follows the same
 schedule, scaled to its own peak.
 """
@@ -16,6 +22,7 @@ from typing import Any
 import torch
 
 from nanogpt_cli.config import TrainConfig
+from nanogpt_cli.device import native_bfloat16
 
 
 def lr_at(step: int, cfg: TrainConfig, fraction: float | None = None) -> float:
@@ -44,6 +51,76 @@ def _lr_by_fraction(fraction: float, cfg: TrainConfig) -> float:
             return cfg.lr
         return cfg.lr + (cfg.min_lr - cfg.lr) * (fraction - decay_start) / cfg.decay_frac
     return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * fraction)) * (cfg.lr - cfg.min_lr)
+
+
+def orthogonalize(update: torch.Tensor, dtype: torch.dtype, steps: int = 5, eps: float = 1e-7,
+                  coefficients: tuple[float, float, float] = (3.4445, -4.7750, 2.0315)) -> torch.Tensor:
+    """The quintic Newton-Schulz iteration: a matrix with the update's singular vectors and singular
+    values near 1 (Keller Jordan's coefficients, chosen for a steep slope at zero rather than exact
+    convergence). It works on the wide orientation, where the Gram matrix is the smaller one."""
+    a, b, c = coefficients
+    x = update.to(dtype)
+    tall = update.size(0) > update.size(1)
+    if tall:
+        x = x.T
+    x = x / x.norm().clamp(min=eps)  # a spectral norm of at most 1, where the iteration converges
+    for _ in range(steps):
+        gram = x @ x.T
+        poly = torch.addmm(gram, gram, gram, beta=b, alpha=c)  # b*G + c*G^2
+        x = torch.addmm(x, poly, x, beta=a)  # a*X + (b*G + c*G^2) X
+    return x.T if tall else x
+
+
+class Muon(torch.optim.Optimizer):
+    """Momentum (Nesterov by default) whose update is orthogonalised before it is applied, with a rate
+    scaled by sqrt(max(1, rows / cols)) so tall and wide matrices move alike. `orthogonalize_dtype`
+    is not a hyperparameter: it depends on the machine, so it is neither saved nor restored."""
+
+    def __init__(self, params, lr: float = 1e-3, weight_decay: float = 0.1, momentum: float = 0.95,
+                 nesterov: bool = True, ns_coefficients: tuple[float, float, float] = (3.4445, -4.7750, 2.0315),
+                 eps: float = 1e-7, ns_steps: int = 5, adjust_lr_fn: str | None = None,
+                 orthogonalize_dtype: torch.dtype = torch.bfloat16):
+        if adjust_lr_fn not in (None, "original"):
+            raise ValueError(f"unsupported adjust_lr_fn {adjust_lr_fn!r}")
+        defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
+                        ns_coefficients=ns_coefficients, eps=eps, ns_steps=ns_steps, adjust_lr_fn=adjust_lr_fn)
+        super().__init__(params, defaults)
+        self.orthogonalize_dtype = orthogonalize_dtype
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, momentum, decay = group["lr"], group["momentum"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(p.grad)
+                buffer = state["momentum_buffer"]
+                buffer.lerp_(p.grad, 1 - momentum)
+                update = p.grad.lerp(buffer, momentum) if group["nesterov"] else buffer
+                update = orthogonalize(update, self.orthogonalize_dtype, group["ns_steps"], group["eps"],
+                                       group["ns_coefficients"])
+                p.mul_(1 - lr * decay)
+                p.add_(update, alpha=-lr * math.sqrt(max(1.0, p.size(0) / p.size(1))))
+        return loss
+
+
+def orthogonalize_dtype(device: torch.device) -> torch.dtype:
+    """bfloat16 where the hardware multiplies it natively (faster, and accurate enough for an
+    iteration that only approximates), float32 everywhere else."""
+    return torch.bfloat16 if native_bfloat16(device).native else torch.float32
+
+
+def describe_orthogonalize(device: torch.device) -> str:
+    """The choice above in words, for the run's header and `info RUN`."""
+    support = native_bfloat16(device)
+    return f"{'bfloat16' if support.native else 'float32'} ({support.reason})"
 
 
 class Optimizers:
@@ -102,6 +179,7 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.devic
         "adamw": torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), **extra)
     }
     if muon:
-        parts["muon"] = torch.optim.Muon([{"params": muon, "lr_scale": cfg.muon_lr / cfg.lr}], lr=cfg.muon_lr,
-                                         momentum=cfg.muon_momentum, weight_decay=0.0)
+        parts["muon"] = Muon([{"params": muon, "lr_scale": cfg.muon_lr / cfg.lr}], lr=cfg.muon_lr,
+                             momentum=cfg.muon_momentum, weight_decay=0.0,
+                             orthogonalize_dtype=orthogonalize_dtype(device))
     return Optimizers(parts)

@@ -80,7 +80,7 @@ def plan_run(preset: str | None, flags: dict[str, Any], run: str | None = None, 
     device = resolve_device(train_config.device)
     explicit = flags.get("grad_accum") is not None or (file is not None and "grad_accum" in file.values)
     train_config.grad_accum = check_world(train_config.grad_accum, world, explicit)
-    resolve_dtype(train_config.dtype, device)
+    dtype = resolve_dtype(train_config.dtype, device)
     init = None
     if train_config.init_from:
         init = _load_init(train_config.init_from, {**(file.values if file else {}), **flags}, progress)
@@ -88,7 +88,22 @@ def plan_run(preset: str | None, flags: dict[str, Any], run: str | None = None, 
     bundled = None
     if not (paths.dataset_dir(train_config.dataset) / "meta.json").is_file():
         bundled = bundled_dataset(train_config.dataset)
-    return RunPlan(preset, model_config, train_config, run=run, bundled=bundled, init=init)
+    return RunPlan(preset, model_config, train_config, run=run, bundled=bundled, init=init,
+                   notes=apple_gpu_notes(device, dtype, train_config.compile))
+
+
+def apple_gpu_notes(device: torch.device, dtype: torch.dtype, compile: bool | None) -> list[str]:
+    """What users of Apple GPUs have run into with the settings that are not the default there."""
+    if device.type != "mps":
+        return []
+    notes = []
+    if compile:
+        notes.append("torch.compile on Apple GPUs is a prototype in PyTorch and has produced NaN losses; "
+                     "if the loss misbehaves, train with --no-compile")
+    if dtype != torch.float32:
+        notes.append(f"{str(dtype).removeprefix('torch.')} on Apple GPUs needs a recent macOS and is often slower "
+                     "than float32 there; --dtype float32 is the default for a reason")
+    return notes
 
 
 def _is_task_dataset(name: str) -> bool:
@@ -115,12 +130,9 @@ def resolve_config(preset: str | None, flags: dict[str, Any], file: RunFile | No
 def resolved_toml(preset: str | None, flags: dict[str, Any], file: RunFile | None = None, resume: bool = False,
                   run: str | None = None) -> str:
     """What `train --print-config` prints: the config a run would use, as a TOML run config."""
-    if resume:
-        plan = plan_resume(run, preset, flags)
-        preset, model_config, train_config = plan.preset, plan.model_config, plan.train_config
-    else:
-        preset, model_config, train_config = resolve_config(preset, flags, file)
-    return to_toml(model_config, train_config, preset)
+    # The same planning as the run itself, so the fields that --init-from weights fix are theirs.
+    plan = plan_resume(run, preset, flags) if resume else plan_run(preset, flags, file=file)
+    return to_toml(plan.model_config, plan.train_config, plan.preset)
 
 
 def check_world(grad_accum: int, world: int, explicit: bool) -> int:

@@ -36,11 +36,11 @@ from torch.nn.parallel import DistributedDataParallel
 from nanogpt_cli import __version__, distributed, paths
 from nanogpt_cli.batches import BatchSampler, estimate_loss
 from nanogpt_cli.checkpoint import FORMAT_VERSION, save_checkpoint
-from nanogpt_cli.device import autocast, describe, peak_flops, resolve_device, resolve_dtype
+from nanogpt_cli.device import autocast, default_compile, describe, peak_flops, resolve_device, resolve_dtype
 from nanogpt_cli.errors import NanoGPTError
 from nanogpt_cli.loggers import open_loggers
 from nanogpt_cli.model import build_model, count_parameters, flops_per_token
-from nanogpt_cli.optim import lr_at, make_optimizer
+from nanogpt_cli.optim import describe_orthogonalize, lr_at, make_optimizer
 from nanogpt_cli.plan import RunPlan, attach_dataset
 from nanogpt_cli.runs import MetricsLog, new_run_name, open_run, write_config
 
@@ -111,7 +111,7 @@ class Trainer:
             split: BatchSampler(dataset.tokens(split), cfg.batch_size, block, self.device, cfg.seed, task=dataset.task)
             for split in ("train", "val")
         }
-        use_compile = cfg.compile if cfg.compile is not None else self.device.type == "cuda"
+        use_compile = cfg.compile if cfg.compile is not None else default_compile(self.device)
         self.compiled = self._compile() if use_compile else None
         self.parallel = self._wrap_ddp()
         if self.group.active:  # different dropout masks on each rank
@@ -149,6 +149,8 @@ class Trainer:
             "peak_flops": self.peak_flops,
             "device": describe(self.device),
             "dtype": str(self.dtype).removeprefix("torch."),
+            # Muon's Newton-Schulz runs in bfloat16 only where the hardware has it natively.
+            "muon_orthogonalize": describe_orthogonalize(self.device) if "muon" in self.optimizer.parts else None,
             "model_config": asdict(model_config),
             "train_config": asdict(cfg),
             "tokenizer": dataset.meta["tokenizer"],

@@ -136,6 +136,8 @@ class TrainDisplay:
             f"device {info['device']}, {info['dtype']}{', compiled' if info['compile'] else ''}; {length} of "
             f"{t['batch_size']} x {m['block_size']} tokens" + (f" x {t['grad_accum']} accumulated" if t["grad_accum"] > 1 else "")
         )
+        if info.get("muon_orthogonalize"):
+            err.print(f"Muon orthogonalises in {info['muon_orthogonalize']}")
         self.timed = bool(t.get("time"))
         if self.live:
             from rich.progress import (
@@ -330,6 +332,8 @@ def run_info(item: dict[str, Any]) -> None:
                   f"best val loss {fmt(s['best_val_loss'])}, last modified {s['last_modified']}")
         if config.get("init_from"):
             out.print(f"started from the weights of {config['init_from']}")
+    if config.get("muon_orthogonalize"):
+        out.print(f"Muon orthogonalised in {config['muon_orthogonalize']}")
     settings = Table(title="config")
     settings.add_column("setting")
     settings.add_column("value", justify="right")
