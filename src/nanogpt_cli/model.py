@@ -93,20 +93,25 @@ def sinusoids(length: int, width: int) -> torch.Tensor:
 
 class Rotary(nn.Module):
     """Rotary position embeddings (RoPE): each pair of a head's query/key channels is rotated by an
-    angle proportional to the position, so attention scores depend on relative positions only."""
+    angle proportional to the position, so attention scores depend on relative positions only.
+
+    Channel i of the first half pairs with channel i of the second: (x1, x2) becomes
+    (x1 cos - x2 sin, x2 cos + x1 sin). As whole rows that is x * [cos, cos] + swap(x) * [-sin, sin],
+    where swap exchanges the halves (a roll by half the head): three ops on the tables below."""
 
     def __init__(self, head_size: int, block_size: int, base: float = 10000.0):
         super().__init__()
         frequency = base ** (-torch.arange(0, head_size, 2, dtype=torch.float32) / head_size)
         angles = torch.outer(torch.arange(block_size, dtype=torch.float32), frequency)  # (block, head_size / 2)
-        self.register_buffer("cos", angles.cos(), persistent=False)  # derived: not saved in checkpoints
-        self.register_buffer("sin", angles.sin(), persistent=False)
+        # derived from the shape alone: not saved in checkpoints
+        self.register_buffer("cos", torch.cat((angles.cos(), angles.cos()), dim=-1), persistent=False)
+        self.register_buffer("sin", torch.cat((-angles.sin(), angles.sin()), dim=-1), persistent=False)
 
     def forward(self, x: torch.Tensor, start: int) -> torch.Tensor:
-        """Rotate (B, n_head, T, head_size) queries or keys at positions start .. start + T."""
-        cos, sin = self.cos[start : start + x.size(2)], self.sin[start : start + x.size(2)]
-        x1, x2 = x.chunk(2, dim=-1)
-        return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).type_as(x)
+        """Rotate (..., T, head_size) queries and/or keys at positions start .. start + T."""
+        positions = x.size(-2)
+        cos, sin = self.cos[start : start + positions], self.sin[start : start + positions]
+        return (x * cos + x.roll(x.size(-1) // 2, dims=-1) * sin).type_as(x)
 
     __call__ = forward  # called straight (see LayerNorm)
 
@@ -170,11 +175,14 @@ class CausalSelfAttention(nn.Module):
         else:
             qkv = qkv.view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
-        if self.qk_norm:  # unit-RMS queries and keys keep attention logits in range
-            q, k = F.rms_norm(q, (q.size(-1),)), F.rms_norm(k, (k.size(-1),))
         past = 0 if cache is None else cache.length  # positions already cached
-        if self.rotary is not None:  # positions enter here, as rotations of queries and keys
-            q, k = self.rotary(q, past), self.rotary(k, past)
+        if self.qk_norm or self.rotary is not None:  # queries and keys together: one op each, not two
+            qk = qkv[:2]
+            if self.qk_norm:  # unit-RMS queries and keys keep attention logits in range
+                qk = F.rms_norm(qk, (qk.size(-1),))
+            if self.rotary is not None:  # positions enter here, as rotations of queries and keys
+                qk = self.rotary(qk, past)
+            q, k = qk.unbind(0)
         if cache is not None:
             # Sampling: this step's keys and values as one (2, B, n_head, T, head_size) tensor (a view of
             # qkv, unless qk_norm or rotary made new keys) go after the cached ones.
