@@ -28,7 +28,8 @@ import torch
 from _common import machine, peak_rss_mib  # benchmarks/ is on sys.path when a script runs
 
 from nanogpt_cli.config import ModelConfig
-from nanogpt_cli.model import GPT, cache_attribute_lookups
+from nanogpt_cli.fastpath import prepare_for_sampling
+from nanogpt_cli.model import GPT
 
 CONFIG = ModelConfig(vocab_size=65, block_size=256, n_layer=6, n_head=6, n_embd=384)
 MODES = ("nanogpt", "plain-window", "kv-cache", "int8")
@@ -57,8 +58,7 @@ def run_mode(mode: str, new_tokens: int) -> dict:
             from nanogpt_cli.quantize import quantize_int8
 
             quantize_int8(model)
-        model.store_weights_column_major()  # as `nanogpt sample` does on a CPU
-        cache_attribute_lookups(model)
+        prepare_for_sampling(model)  # as `nanogpt sample` does
         tokens = generate_tokens(model, [0], new_tokens, 0.8, None, None, generator, use_cache=(mode != "plain-window"))
     start = time.perf_counter()
     first = None

@@ -11,6 +11,7 @@ import torch
 
 from conftest import TINY
 from nanogpt_cli.config import ModelConfig
+from nanogpt_cli.fastpath import prepare_for_sampling
 from nanogpt_cli.generate import generate_tokens
 from nanogpt_cli.model import GPT
 
@@ -48,7 +49,7 @@ def test_each_option_samples_the_same_with_and_without_the_cache(options):
     # the last attention, and it is the full forward's last position.
     last, _ = model(idx)
     assert last.shape == (2, 1, 40) and torch.allclose(last[:, -1], full[:, -1], atol=1e-5)
-    model.store_weights_column_major()  # as sampling on a CPU does
+    prepare_for_sampling(model)  # what sampling on a CPU does next
     plain = list(generate_tokens(model, [1, 2, 3], 40, 1.0, generator=torch.Generator().manual_seed(3), use_cache=False))
     cached = list(generate_tokens(model, [1, 2, 3], 40, 1.0, generator=torch.Generator().manual_seed(3)))
     assert plain == cached  # across two slides of the 16-token window

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from nanogpt_cli.errors import NanoGPTError
+from nanogpt_cli.fastpath import prepare_for_sampling
 from nanogpt_cli.generate import SampleSession, generate_tokens
 from nanogpt_cli.quantize import Int8Linear, check_quantize, quantize_int8
 from test_model_options import OPTIONS, _model
@@ -40,7 +41,7 @@ def test_int8_works_with_every_option_and_the_cache(options):
         model(idx[:, :6], cache=cache)
         steps = torch.cat([model(idx[:, t : t + 1], cache=cache)[0][:, -1] for t in range(6, 16)])
     assert (steps - logits[0, 6:]).abs().max() < 1e-4 * logits.abs().max() + 1e-5
-    model.store_weights_column_major()  # what sampling on a CPU does next: the float head only
+    prepare_for_sampling(model)  # what sampling on a CPU does next
     sampled = list(generate_tokens(model, [1, 2, 3], 40, 1.0, generator=torch.Generator().manual_seed(3)))
     assert len(sampled) == 40 and all(0 <= t < 40 for t in sampled)
 

@@ -46,11 +46,11 @@ def test_safe_cut_points_never_change_bpe_tokens(gpt2_cache):
     rng = random.Random(0)
     text = UNICODE_TEXT + (SHARED_DATA / "tinyshakespeare.txt").read_text()[:20000]
     whole = enc.encode_ordinary(text)
-    for _ in range(300):
-        end = rng.randrange(2, len(text))
-        cut = data._safe_cut(text[:end])
-        if cut:
-            assert enc.encode_ordinary(text[:cut]) + enc.encode_ordinary(text[cut:]) == whole
+    cuts = [data._safe_cut(text[: rng.randrange(2, len(text))]) for _ in range(300)]
+    found = [cut for cut in cuts if cut]
+    assert len(found) > 250  # most pieces of this text have a safe place to cut
+    for cut in found:
+        assert enc.encode_ordinary(text[:cut]) + enc.encode_ordinary(text[cut:]) == whole
 
 
 def test_chunked_bpe_equals_one_shot(cli, home, tmp_path, gpt2_cache, fresh_tiktoken, tiny_chunks, shakespeare_text):

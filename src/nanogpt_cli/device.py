@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from nanogpt_cli.errors import NanoGPTError
+from nanogpt_cli.fastpath import cpu_has_bfloat16_instructions  # torch's feature probes are private APIs
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -104,14 +105,11 @@ def cpu_native_bfloat16() -> bool:
 
     The caps that emulate an older CPU count too: PyTorch's ATEN_CPU_CAPABILITY below AVX512 and
     oneDNN's ONEDNN_MAX_CPU_ISA (or DNNL_MAX_CPU_ISA) below AVX512_CORE_BF16 make bfloat16 products
-    as slow as on a CPU without it (docs/performance.md shows how that was checked). The CPU feature
-    probes are private torch functions; without them the answer is False, the safe choice (float32
-    is never the slow path)."""
+    as slow as on a CPU without it (docs/performance.md shows how that was checked)."""
     isa_cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "ALL").strip().upper()
     if isa_cap not in _BF16_ISAS or not torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
         return False
-    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    return any(probe() for probe in probes if probe is not None)
+    return cpu_has_bfloat16_instructions()
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ strings and timing. This module knows token ids and a tokenizer; it never reads 
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ from nanogpt_cli.catalog import resolve_run
 from nanogpt_cli.checkpoint import checkpoint_path, load_model
 from nanogpt_cli.device import resolve_device, resolve_dtype
 from nanogpt_cli.errors import NanoGPTError
-from nanogpt_cli.model import GPT, cache_attribute_lookups
+from nanogpt_cli.fastpath import prepare_for_sampling, sampling_step
 from nanogpt_cli.tasks import task_of
 from nanogpt_cli.tokenizer import StreamDecoder
 
@@ -75,25 +74,6 @@ def next_token(
     return (probs / noise).argmax(dim=-1, keepdim=True)
 
 
-@contextlib.contextmanager
-def _sampling_step(onednn: bool) -> Iterator[None]:
-    """Settings for one sampling step; a step is a few hundred small ops, so per-op overheads decide.
-    - Plain tensors only: PyTorch skips asking each argument for a __torch_function__ override, a
-      lookup that costs microseconds per op on objects such as the int8 layers' packed weights.
-    - oneDNN off unless `onednn`: on a CPU, PyTorch hands exact GELU to a oneDNN primitive when oneDNN
-      is on, about 12 us for one token's 4 x n_embd values against 2 us in PyTorch's own vectorized
-      kernel (docs/performance.md); nothing else in a float32 step uses oneDNN. bfloat16 and float16
-      products on a CPU do: they keep it. The caller's setting is back after every step, so code that
-      runs between tokens (training, say) keeps its settings."""
-    saved = torch.backends.mkldnn.enabled
-    torch.backends.mkldnn.enabled = saved and onednn
-    try:
-        with torch._C.DisableTorchFunctionSubclass():
-            yield
-    finally:
-        torch.backends.mkldnn.enabled = saved
-
-
 @torch.inference_mode()
 def generate_tokens(
     model: torch.nn.Module,
@@ -125,7 +105,7 @@ def generate_tokens(
             fed = torch.tensor([window], device=device)
         else:
             fed = picked.to(device)
-        with _sampling_step(onednn=dtype != torch.float32):
+        with sampling_step(onednn=dtype != torch.float32):
             logits, _ = model(fed, cache=cache)
             picked = next_token(logits[:, -1, :vocab_size], temperature, top_k, top_p, generator)
         token = int(picked)
@@ -175,10 +155,7 @@ class SampleSession:
     """A model loaded from a run, ready to turn prompts into streamed text."""
 
     def __init__(self, loaded, run: str):
-        self.model = loaded.model
-        if isinstance(self.model, GPT) and next(self.model.parameters()).device.type == "cpu":
-            self.model.store_weights_column_major()
-        cache_attribute_lookups(self.model)  # last: nothing replaces a weight after this
+        self.model = prepare_for_sampling(loaded.model)
         self.tokenizer = loaded.tokenizer
         self.run = run
         self.checkpoint = loaded.path.name

@@ -1,16 +1,16 @@
 """The networks: nanoGPT's GPT (a GPT-2 shaped decoder-only transformer) and the bigram baseline.
 
-Read top to bottom: small helpers (dropout, normalisation, position tables, rotary embeddings), the
+Read top to bottom: small helpers (normalisation, position tables, rotary embeddings), the
 KV cache used for fast sampling, attention, MLP, block, then the GPT that stacks them. Training and
 sampling run through the same layer code; sampling passes a cache. Each option beyond nanoGPT
 (`ModelConfig.pos`, `norm`, `mlp`, `qk_norm`, `tie`, `softcap`, `residual`) is a small switch where it
 acts; the defaults are nanoGPT's network. This module knows token ids and tensors only; it never sees text,
-files or devices chosen by the user.
+files or devices chosen by the user. Its layers are plain torch modules; what makes CPU sampling fast
+lives in fastpath.py, which turns a loaded model into its sampling form.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import torch
@@ -20,64 +20,14 @@ from torch.nn import functional as F
 from nanogpt_cli.config import ModelConfig
 
 
-def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """Dropout while training; nothing at all otherwise (a sampling step would call it 13 times)."""
-    return F.dropout(x, p, training) if training and p > 0 else x
-
-
-# A CPU sampling step calls ~60 modules per token, and nn.Module's call machinery (two more Python
-# frames and the hook checks) costs about 5% of it (docs/performance.md). So the layers here are called
-# straight, `__call__ = forward`, like functions. Nothing in nanogpt registers hooks on them; hooks
-# registered on them would not run.
-
-
-class LayerNorm(nn.LayerNorm):
-    """torch's LayerNorm (the same parameters and state dict), called straight (see above) and going
-    to the op itself: F.layer_norm's Python wrapper first checks its arguments for overrides and reads
-    the cuDNN flag, more than the op costs for one token (13 norms a step, docs/performance.md)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
-
-    __call__ = forward
-
-
-class RMSNorm(nn.RMSNorm):
-    """torch's RMSNorm, called straight like LayerNorm."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.rms_norm(x, self.normalized_shape, self.weight, self.eps)
-
-    __call__ = forward
-
-
-class Linear(nn.Linear):
-    """torch's Linear (the same parameters and state dict), called straight like LayerNorm."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight, self.bias)
-
-    __call__ = forward
-
-
-class Embedding(nn.Embedding):
-    """torch's Embedding, called straight like LayerNorm, and going to the op itself (F.embedding's
-    wrapper first handles options, max_norm and padding_idx, that these tables never set)."""
-
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        return torch.embedding(self.weight, idx)
-
-    __call__ = forward
-
-
 def make_norm(config: ModelConfig) -> nn.Module:
     """The normalisation layer the config asks for: LayerNorm (GPT-2), RMSNorm, which only rescales
     (no mean subtraction, no bias) and is a little cheaper, or none (the lecture's early steps)."""
     if config.norm == "rmsnorm":
-        return RMSNorm(config.n_embd, eps=1e-5)
+        return nn.RMSNorm(config.n_embd, eps=1e-5)
     if config.norm == "none":
         return nn.Identity()
-    return LayerNorm(config.n_embd, bias=config.bias)
+    return nn.LayerNorm(config.n_embd, bias=config.bias)
 
 
 def sinusoids(length: int, width: int) -> torch.Tensor:
@@ -113,8 +63,6 @@ class Rotary(nn.Module):
         cos, sin = self.cos[start : start + positions], self.sin[start : start + positions]
         return (x * cos + x.roll(x.size(-1) // 2, dims=-1) * sin).type_as(x)
 
-    __call__ = forward  # called straight (see LayerNorm)
-
 
 class KVCache:
     """Keys and values of the tokens a GPT has already processed, preallocated for block_size positions
@@ -122,15 +70,10 @@ class KVCache:
     work instead of the whole context's. Training never uses it."""
 
     def __init__(self, config: ModelConfig, batch_size: int, device: torch.device, dtype: torch.dtype):
-        # One tensor per layer, keys and values stacked, laid out as attention reads them:
-        # (2, B, n_head, block_size, head_size). Each step writes both with one copy and reads a
-        # contiguous slice of every head instead of gathering strided ones.
+        # One tensor per layer, keys and values stacked as attention reads them: (2, B, n_head, block, head_size)
         shape = (2, batch_size, config.n_head, config.block_size, config.n_embd // config.n_head)
         self.layers = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
         self.length = 0  # positions filled so far
-        # The keys and values of the first n positions of each layer, as views made once: a step
-        # then reads the cache without slicing it (two ops a layer, a few percent of a CPU step).
-        self._filled: list[dict[int, tuple[torch.Tensor, torch.Tensor]]] = [{} for _ in self.layers]
 
     def reset(self) -> None:
         self.length = 0
@@ -139,12 +82,9 @@ class KVCache:
         """Store this layer's new keys and values, (2, B, n_head, T, head_size), after the cached ones
         and return every key and every value so far."""
         end = self.length + kv.size(3)
-        stored = self.layers[layer]
-        stored.narrow(3, self.length, kv.size(3)).copy_(kv)
-        filled = self._filled[layer].get(end)
-        if filled is None:
-            filled = self._filled[layer][end] = stored.narrow(3, 0, end).unbind(0)
-        return filled
+        self.layers[layer][:, :, :, self.length : end] = kv
+        keys, values = self.layers[layer][:, :, :, :end]
+        return keys, values
 
 
 class CausalSelfAttention(nn.Module):
@@ -154,8 +94,8 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         assert config.n_embd % config.n_head == 0
         # One matmul produces queries, keys and values for every head at once.
-        self.c_attn = Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
-        self.c_proj = Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.n_head = config.n_head
         self.dropout = config.dropout
         self.qk_norm = config.qk_norm
@@ -167,13 +107,8 @@ class CausalSelfAttention(nn.Module):
         position's output is returned: all that the last layer of a sampling step needs."""
         B, T, C = x.size()
         # Query, key and value of every position; heads become a batch dimension:
-        # qkv is (3, B, n_head, T, head_size), views of one matmul's output. For a sampling step's one
-        # token that is a single view: with B = T = 1 the permute would move nothing.
-        qkv = self.c_attn(x)
-        if B * T == 1:
-            qkv = qkv.view(3, 1, self.n_head, 1, C // self.n_head)
-        else:
-            qkv = qkv.view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)
+        # qkv is (3, B, n_head, T, head_size), views of one matmul's output.
+        qkv = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
         past = 0 if cache is None else cache.length  # positions already cached
         if self.qk_norm or self.rotary is not None:  # queries and keys together: one op each, not two
@@ -183,9 +118,7 @@ class CausalSelfAttention(nn.Module):
             if self.rotary is not None:  # positions enter here, as rotations of queries and keys
                 qk = self.rotary(qk, past)
             q, k = qk.unbind(0)
-        if cache is not None:
-            # Sampling: this step's keys and values as one (2, B, n_head, T, head_size) tensor (a view of
-            # qkv, unless qk_norm or rotary made new keys) go after the cached ones.
+        if cache is not None:  # sampling: this step's keys and values go after the cached ones
             new = torch.stack((k, v)) if self.qk_norm or self.rotary is not None else qkv[1:]
             k, v = cache.append(self.layer, new)  # every key and value so far
         if last_only:
@@ -198,11 +131,8 @@ class CausalSelfAttention(nn.Module):
             mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(past)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
                                            is_causal=queries > 1 and not past)
-        # Re-join the heads (one query's heads already lie side by side: nothing to transpose).
-        y = (y if queries == 1 else y.transpose(1, 2)).reshape(B, queries, C)
-        return dropout(self.c_proj(y), self.dropout, self.training)
-
-    __call__ = forward  # called straight (see LayerNorm)
+        y = y.transpose(1, 2).reshape(B, queries, C)  # re-join the heads
+        return F.dropout(self.c_proj(y), self.dropout, self.training)
 
 
 class MLP(nn.Module):
@@ -214,8 +144,8 @@ class MLP(nn.Module):
         super().__init__()
         self.kind = config.mlp
         hidden = 4 * config.n_embd if config.mlp != "swiglu" else -(-8 * config.n_embd // 3 // 8) * 8
-        self.c_fc = Linear(config.n_embd, hidden * (2 if config.mlp == "swiglu" else 1), bias=config.bias)
-        self.c_proj = Linear(hidden, config.n_embd, bias=config.bias)
+        self.c_fc = nn.Linear(config.n_embd, hidden * (2 if config.mlp == "swiglu" else 1), bias=config.bias)
+        self.c_proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
         self.dropout = config.dropout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -229,9 +159,7 @@ class MLP(nn.Module):
             h = F.relu(h)
         else:  # gelu, or gelu-tanh: the approximation GPT-2 was trained with
             h = F.gelu(h, approximate="tanh" if self.kind == "gelu-tanh" else "none")
-        return dropout(self.c_proj(h), self.dropout, self.training)
-
-    __call__ = forward  # called straight (see LayerNorm)
+        return F.dropout(self.c_proj(h), self.dropout, self.training)
 
 
 class Block(nn.Module):
@@ -257,8 +185,6 @@ class Block(nn.Module):
             x = (x if self.residual else 0) + self.mlp(self.ln_2(x))
         return x
 
-    __call__ = forward  # called straight (see LayerNorm)
-
 
 class GPT(nn.Module):
     """Token + position embeddings, a stack of blocks, a final norm and the language-model head."""
@@ -266,15 +192,15 @@ class GPT(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        layers = dict(wte=Embedding(config.vocab_size, config.n_embd))
+        layers = dict(wte=nn.Embedding(config.vocab_size, config.n_embd))
         if config.pos == "learned":
-            layers["wpe"] = Embedding(config.block_size, config.n_embd)
+            layers["wpe"] = nn.Embedding(config.block_size, config.n_embd)
         layers["h"] = nn.ModuleList([Block(config, layer) for layer in range(config.n_layer)])
         layers["ln_f"] = make_norm(config)
         self.transformer = nn.ModuleDict(layers)
         if config.pos == "sinusoidal":  # fixed, so not a parameter and not saved
             self.register_buffer("position_table", sinusoids(config.block_size, config.n_embd), persistent=False)
-        self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie:
             # Weight tying: reading a token in and writing it out use one matrix. It saves
             # vocab_size * n_embd parameters and, as GPT-2 found, trains at least as well.
@@ -310,7 +236,7 @@ class GPT(nn.Module):
             x = x + self.transformer.wpe.weight[past : past + T]
         elif self.config.pos == "sinusoidal":
             x = x + self.position_table[past : past + T]
-        x = dropout(x, self.config.dropout, self.training)  # (rope acts inside attention; none: no positions)
+        x = F.dropout(x, self.config.dropout, self.training)  # (rope acts inside attention; none: no positions)
         *blocks, last = self.transformer.h
         for block in blocks:
             x = block(x, cache)
@@ -333,18 +259,6 @@ class GPT(nn.Module):
         if self.config.softcap:
             logits = self.config.softcap * torch.tanh(logits / self.config.softcap)
         return logits
-
-    @torch.no_grad()
-    def store_weights_column_major(self) -> None:
-        """Keep each Linear weight transposed in memory: the same values and shape, another layout.
-        On a CPU, multiplying one vector by a column-major matrix reads memory about 10% faster, and
-        a sampling step is mostly such products (docs/performance.md). For sampling only; training
-        and export keep the usual row-major layout."""
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                module.weight = nn.Parameter(module.weight.t().contiguous().t(), requires_grad=False)
-        if self.config.tie:
-            self.transformer.wte.weight = self.lm_head.weight  # the tie survives the new storage
 
     def new_cache(self, batch_size: int = 1) -> KVCache:
         """An empty cache for this model: one per generation."""
@@ -373,22 +287,18 @@ class BigramLanguageModel(nn.Module):
         return None  # the next token depends on the last one only: there is nothing to cache
 
 
-@contextlib.contextmanager
-def _no_random_init():
-    """While building a model whose every weight is about to be overwritten, skip filling them with
-    random numbers (for GPT-2 that is 1.5 s of a 124M-parameter load). The layers' constructors call
-    these torch.nn.init functions; inside this block they leave the (uninitialised) tensor as it is.
-    Building on the "meta" device would skip the init too, but its first use imports torch._dynamo,
-    which costs a second of start-up."""
-    names = ("normal_", "uniform_", "kaiming_uniform_", "zeros_", "ones_")
-    saved = {name: getattr(nn.init, name) for name in names}
-    try:
-        for name in names:
-            setattr(nn.init, name, lambda tensor, *args, **kwargs: tensor)
-        yield
-    finally:
-        for name, function in saved.items():
-            setattr(nn.init, name, function)
+class _SkipInit(torch.overrides.TorchFunctionMode):
+    """While building a model whose weights are about to be overwritten, torch.nn.init's fills leave their
+    tensor as it is (1.5 s saved on GPT-2's 124M parameters). A torch function mode holds for this thread
+    only; the meta device would do it too, but its first use imports torch._dynamo, a second of start-up."""
+
+    FILLS = {torch.Tensor.normal_, torch.Tensor.uniform_, torch.Tensor.zero_, torch.Tensor.fill_}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in self.FILLS or getattr(func, "__module__", None) == "torch.nn.init":  # nn.init, or a fill it makes
+            return args[0] if args else kwargs["tensor"]
+        return func(*args, **kwargs)
 
 
 def build_model(config: ModelConfig, weights: dict[str, torch.Tensor] | None = None) -> nn.Module:
@@ -397,28 +307,13 @@ def build_model(config: ModelConfig, weights: dict[str, torch.Tensor] | None = N
     kind = BigramLanguageModel if config.model == "bigram" else GPT
     if weights is None:
         return kind(config)
-    with _no_random_init():
+    with _SkipInit():
         model = kind(config)
     # strict: every parameter is replaced, or this fails; assign: by the given tensors, not copies
     model.load_state_dict(weights, assign=True)
     if isinstance(model, GPT) and config.tie:  # assigning gave the two ends of the tie a Parameter each
         model.transformer.wte.weight = model.lm_head.weight
     return model
-
-
-def cache_attribute_lookups(model: nn.Module) -> None:
-    """Give every module plain attributes for its submodules, parameters and buffers, for sampling.
-
-    nn.Module keeps those in its own dicts, so `self.ln_1` or `self.weight` first fails Python's
-    ordinary lookup (raising and catching an AttributeError inside CPython) and only then is found by
-    `nn.Module.__getattr__`. A sampling step does about 100 such lookups; with copies in each module's
-    `__dict__` they are ordinary attribute reads, about a tenth of a CPU sampling step
-    (docs/performance.md). Call it last, once the model is built, loaded and laid out: assigning a
-    module or parameter afterwards still works (nn.Module's `__setattr__` drops the copy), but code
-    that edits `_modules` or `_parameters` directly would not be seen."""
-    for module in model.modules():
-        for registry in (module._modules, module._parameters, module._buffers):
-            vars(module).update(registry)
 
 
 def count_parameters(model: nn.Module) -> int:

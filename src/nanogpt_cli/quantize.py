@@ -63,9 +63,7 @@ class Int8Linear(nn.Module):
         # Packed once into the kernel's own layout (the float weight is not kept).
         self.packed = torch.ops.quantized.linear_prepack(qweight, bias)
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        # The kernel itself: its Python wrapper (OpOverload) first searches the arguments for the fake
-        # objects used in tracing, a few microseconds per call in a step of about a thousand.
-        self.kernel = torch.ops.quantized.linear_dynamic.default._op
+        self.kernel = torch.ops.quantized.linear_dynamic.default  # fastpath.py swaps in a faster handle
         self.per_token = per_token
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -74,11 +72,6 @@ class Int8Linear(nn.Module):
             return self.kernel(x, self.packed, True)
         rows = x.reshape(-1, x.size(-1)).split(1)
         return torch.cat([self.kernel(row, self.packed, True) for row in rows]).view(*x.shape[:-1], self.out_features)
-
-    # Called straight, without nn.Module's hook machinery (two more Python frames and a handful of
-    # checks a call, 24 calls a token): about 3% of an int8 sampling step (docs/performance.md). This
-    # layer exists for sampling and eval only; hooks registered on it would not run.
-    __call__ = forward
 
     def extra_repr(self) -> str:
         scales = "per token" if self.per_token else "per call"
