@@ -12,7 +12,7 @@ import torch
 
 from nanogpt_cli import paths
 from nanogpt_cli.batches import BatchSampler
-from nanogpt_cli.data import load_dataset
+from nanogpt_cli.dataset import load_dataset
 from nanogpt_cli.tasks import Task
 
 

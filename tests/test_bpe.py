@@ -10,7 +10,7 @@ import numpy as np
 
 from conftest import TINY
 from nanogpt_cli import paths
-from nanogpt_cli.data import load_dataset
+from nanogpt_cli.dataset import load_dataset
 from nanogpt_cli.tokenizer import BPETokenizer, StreamDecoder
 
 TEXT = ("Über den Wolken muss die Freiheit wohl grenzenlos sein. 🌍 naïve café — "

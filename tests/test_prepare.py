@@ -86,12 +86,12 @@ def test_failed_prepare_leaves_existing_dataset_untouched(cli, home, small_text,
     assert cli("prepare", small_text, "--name", "keep").exit_code == 0
     before = (home / "datasets" / "keep" / "train.bin").read_bytes()
 
-    import nanogpt_cli.data as data
+    import nanogpt_cli.tokenwriter as tokenwriter
 
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(data._TokenWriter, "_write", disk_full)
+    monkeypatch.setattr(tokenwriter.TokenWriter, "_write", disk_full)
     result = cli("prepare", small_text, "--name", "keep", "--val-fraction", "0.5", "--overwrite")
     assert result.exit_code == 1 and "No space left" in result.stderr
     assert (home / "datasets" / "keep" / "train.bin").read_bytes() == before
@@ -100,7 +100,7 @@ def test_failed_prepare_leaves_existing_dataset_untouched(cli, home, small_text,
 
 @pytest.mark.parametrize("vocab, dtype", [(65, "uint16"), (65536, "uint16"), (65537, "uint32"), (100277, "uint32")])
 def test_token_dtype_fits_vocabulary(vocab, dtype):
-    from nanogpt_cli.data import token_dtype
+    from nanogpt_cli.publish import token_dtype
 
     assert token_dtype(vocab).name == dtype
 

@@ -12,7 +12,8 @@ import threading
 import numpy as np
 import pytest
 
-import nanogpt_cli.data as data
+import nanogpt_cli.prepare as prepare
+import nanogpt_cli.tokenwriter as tokenwriter
 from conftest import SHARED_DATA
 
 UNICODE_TEXT = ("naïve café 🙂 déjà-vu  double  spaces\ttabs\n\n東京タワー, 123456 numbers; it's we'll "
@@ -37,8 +38,8 @@ def _tokens(home, name, split="train"):
 @pytest.fixture
 def tiny_chunks(monkeypatch):
     """Force chunk edges everywhere: inside words, inside multi-byte UTF-8 characters."""
-    monkeypatch.setattr(data, "READ_BYTES", 7)
-    monkeypatch.setattr(data, "PIECE_CHARS", 23)
+    monkeypatch.setattr(prepare, "READ_BYTES", 7)
+    monkeypatch.setattr(tokenwriter, "PIECE_CHARS", 23)
 
 
 def test_safe_cut_points_never_change_bpe_tokens(gpt2_cache):
@@ -46,7 +47,7 @@ def test_safe_cut_points_never_change_bpe_tokens(gpt2_cache):
     rng = random.Random(0)
     text = UNICODE_TEXT + (SHARED_DATA / "tinyshakespeare.txt").read_text()[:20000]
     whole = enc.encode_ordinary(text)
-    cuts = [data._safe_cut(text[: rng.randrange(2, len(text))]) for _ in range(300)]
+    cuts = [tokenwriter.safe_cut(text[: rng.randrange(2, len(text))]) for _ in range(300)]
     found = [cut for cut in cuts if cut]
     assert len(found) > 250  # most pieces of this text have a safe place to cut
     for cut in found:
@@ -144,7 +145,7 @@ def test_val_file(cli, home, small_text, tmp_path):
 def test_interrupted_prepare_leaves_nothing_half_written(cli, home, small_text, monkeypatch):
     assert cli("prepare", small_text, "--name", "keep").exit_code == 0
     before = (home / "datasets" / "keep" / "train.bin").read_bytes()
-    original = data._TokenWriter._write
+    original = tokenwriter.TokenWriter._write
     calls = []
 
     def interrupted(self, split, ids):
@@ -153,8 +154,8 @@ def test_interrupted_prepare_leaves_nothing_half_written(cli, home, small_text, 
             raise KeyboardInterrupt
         original(self, split, ids)
 
-    monkeypatch.setattr(data, "READ_BYTES", 1000)
-    monkeypatch.setattr(data._TokenWriter, "_write", interrupted)
+    monkeypatch.setattr(prepare, "READ_BYTES", 1000)
+    monkeypatch.setattr(tokenwriter.TokenWriter, "_write", interrupted)
     assert cli("prepare", small_text, "--name", "keep", "--overwrite").exit_code == 130
     assert cli("prepare", small_text, "--name", "fresh").exit_code == 130
     assert sorted(p.name for p in (home / "datasets").iterdir()) == ["keep"]  # no 'fresh', no temporary folder

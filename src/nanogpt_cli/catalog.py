@@ -140,23 +140,6 @@ def resolve_run(name: str | None, need: str | None = None) -> Path:
     return Path(max(runs, key=lambda r: r["modified_ts"])["path"])
 
 
-def example_prompt(dataset: str, max_chars: int = 24) -> str | None:
-    """A prompt in the style of a dataset's text: the start of its first non-blank line, cut at a
-    word boundary (None if the dataset is gone or has no such line)."""
-    from nanogpt_cli.data import load_dataset
-
-    try:
-        data = load_dataset(dataset)
-        text = data.tokenizer.decode(data.tokens("train")[:200].tolist())
-    except NanoGPTError:
-        return None
-    line = next((line.strip() for line in text.splitlines() if line.strip()), "")
-    if len(line) > max_chars:
-        cut = line[:max_chars].rsplit(" ", 1)[0]
-        line = cut if " " in line[:max_chars] else line[:max_chars]
-    return line or None
-
-
 def describe_system() -> dict[str, Any]:
     """Everything `nanogpt info` shows without arguments."""
     import platform
@@ -184,37 +167,6 @@ def describe_system() -> dict[str, Any]:
         "datasets": datasets,
         "runs": runs,
         "total_bytes": sum(d["size_bytes"] for d in datasets) + sum(r["size_bytes"] for r in runs),
-    }
-
-
-def describe_item(name: str) -> dict[str, Any]:
-    """One run (config, evaluations) or, if no run has that name, one dataset (meta, decoded sample)."""
-    run_dir = paths.run_dir(name)
-    summary = run_summary(run_dir) if run_dir.is_dir() else None
-    if summary is not None:
-        summary.pop("modified_ts")
-        metrics = read_metrics(run_dir)
-        return {
-            "type": "run",
-            "summary": summary,
-            "config": (config := read_json(run_dir / "config.json")),
-            "tokenizer_name": spec_name(config.get("tokenizer", {})),
-            "evals": [m for m in metrics if m.get("kind") == "eval"],
-        }
-    from nanogpt_cli.data import load_dataset
-
-    if not (paths.dataset_dir(name) / "meta.json").is_file():
-        raise NanoGPTError(f"no run or dataset named {name!r}; `nanogpt info` lists them")
-    dataset = load_dataset(name)
-    head = dataset.tokens("train")[:200].tolist()
-    val = dataset.tokens("val")[:200_000].tolist()  # enough to measure, quick to decode
-    meta = {k: v for k, v in dataset.meta.items() if not (k == "tokenizer" and "json" in v)}  # not a whole BPE
-    return {
-        "type": "dataset",
-        "meta": {**meta, "path": str(dataset.path)},
-        "tokenizer_name": spec_name(dataset.meta["tokenizer"]),
-        "chars_per_token": len(dataset.tokenizer.decode(val)) / max(1, len(val)),
-        "sample": dataset.tokenizer.decode(head),
     }
 
 

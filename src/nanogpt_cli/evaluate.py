@@ -22,7 +22,7 @@ from torch.nn import functional as F
 from nanogpt_cli.batches import BatchSampler
 from nanogpt_cli.catalog import resolve_run
 from nanogpt_cli.checkpoint import checkpoint_path, load_model
-from nanogpt_cli.data import load_dataset
+from nanogpt_cli.dataset import load_dataset
 from nanogpt_cli.device import resolve_device, resolve_dtype
 from nanogpt_cli.errors import NanoGPTError
 from nanogpt_cli.quantize import check_quantize, quantize_int8

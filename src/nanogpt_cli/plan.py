@@ -30,7 +30,7 @@ from nanogpt_cli.config import (
     to_toml,
     train_config_from_dict,
 )
-from nanogpt_cli.data import Dataset, load_dataset
+from nanogpt_cli.dataset import Dataset, load_dataset
 from nanogpt_cli.device import resolve_device, resolve_dtype
 from nanogpt_cli.errors import NanoGPTError
 from nanogpt_cli.loggers import check_loggers

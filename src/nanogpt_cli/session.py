@@ -13,9 +13,9 @@ from typing import Any
 
 from nanogpt_cli import distributed
 from nanogpt_cli.config import RunFile
-from nanogpt_cli.data import prepare_dataset
 from nanogpt_cli.errors import NanoGPTError
 from nanogpt_cli.plan import plan_resume, plan_run
+from nanogpt_cli.prepare import prepare_dataset
 from nanogpt_cli.sources import no_progress
 from nanogpt_cli.train import EventHandler, TrainingInterrupted, train
 

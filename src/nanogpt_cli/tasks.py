@@ -13,7 +13,6 @@ This module knows problems and token ids; it leaves training to the trainer.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -22,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from nanogpt_cli import paths
-from nanogpt_cli.catalog import check_replaceable
 from nanogpt_cli.errors import NanoGPTError
+from nanogpt_cli.publish import META_VERSION, publish, staging_dir
 from nanogpt_cli.tokenizer import CharTokenizer
 
 OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
@@ -131,15 +130,12 @@ def prepare_task(name: str | None, ops: str = "+", digits: int = 3, reverse: boo
     val = _problems(task, val_problems, rng)
     train = _problems(task, train_problems, rng, exclude=set(val))
     tokenizer = CharTokenizer(CHARS)
-    root = paths.ensure_dir(paths.datasets_dir())
-    tmp = root / f".{name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    tmp = staging_dir(name)
     try:
         for split, problems in (("train", train), ("val", val)):
             text = "".join(task.text(*problems[i]) for i in rng.permutation(len(problems)))
             tokenizer.encode_array(text).astype(np.uint16).tofile(tmp / f"{split}.bin")
-        meta = {"format_version": 1, "name": name, "tokenizer": tokenizer.spec(), "vocab_size": tokenizer.vocab_size,
+        meta = {"format_version": META_VERSION, "name": name, "tokenizer": tokenizer.spec(), "vocab_size": tokenizer.vocab_size,
                 "dtype": "uint16", "train_tokens": len(train) * task.length, "val_tokens": len(val) * task.length,
                 "task": {**asdict(task), "length": task.length, "answer_start": task.answer_start,
                          "train_problems": len(train), "val_problems": len(val)},
@@ -148,10 +144,7 @@ def prepare_task(name: str | None, ops: str = "+", digits: int = 3, reverse: boo
                                           + (", operands reversed" if reverse_operands else ""), "sha256": "-"},
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        if final.exists():
-            check_replaceable(final, tmp)  # never swap other problems under runs trained on these
-            shutil.rmtree(final)
-        tmp.rename(final)
+        publish(tmp, name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return {**meta, "path": str(final)}

@@ -31,7 +31,8 @@ def info(
 
       nanogpt info my-run --csv > my-run.csv
     """
-    from nanogpt_cli.catalog import compare_runs, describe_item, describe_system, metrics_csv
+    from nanogpt_cli.catalog import compare_runs, describe_system, metrics_csv
+    from nanogpt_cli.dataset import describe_item
 
     names = names or []
     if as_csv:

@@ -41,7 +41,7 @@ def prepare(
 
       nanogpt prepare addition --digits 4
     """
-    from nanogpt_cli.data import prepare_dataset
+    from nanogpt_cli.prepare import prepare_dataset
     from nanogpt_cli.tokenizer import spec_name
 
     startup_done()
@@ -82,7 +82,7 @@ def prepare(
 
 
 def _example(meta) -> str:
-    from nanogpt_cli.data import load_dataset
+    from nanogpt_cli.dataset import load_dataset
 
     data = load_dataset(meta["name"])
     return data.tokenizer.decode(data.tokens("val")[: meta["task"]["length"]].tolist())

@@ -125,7 +125,7 @@ def train(
         text = sample_from_run(summary["run"], prompt=None, max_new_tokens=sample_tokens, seed=summary["seed"])
         out.print(f"\n[dim]--- a sample from {summary['run']} ---[/]", markup=True)
         sys.stdout.write(text.rstrip("\n") + "\n")
-        from nanogpt_cli.catalog import example_prompt
+        from nanogpt_cli.dataset import example_prompt
 
         prompt = example_prompt(summary["dataset"])
         more = f"nanogpt sample --run {summary['run']}" + (f" --prompt {shlex.quote(prompt)}" if prompt else "")
@@ -134,7 +134,7 @@ def train(
 
 def _solved_examples(summary: dict[str, Any]) -> bool:
     """For a run on a task dataset (arithmetic), a few val problems and its answers instead of a sample."""
-    from nanogpt_cli.data import load_dataset
+    from nanogpt_cli.dataset import load_dataset
     from nanogpt_cli.generate import SampleSession
     from nanogpt_cli.tasks import val_examples
 

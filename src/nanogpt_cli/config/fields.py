@@ -1,22 +1,17 @@
-"""Configuration: every knob declared once, as a dataclass field with its help text.
+"""Every model and training knob, declared once, as a dataclass field with its help text.
 
 `ModelConfig` fixes the network's shape (it is saved in every checkpoint); `TrainConfig` says how a
 run trains. Each field carries its help text and help panel in its metadata, and everything else is
-derived from the fields: the `train` command's options, presets, TOML run configs (`--config`,
-`--print-config`, a run's `config.toml`), checkpoints and `info RUN`. Adding a knob is one field.
-
-Values are merged in one order: dataclass defaults < preset < run config file < command-line flags.
-A value that is wrong names where it came from: the flag, or the file, key and line.
+derived from the fields: the `train` command's options, presets, TOML run configs, checkpoints and
+`info RUN`. Adding a knob is one field. This module knows values and their checks, not where they
+come from (presets.py merges them, runfile.py reads and writes files).
 """
 
 from __future__ import annotations
 
-import math
 import re
-import sys
 import typing
-from dataclasses import MISSING, asdict, dataclass, field, fields
-from pathlib import Path
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 from nanogpt_cli.errors import NanoGPTError
@@ -234,65 +229,6 @@ KNOBS: dict[str, Knob] = knobs_of(SECTIONS)
 DERIVED = {f.name for cls in SECTIONS.values() for f in fields(cls) if f.metadata.get("derived")}
 
 
-@dataclass(frozen=True)
-class Preset:
-    description: str
-    values: dict[str, Any]
-
-
-PRESETS: dict[str, Preset] = {
-    "cpu": Preset(
-        "learns the most on a laptop CPU in under 3 minutes: nanoGPT's 4x128 shape with rotary positions, "
-        "RMSNorm, squared ReLU, QK-norm, Muon and a warmup-stable-decay schedule",
-        dict(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0, batch_size=16, max_iters=1500,
-             lr=3e-3, min_lr=1e-4, warmup_iters=50, schedule="wsd", decay_frac=0.3, optimizer="muon", muon_lr=0.04,
-             pos="rope", norm="rmsnorm", mlp="relu2", qk_norm=True, eval_interval=250, eval_iters=20),
-    ),
-    "mps": Preset(
-        "the cpu preset's recipe at the size a laptop GPU trains in minutes: 6 layers, 192 wide, block 128 "
-        "(Muon orthogonalises in float32 there; not yet timed on Apple hardware)",
-        dict(n_layer=6, n_head=6, n_embd=192, block_size=128, dropout=0.0, batch_size=32, max_iters=2000,
-             lr=3e-3, min_lr=1e-4, warmup_iters=50, schedule="wsd", decay_frac=0.3, optimizer="muon", muon_lr=0.04,
-             pos="rope", norm="rmsnorm", mlp="relu2", qk_norm=True, eval_interval=250, eval_iters=20),
-    ),
-    "shakespeare-char": Preset(
-        "nanoGPT's GPU recipe for Tiny Shakespeare (6 layers, 384 wide, block 256; val ~1.47)",
-        dict(n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2, batch_size=64,
-             max_iters=5000, lr=1e-3, min_lr=1e-4, warmup_iters=100, eval_interval=250, eval_iters=200),
-    ),
-    "nanogpt-cpu": Preset(
-        "nanoGPT's documented CPU recipe for Tiny Shakespeare, exactly, for comparisons (about 2 minutes on 2 cores)",
-        dict(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0, bias=False, batch_size=12, grad_accum=1,
-             max_iters=2000, lr=1e-3, min_lr=1e-4, warmup_iters=100, beta1=0.9, beta2=0.99,
-             weight_decay=0.1, grad_clip=1.0, eval_interval=250, eval_iters=20, schedule="cosine", optimizer="adamw"),
-    ),
-    "lecture": Preset(
-        "the final gpt.py of the 'Let's build GPT' lecture (6x384, block 256; constant lr 3e-4), for GPU users",
-        dict(n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2, bias=True, batch_size=64, max_iters=5000,
-             lr=3e-4, min_lr=3e-4, warmup_iters=0, beta2=0.999, weight_decay=0.01, grad_clip=0.0, eval_interval=500,
-             eval_iters=200),
-    ),
-    "addition": Preset(
-        "task datasets (nanogpt prepare addition): a 2x128 GPT learning the answers; block = one problem",
-        dict(n_layer=2, n_head=4, n_embd=128, dropout=0.0, batch_size=64, max_iters=2000, lr=2e-3, min_lr=2e-4,
-             warmup_iters=100, eval_interval=500, eval_iters=20, pos="learned", norm="layernorm", mlp="gelu"),
-    ),
-    "bigram": Preset(
-        "the lecture's bigram baseline: one embedding table of next-token logits (val ~2.5)",
-        dict(model="bigram", block_size=8, batch_size=32, max_iters=3000, lr=1e-2, min_lr=1e-3,
-             warmup_iters=0, weight_decay=0.0, eval_interval=300, eval_iters=50),
-    ),
-}
-
-DEFAULT_PRESET_FOR_DEVICE = {"cpu": "cpu", "mps": "mps", "cuda": "shakespeare-char"}
-
-
-def get_preset(name: str) -> Preset:
-    if name not in PRESETS:
-        raise NanoGPTError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)} (see `nanogpt train --preset list`)")
-    return PRESETS[name]
-
-
 def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
     """A ModelConfig from a checkpoint's dict; fields it lacks (older checkpoints) keep their defaults."""
     names = {f.name for f in fields(ModelConfig)}
@@ -302,162 +238,3 @@ def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
 def train_config_from_dict(data: dict[str, Any]) -> TrainConfig:
     names = {f.name for f in fields(TrainConfig)}
     return TrainConfig(**{k: v for k, v in data.items() if k in names})
-
-
-# ----------------------------------------------------------------------------------- run config files
-
-
-@dataclass
-class RunFile:
-    """A TOML run config: `preset`, and [model] / [train] tables keyed by field name."""
-
-    path: Path
-    preset: str | None
-    values: dict[str, Any]
-    lines: dict[str, int]  # key -> line number, where it could be found
-
-    def where(self, key: str) -> str:
-        line = self.lines.get(key)
-        return f"{self.path}, line {line}" if line else str(self.path)
-
-
-def _load_toml(text: str) -> dict[str, Any]:
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - Python 3.10
-        import tomli as tomllib
-    return tomllib.loads(text)
-
-
-def read_run_file(path: str | Path) -> RunFile:
-    """Read and type-check a run config file; every mistake is one error naming the file and key."""
-    path = Path(path).expanduser()
-    if path.is_dir() and (path / "config.toml").is_file():
-        path = path / "config.toml"  # a run folder stands for its config
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise NanoGPTError(f"config file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise NanoGPTError(f"cannot read config file {path}: {getattr(exc, 'strerror', None) or exc}") from None
-    try:
-        data = _load_toml(text)
-    except ValueError as exc:  # tomllib.TOMLDecodeError says where: "(at line 3, column 9)"
-        raise NanoGPTError(f"{path} is not valid TOML: {exc}") from None
-    lines = _key_lines(text)
-    where = RunFile(path, None, {}, lines).where
-    preset = data.pop("preset", None)
-    if preset is not None and not isinstance(preset, str):
-        raise NanoGPTError(f"{where('preset')}: preset must be a string such as \"cpu\"")
-    values: dict[str, Any] = {}
-    for section, table in data.items():
-        if section not in SECTIONS or not isinstance(table, dict):
-            raise NanoGPTError(f"{where(section)}: unknown {'table' if isinstance(table, dict) else 'key'} "
-                               f"{section!r}; a run config has `preset` and the tables [model] and [train]")
-        for key, value in table.items():
-            knob_ = KNOBS.get(key)
-            if key in DERIVED:
-                raise NanoGPTError(f"{where(key)}: {key} is set from the dataset, not by a config; remove it")
-            if knob_ is None or knob_.section != section:
-                hint = f" (it belongs in [{knob_.section}])" if knob_ else _close_match(key)
-                raise NanoGPTError(f"{where(key)}: unknown key {key!r} in [{section}]{hint}")
-            values[key] = _check_type(knob_, value, where(key))
-    if preset is not None:
-        get_preset(preset)
-    return RunFile(path, preset, values, lines)
-
-
-def _key_lines(text: str) -> dict[str, int]:
-    """The line of each `key = value` (and [table]) in a TOML text, for error messages."""
-    found: dict[str, int] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
-        match = re.match(r"\s*(?:\[\s*([A-Za-z0-9_-]+)\s*\]|([A-Za-z0-9_-]+)\s*=)", line)
-        if match:
-            found.setdefault(match.group(1) or match.group(2), number)
-    return found
-
-
-def _close_match(key: str) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(key, list(KNOBS), n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
-def _check_type(knob_: Knob, value: Any, where: str) -> Any:
-    kind = knob_.type
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
-        return value
-    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
-    raise NanoGPTError(f"{where}: {knob_.name} must be {names[kind]}, got {value!r}")
-
-
-# ------------------------------------------------------------------------------------ merging values
-
-
-# Finetuning (--init-from): nanoGPT's recipe for a pretrained model, AdamW at a small constant rate (no
-# warmup, no decay). A preset's rates are made for random weights: Muon's orthogonalised steps or a
-# rate of 1e-3 would overwrite what the model knows in its first steps. Values the user gives win.
-FINETUNE = dict(optimizer="adamw", lr=3e-5, min_lr=3e-5, warmup_iters=0)
-
-
-def build_configs(preset: str | None, flags: dict[str, Any], file: RunFile | None = None
-                  ) -> tuple[ModelConfig, TrainConfig]:
-    """Merge defaults < preset < finetuning (with --init-from) < file < flags (a None flag means 'not
-    given') and validate the result. An invalid value is reported against where it came from."""
-    values: dict[str, Any] = dict(get_preset(preset).values) if preset else {}
-    given = {**(file.values if file else {}), **{k: v for k, v in flags.items() if v is not None}}
-    finetune = bool(given.get("init_from"))
-    if finetune:
-        values.update(FINETUNE)
-    if "lr" in given and "min_lr" not in given:
-        # keep the decay's floor below a newly chosen peak; a finetuning rate stays constant
-        values["min_lr"] = given["lr"] if finetune else given["lr"] / 10
-    values.update(given)
-    unknown = set(values) - set(KNOBS)
-    if unknown:
-        raise ValueError(f"unknown config fields: {sorted(unknown)}")
-    model = ModelConfig(**{k: v for k, v in values.items() if KNOBS[k].section == "model"})
-    train = TrainConfig(**{k: v for k, v in values.items() if KNOBS[k].section == "train"})
-    try:
-        model.validate()
-        train.validate()
-    except InvalidValue as exc:
-        if file is not None and exc.name in file.values and flags.get(exc.name) is None:
-            raise NanoGPTError(f"{file.where(exc.name)}: {exc.name} {exc.requirement}") from None
-        raise
-    return model, train
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return repr(value) if math.isfinite(value) else ("nan" if math.isnan(value) else "inf" if value > 0 else "-inf")
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return str(value)
-
-
-def to_toml(model: ModelConfig, train: TrainConfig, preset: str | None = None) -> str:
-    """The whole resolved config as a run config file: every field, its help text as a comment. Unset
-    optional fields are written commented out (TOML has no null)."""
-    lines = ["# A nanogpt run config: `nanogpt train --config FILE`.",
-             "# Precedence: defaults < preset < this file < command-line flags.", ""]
-    if preset:
-        lines += [f"preset = {_toml_value(preset)}", ""]
-    for section, config in (("model", asdict(model)), ("train", asdict(train))):
-        lines.append(f"[{section}]")
-        for name, value in config.items():
-            if name in DERIVED:
-                continue
-            lines.append(f"# {KNOBS[name].help}")
-            lines.append(f"# {name} =" if value is None else f"{name} = {_toml_value(value)}")
-        lines.append("")
-    return "\n".join(lines)
-
-
-__all__ = ["KNOBS", "ModelConfig", "TrainConfig", "PRESETS", "Preset", "RunFile", "asdict", "build_configs",
-           "get_preset", "read_run_file", "to_toml"]

@@ -1,4 +1,4 @@
-"""Datasets: turning text into token files, and reading random training batches back out.
+"""Preparing a dataset: turning text into token files.
 
 `prepare_dataset` streams a source (see sources.py) into <data dir>/datasets/<name>/{train.bin,
 val.bin, meta.json} in nanoGPT's format: raw token ids, uint16 when the vocabulary fits, else uint32.
@@ -10,9 +10,7 @@ where tiktoken's pre-tokenizer would split anyway (a single space between two no
 the token stream equals encoding everything at once; pieces are encoded on all cores (tiktoken releases the GIL)
 while the next ones are read. Documents of a folder are separated by <|endoftext|> (BPE)
 or a blank line (char). The dataset folder is built under a temporary name and renamed into place, so
-an interrupted prepare never leaves a dataset that looks complete.
-
-`load_dataset` memory-maps the token files and `BatchSampler` draws reproducible random (x, y) batches.
+an interrupted prepare never leaves a dataset that looks complete (publish.py). dataset.py reads it back.
 """
 
 from __future__ import annotations
@@ -20,20 +18,17 @@ from __future__ import annotations
 import codecs
 import hashlib
 import json
-import os
 import shutil
 import time
-from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 
 from nanogpt_cli import paths
-from nanogpt_cli.catalog import check_replaceable
 from nanogpt_cli.errors import NanoGPTError
+from nanogpt_cli.publish import META_VERSION, publish, staging_dir, token_dtype
 from nanogpt_cli.sources import Document, Progress, Source, no_progress, resolve_source
 from nanogpt_cli.tokenizer import (
     BPETokenizer,
@@ -42,18 +37,12 @@ from nanogpt_cli.tokenizer import (
     bpe_size,
     codepoints,
     get_tokenizer,
-    tokenizer_from_spec,
 )
+from nanogpt_cli.tokenwriter import TokenWriter
 
-META_VERSION = 1
 READ_BYTES = 1 << 22  # bytes read at a time
-PIECE_CHARS = 1 << 17  # BPE text handed to one encoder thread at a time (about)
 TRAIN_PIECE_CHARS = 1 << 16  # text handed to the BPE trainer at a time
 UNICODE_SIZE = 0x110000
-
-
-def token_dtype(vocab_size: int) -> np.dtype:
-    return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
 
 
 def _chunks(doc: Document, on_bytes) -> Iterator[str]:
@@ -140,110 +129,7 @@ class _Scan:
         return "\n" if self.ends_with_newline[i] else "\n\n"
 
 
-def _safe_cut(text: str) -> int:
-    """The last index where the text may be cut without changing its BPE tokens: a single space with a
-    non-space character on both sides (tiktoken's pre-tokenizer always starts a piece there). 0 if none."""
-    i = len(text) - 1
-    while (i := text.rfind(" ", 1, i)) > 0:
-        if i + 1 < len(text) and not text[i - 1].isspace() and not text[i + 1].isspace():
-            return i
-    return 0
-
-
-class _TokenWriter:
-    """Tokenizes text fed to it in order and appends the ids to train.bin, then (from the split point
-    on) to val.bin. BPE pieces are encoded on all cores while the next ones are read; results are
-    written in order, and only a few pieces are in flight at a time, so memory stays flat."""
-
-    def __init__(self, folder: Path, tokenizer: Tokenizer, dtype: np.dtype, split_at: float):
-        self.tokenizer = tokenizer
-        self.dtype = dtype
-        self.split_at = split_at  # character position where val starts
-        self.position = 0
-        self.split = "train"
-        self.files: dict[str, BinaryIO] = {s: open(folder / f"{s}.bin", "wb") for s in ("train", "val")}
-        self.counts = {"train": 0, "val": 0}
-        self.is_char = tokenizer.per_character  # char text is encoded in place; BPE on a thread pool
-        if not self.is_char:
-            self.buffer = ""
-            workers = os.cpu_count() or 1
-            self.pool = ThreadPoolExecutor(max_workers=workers)
-            self.pending: deque[tuple[str, Future | np.ndarray]] = deque()  # (split, ids to come), in order
-            self.max_pending = 2 * workers + 2
-
-    def _write(self, split: str, ids: np.ndarray) -> None:
-        ids.astype(self.dtype, copy=False).tofile(self.files[split])
-        self.counts[split] += len(ids)
-
-    def feed(self, text: str) -> None:
-        if self.split == "train" and self.position + len(text) >= self.split_at:
-            cut = int(self.split_at - self.position)
-            self._feed(text[:cut])
-            self.boundary()  # train and val are encoded separately, as nanoGPT does
-            self.split = "val"
-            self.position += cut
-            text = text[cut:]
-        self._feed(text)
-        self.position += len(text)
-
-    def _feed(self, text: str) -> None:
-        if not text:
-            return
-        if self.is_char:
-            self._write(self.split, self.tokenizer.encode_array(text))
-            return
-        self.buffer += text
-        while len(self.buffer) >= PIECE_CHARS:
-            # a piece of about PIECE_CHARS (a trained BPE's encoder holds ~40x its text while encoding)
-            cut = _safe_cut(self.buffer[:PIECE_CHARS]) or _safe_cut(self.buffer)
-            if cut == 0:
-                return  # no safe point yet: keep reading
-            self._queue(self.pool.submit(self.tokenizer.encode_array, self.buffer[:cut]))
-            self.buffer = self.buffer[cut:]
-
-    def boundary(self) -> None:
-        """A point the tokenizer must not merge across (a document end, the train/val split)."""
-        if not self.is_char and self.buffer:
-            self._queue(self.pool.submit(self.tokenizer.encode_array, self.buffer))
-            self.buffer = ""
-
-    def separator(self, text: str, token: int | None) -> None:
-        """Between documents: a token for BPE, text for char."""
-        if self.is_char:
-            self.feed(text)
-        else:
-            self.boundary()
-            self._queue(np.array([token]))
-
-    def _queue(self, ids: Future | np.ndarray) -> None:
-        self.pending.append((self.split, ids))
-        while len(self.pending) > self.max_pending:
-            self._write_oldest()
-
-    def _write_oldest(self) -> None:
-        split, ids = self.pending.popleft()
-        self._write(split, ids.result() if isinstance(ids, Future) else ids)
-
-    def finish(self) -> dict[str, int]:
-        if not self.is_char:
-            self.boundary()
-            while self.pending:
-                self._write_oldest()
-            self.pool.shutdown()
-        for f in self.files.values():
-            f.flush()
-            os.fsync(f.fileno())
-            f.close()
-        return self.counts
-
-    def abort(self) -> None:
-        if not self.is_char:
-            self.pool.shutdown(cancel_futures=True)
-        for f in self.files.values():
-            f.close()
-
-
-def _feed_documents(writer: _TokenWriter, scan: _Scan, eot: int | None, on_bytes) -> None:
+def _feed_documents(writer: TokenWriter, scan: _Scan, eot: int | None, on_bytes) -> None:
     for i, doc in enumerate(scan.documents):
         if i:
             writer.separator(scan.char_separator(i - 1), eot)
@@ -279,7 +165,7 @@ def _write_dataset(folder: Path, scan: _Scan, val_scan: _Scan | None, tokenizer:
     if tokenizer.per_character:
         total += sum(len(scan.char_separator(i)) for i in range(len(scan.documents) - 1))
     split_at = float("inf") if val_scan is not None else int(total * (1.0 - val_fraction))
-    writer = _TokenWriter(folder, tokenizer, dtype, split_at)
+    writer = TokenWriter(folder, tokenizer, dtype, split_at)
     eot = tokenizer.eot_token
     size = scan.size + (val_scan.size if val_scan else 0)
     done = 0
@@ -346,11 +232,9 @@ def prepare_dataset(
     dtype = token_dtype(tok.vocab_size)
 
     # Build the dataset beside its final place, then swap it in with renames.
-    datasets = paths.ensure_dir(paths.datasets_dir())
-    tmp_dir = datasets / f".{name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp_dir, ignore_errors=True)
+    tmp_dir = None
     try:
-        tmp_dir.mkdir()
+        tmp_dir = staging_dir(name)
         counts = _write_dataset(tmp_dir, scan, val_scan, tok, dtype, val_fraction, progress)
         for split, n in counts.items():
             if n < 2:
@@ -385,66 +269,11 @@ def prepare_dataset(
         if bpe:  # also as a file of its own, which other tools open with tokenizers.Tokenizer.from_file
             (tmp_dir / "tokenizer.json").write_text(tok.json, encoding="utf-8")
         (tmp_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        if replacing:
-            check_replaceable(final_dir, tmp_dir)
-        old_dir = datasets / f".{name}.old-{os.getpid()}"
-        if final_dir.exists():
-            final_dir.rename(old_dir)
-        tmp_dir.rename(final_dir)
-        shutil.rmtree(old_dir, ignore_errors=True)
+        publish(tmp_dir, name)
     except OSError as exc:
         raise NanoGPTError(f"cannot write dataset to {final_dir}: {exc.strerror or exc}") from None
     finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
+        if tmp_dir is not None:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
     meta["path"] = str(final_dir)
     return meta
-
-
-class Dataset:
-    """A prepared dataset: its metadata, tokenizer and memory-mapped token streams."""
-
-    def __init__(self, name: str):
-        self.name = name
-        self.path = paths.dataset_dir(name)
-        meta_path = self.path / "meta.json"
-        if not meta_path.is_file():
-            hint = "nanogpt prepare shakespeare" if name == "shakespeare" else "nanogpt prepare FILE --name " + name
-            raise NanoGPTError(f"dataset {name!r} is not prepared; run `{hint}` first (`nanogpt info` lists datasets)")
-        try:
-            self.meta: dict[str, Any] = json.loads(meta_path.read_text(encoding="utf-8"))
-            self.dtype = np.dtype(self.meta["dtype"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise NanoGPTError(f"dataset {name!r} has an unreadable meta.json ({exc}); prepare it again") from None
-        if self.meta.get("format_version", 0) > META_VERSION:
-            raise NanoGPTError(f"dataset {name!r} was written by a newer nanogpt-cli; upgrade to read it")
-        self._tokenizer: Tokenizer | None = None
-
-    @property
-    def vocab_size(self) -> int:
-        return int(self.meta["vocab_size"])
-
-    @property
-    def tokenizer(self) -> Tokenizer:
-        if self._tokenizer is None:
-            self._tokenizer = tokenizer_from_spec(self.meta["tokenizer"])
-        return self._tokenizer
-
-    @property
-    def task(self):
-        """The task (tasks.Task) of a task dataset, else None."""
-        from nanogpt_cli.tasks import task_of
-
-        return task_of(self.meta)
-
-    def tokens(self, split: str) -> np.ndarray:
-        path = self.path / f"{split}.bin"
-        try:
-            if path.stat().st_size == 0:
-                return np.zeros(0, dtype=self.dtype)
-            return np.memmap(path, dtype=self.dtype, mode="r")
-        except (OSError, ValueError) as exc:
-            raise NanoGPTError(f"cannot read {path} ({exc}); prepare the dataset {self.name!r} again") from None
-
-
-def load_dataset(name: str) -> Dataset:
-    return Dataset(name)

@@ -1,0 +1,132 @@
+"""TOML run configs (`--config`, `--print-config`, a run's `config.toml`): read with every mistake
+named by file, key and line; written with every field and its help as a comment."""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from nanogpt_cli.config.fields import DERIVED, KNOBS, SECTIONS, Knob, ModelConfig, TrainConfig
+from nanogpt_cli.config.presets import get_preset
+from nanogpt_cli.errors import NanoGPTError
+
+# ----------------------------------------------------------------------------------- run config files
+
+
+@dataclass
+class RunFile:
+    """A TOML run config: `preset`, and [model] / [train] tables keyed by field name."""
+
+    path: Path
+    preset: str | None
+    values: dict[str, Any]
+    lines: dict[str, int]  # key -> line number, where it could be found
+
+    def where(self, key: str) -> str:
+        line = self.lines.get(key)
+        return f"{self.path}, line {line}" if line else str(self.path)
+
+
+def _load_toml(text: str) -> dict[str, Any]:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+    return tomllib.loads(text)
+
+
+def read_run_file(path: str | Path) -> RunFile:
+    """Read and type-check a run config file; every mistake is one error naming the file and key."""
+    path = Path(path).expanduser()
+    if path.is_dir() and (path / "config.toml").is_file():
+        path = path / "config.toml"  # a run folder stands for its config
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise NanoGPTError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise NanoGPTError(f"cannot read config file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        data = _load_toml(text)
+    except ValueError as exc:  # tomllib.TOMLDecodeError says where: "(at line 3, column 9)"
+        raise NanoGPTError(f"{path} is not valid TOML: {exc}") from None
+    lines = _key_lines(text)
+    where = RunFile(path, None, {}, lines).where
+    preset = data.pop("preset", None)
+    if preset is not None and not isinstance(preset, str):
+        raise NanoGPTError(f"{where('preset')}: preset must be a string such as \"cpu\"")
+    values: dict[str, Any] = {}
+    for section, table in data.items():
+        if section not in SECTIONS or not isinstance(table, dict):
+            raise NanoGPTError(f"{where(section)}: unknown {'table' if isinstance(table, dict) else 'key'} "
+                               f"{section!r}; a run config has `preset` and the tables [model] and [train]")
+        for key, value in table.items():
+            knob_ = KNOBS.get(key)
+            if key in DERIVED:
+                raise NanoGPTError(f"{where(key)}: {key} is set from the dataset, not by a config; remove it")
+            if knob_ is None or knob_.section != section:
+                hint = f" (it belongs in [{knob_.section}])" if knob_ else _close_match(key)
+                raise NanoGPTError(f"{where(key)}: unknown key {key!r} in [{section}]{hint}")
+            values[key] = _check_type(knob_, value, where(key))
+    if preset is not None:
+        get_preset(preset)
+    return RunFile(path, preset, values, lines)
+
+
+def _key_lines(text: str) -> dict[str, int]:
+    """The line of each `key = value` (and [table]) in a TOML text, for error messages."""
+    found: dict[str, int] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        match = re.match(r"\s*(?:\[\s*([A-Za-z0-9_-]+)\s*\]|([A-Za-z0-9_-]+)\s*=)", line)
+        if match:
+            found.setdefault(match.group(1) or match.group(2), number)
+    return found
+
+
+def _close_match(key: str) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(key, list(KNOBS), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _check_type(knob_: Knob, value: Any, where: str) -> Any:
+    kind = knob_.type
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    raise NanoGPTError(f"{where}: {knob_.name} must be {names[kind]}, got {value!r}")
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else ("nan" if math.isnan(value) else "inf" if value > 0 else "-inf")
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return str(value)
+
+
+def to_toml(model: ModelConfig, train: TrainConfig, preset: str | None = None) -> str:
+    """The whole resolved config as a run config file: every field, its help text as a comment. Unset
+    optional fields are written commented out (TOML has no null)."""
+    lines = ["# A nanogpt run config: `nanogpt train --config FILE`.",
+             "# Precedence: defaults < preset < this file < command-line flags.", ""]
+    if preset:
+        lines += [f"preset = {_toml_value(preset)}", ""]
+    for section, config in (("model", asdict(model)), ("train", asdict(train))):
+        lines.append(f"[{section}]")
+        for name, value in config.items():
+            if name in DERIVED:
+                continue
+            lines.append(f"# {KNOBS[name].help}")
+            lines.append(f"# {name} =" if value is None else f"{name} = {_toml_value(value)}")
+        lines.append("")
+    return "\n".join(lines)

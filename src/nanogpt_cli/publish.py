@@ -1,0 +1,46 @@
+"""The dataset folder's format (its version, the token dtype) and publishing one: the one way a
+prepared dataset (text or task) takes its name.
+
+The caller builds the whole folder under a temporary name beside its final place (`staging_dir`);
+`publish` then refuses to swap different tokens under runs that were trained on the old ones, moves the
+old folder aside, renames the new one into place and removes the old one. An interrupted prepare
+therefore never leaves a dataset that looks complete, and a failed one leaves the old dataset as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from nanogpt_cli import paths
+from nanogpt_cli.catalog import check_replaceable
+
+META_VERSION = 1  # meta.json's format_version; a reader refuses a newer one
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """nanoGPT's token files: uint16 when the vocabulary fits, else uint32."""
+    return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
+
+
+def staging_dir(name: str) -> Path:
+    """An empty folder beside the dataset's final place, to build it in."""
+    tmp_dir = paths.ensure_dir(paths.datasets_dir()) / f".{name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    tmp_dir.mkdir()
+    return tmp_dir
+
+
+def publish(tmp_dir: Path, name: str) -> Path:
+    """Put the finished folder `tmp_dir` in place as dataset `name`; returns its final path."""
+    final_dir = paths.dataset_dir(name)
+    old_dir = final_dir.with_name(f".{name}.old-{os.getpid()}")
+    if final_dir.exists():
+        check_replaceable(final_dir, tmp_dir)  # never swap other tokens under runs trained on these
+        final_dir.rename(old_dir)
+    tmp_dir.rename(final_dir)
+    shutil.rmtree(old_dir, ignore_errors=True)
+    return final_dir
