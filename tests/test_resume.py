@@ -174,7 +174,7 @@ def test_keep_n_checkpoints(cli, home, small_text):
 
 
 def test_a_second_train_of_the_same_run_is_refused(cli, home, trained_run):
-    from nanogpt_cli.runs import run_lock
+    from nanogpt_cli.runlock import run_lock
 
     with run_lock(home / "runs" / trained_run):
         result = cli("train", "--run", trained_run, "--resume", "--max-iters", "40")

@@ -13,6 +13,7 @@ from typing import Any
 
 from nanogpt_cli import paths
 from nanogpt_cli.errors import NanoGPTError
+from nanogpt_cli.runlock import settle
 from nanogpt_cli.tokenizer import spec_name
 
 
@@ -62,6 +63,7 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def run_summary(run_dir: Path) -> dict[str, Any] | None:
+    settle(run_dir)
     config = read_json(run_dir / "config.json")
     if config is None:
         return None
@@ -129,6 +131,7 @@ def resolve_run(name: str | None, need: str | None = None) -> Path:
     `need`, that has that file)."""
     if name:
         run_dir = paths.run_dir(name)
+        settle(run_dir)
         if not (run_dir / "config.json").is_file():
             raise NanoGPTError(f"run {name!r} does not exist; `nanogpt info` lists the runs")
         if need and not (run_dir / need).is_file():

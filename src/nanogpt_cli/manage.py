@@ -16,7 +16,7 @@ from pathlib import Path
 from nanogpt_cli import paths
 from nanogpt_cli.catalog import disk_size, list_runs, read_json
 from nanogpt_cli.errors import NanoGPTError
-from nanogpt_cli.runs import training_pid
+from nanogpt_cli.runlock import training_pid
 
 
 def _inside(folder: Path, root: Path) -> Path:

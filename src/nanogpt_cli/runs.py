@@ -22,8 +22,7 @@ from typing import Any
 from nanogpt_cli import paths
 from nanogpt_cli.config import ModelConfig, TrainConfig, to_toml
 from nanogpt_cli.errors import NanoGPTError
-
-RUN_FILES = ("config.json", "config.toml", "metrics.jsonl")
+from nanogpt_cli.runlock import REPLACED, finish_replacement, run_files, run_lock
 
 
 def new_run_name(dataset: str) -> str:
@@ -36,76 +35,30 @@ def new_run_name(dataset: str) -> str:
 
 
 @contextlib.contextmanager
-def run_lock(run_dir: Path) -> Iterator[None]:
-    """Hold an exclusive lock on the run folder; a second `train` of the same run is refused. The
-    operating system drops the lock when the process ends, however it ends."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: no advisory locks; run without one
-        yield
-        return
-    path = run_dir / ".lock"
-    try:
-        handle = open(path, "a+", encoding="utf-8")
-    except OSError as exc:
-        raise NanoGPTError(
-            f"cannot write to run folder {run_dir}: {exc.strerror or exc}; set NANOGPT_HOME to a writable folder"
-        ) from None
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.seek(0)
-            owner = handle.read().strip() or "?"
-            raise NanoGPTError(
-                f"run {run_dir.name!r} is being trained by another process (pid {owner}); "
-                "wait for it to finish or choose another --run name"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def training_pid(run_dir: Path) -> str | None:
-    """The pid of the process training this run now (its lock is held), or None."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: no advisory locks
-        return None
-    try:
-        with open(run_dir / ".lock", encoding="utf-8") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except OSError:
-                return handle.read().strip() or "?"
-            fcntl.flock(handle, fcntl.LOCK_UN)
-    except OSError:  # no lock file: never trained here, or long finished
-        return None
-    return None
-
-
-@contextlib.contextmanager
 def open_run(run_dir: Path, resuming: bool, overwrite: bool) -> Iterator[Path]:
     """The run folder, created and locked for as long as training holds it. A new run may not reuse a
-    name unless `overwrite` (then the old run's files go); a folder made here is removed again if the
-    run fails before writing anything into it."""
+    name unless `overwrite`. Overwriting is a transaction: the old run's files wait in the folder's
+    `.replaced/` until the new run has written its first checkpoint, and come back if it fails before
+    that (or, after a kill, the next time the run is opened). A folder made here is removed again if
+    the run fails before writing anything into it."""
     created = not run_dir.exists()
+    replaced = run_dir / REPLACED
     try:
         with run_lock(paths.ensure_dir(run_dir)):
+            finish_replacement(run_dir)  # a replacement a killed process left half done
             if not resuming and any((run_dir / name).exists() for name in ("config.json", "ckpt.pt", "best.pt")):
                 if not overwrite:
                     raise NanoGPTError(
                         f"run {run_dir.name!r} already exists; continue it with --resume, choose another --run "
                         "name, or pass --overwrite to replace it"
                     )
-                for old in [*run_dir.glob("*.pt"), *(run_dir / name for name in RUN_FILES)]:
-                    old.unlink(missing_ok=True)
-            yield run_dir
+                replaced.mkdir()
+                for old in run_files(run_dir):
+                    old.rename(replaced / old.name)
+            try:
+                yield run_dir
+            finally:
+                finish_replacement(run_dir)
     except BaseException:
         if created:
             _remove_if_unused(run_dir)
@@ -115,7 +68,7 @@ def open_run(run_dir: Path, resuming: bool, overwrite: bool) -> Iterator[Path]:
 def _remove_if_unused(run_dir: Path) -> None:
     """Remove a run folder that holds nothing but its lock file."""
     try:
-        if {p.name for p in run_dir.iterdir()} <= {".lock"}:
+        if {p.name for p in run_dir.iterdir()} <= {".lock", REPLACED}:
             shutil.rmtree(run_dir)
     except OSError:
         pass
