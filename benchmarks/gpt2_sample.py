@@ -108,7 +108,8 @@ def main() -> None:
                 for label, src in (("this tree", None), ("--compare-src", args.compare_src)):
                     seconds, rss, stdout = nanogpt("sample", "--run", "gpt2", "--prompt", "Hello", "--max-new-tokens",
                                                    "50", "--seed", "1", "--device", "cpu", "--json", env=env, src=src)
-                    print(f"| {label} | {round_ + 1} | {seconds:.2f} | {json.loads(stdout)['tokens_per_second']:.1f} | {rss:.0f} |")
+                    print(f"| {label} | {round_ + 1} | {seconds:.2f} | "
+                          f"{json.loads(stdout)['tokens_per_second']:.1f} | {rss:.0f} |")
         text = work / "eval.txt"
         text.write_text((SHARED / "tinyshakespeare.txt").read_text(encoding="utf-8")[:20000], encoding="utf-8")
         for dtype in args.dtype:

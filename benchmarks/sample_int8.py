@@ -65,10 +65,24 @@ def main() -> None:
         for _ in range(args.rounds):
             for mode, tree, src in cases:
                 extra = ["--quantize", "int8"] if mode == "int8" else []
-                seconds, rss, stdout = nanogpt("sample", "--run", run, "--max-new-tokens", str(args.tokens), "--seed", "1",
-                                               "--device", "cpu", "--json", *extra, env=env, src=src)
+                seconds, rss, stdout = nanogpt(
+                    "sample",
+                    "--run",
+                    run,
+                    "--max-new-tokens",
+                    str(args.tokens),
+                    "--seed",
+                    "1",
+                    "--device",
+                    "cpu",
+                    "--json",
+                    *extra,
+                    env=env,
+                    src=src,
+                )
                 rows[f"{mode}{tree}"].append((seconds, json.loads(stdout)["tokens_per_second"], rss))
-        print(f"\n`nanogpt sample --max-new-tokens {args.tokens}`, {args.rounds} rounds alternating (each a whole process)")
+        print(f"\n`nanogpt sample --max-new-tokens {args.tokens}`, {args.rounds} rounds alternating (each a whole "
+              "process)")
         print("| weights | whole process (each round) | median | loop tokens/s: median (range) | peak RSS (max) |")
         print("|---|---|---:|---:|---:|")
         for mode, runs in rows.items():
@@ -78,7 +92,9 @@ def main() -> None:
             print(f"| {mode} | {each} s | {statistics.median(s for s, _, _ in runs):.2f} s | "
                   f"{statistics.median(speeds):,.0f} ({min(speeds):,.0f}-{max(speeds):,.0f}) | "
                   f"{rss:.0f} MiB ({rss * 1.048576:.0f} MB) |")
-        _, _, stdout = nanogpt("eval", "--run", run, "--full", "--quantize", "int8", "--device", "cpu", "--json", env=env)
+        _, _, stdout = nanogpt(
+            "eval", "--run", run, "--full", "--quantize", "int8", "--device", "cpu", "--json", env=env
+        )
         result = json.loads(stdout)
         print(f"\n`nanogpt eval --full` ({result['source']}, {result['tokens']:,} tokens): float32 loss "
               f"{result['float32_loss']:.4f}, int8 {result['loss']:.4f} ({result['quantize_cost']:+.4f})")

@@ -5,7 +5,8 @@
 Model: 6 layers, 6 heads, 384 wide, block 256, 65-token char vocabulary (the shakespeare-char
 shape; random weights, since speed does not depend on them). One sample of --tokens new tokens from a
 one-token prompt, on the CPU. Each mode runs in its own process so its peak RSS is its own. A round
-runs kv-cache, nanogpt, kv-cache, plain-window, int8 (`--quantize int8`): the kv-cache runs either side of the minute-long
+runs kv-cache, nanogpt, kv-cache, plain-window, int8 (`--quantize int8`): the kv-cache runs either side of the
+minute-long
 nanogpt run cancel most of a shared machine's drift in speed, and the round's speed-up is their mean
 over nanogpt's. The table shows each mode's median run and the median of the rounds' speed-ups.
 Then `nanogpt sample --max-new-tokens 20` is timed from a cold start on a saved run of that model.
@@ -128,8 +129,10 @@ def main() -> None:
     for mode in MODES:
         runs = sorted((run for r in rounds for run in r if run["mode"] == mode), key=lambda run: run["seconds"])
         r = runs[len(runs) // 2]
-        print(f"| {mode} | {r['tokens_per_second']:,.0f} | {statistics.median(speedup(x, mode) for x in rounds):.1f}x | "
-              f"{r['time_to_first_token'] * 1000:.1f} ms | {r['seconds']:.2f} s | {r['peak_rss_mib']:.0f} MiB |")
+        print(
+            f"| {mode} | {r['tokens_per_second']:,.0f} | {statistics.median(speedup(x, mode) for x in rounds):.1f}x | "
+            f"{r['time_to_first_token'] * 1000:.1f} ms | {r['seconds']:.2f} s | {r['peak_rss_mib']:.0f} MiB |"
+        )
     each = ", ".join(f"{speedup(x, 'kv-cache'):.1f}x" for x in rounds)
     print(f"\nkv-cache speed-up in each round: {each}")
     version, sample = cold_start()

@@ -39,7 +39,8 @@ def main() -> None:
     print(f"\nwall time (prepare + train + sample): {wall:.1f} s; peak RSS {peak_mib:.0f} MiB; "
           f"median {speed:,.0f} training tokens/s")
     if first_below_2:
-        print(f"val loss first below 2.0 at iteration {first_below_2['iter']:,}, {first_below_2['elapsed']:.0f} s into training")
+        print(f"val loss first below 2.0 at iteration {first_below_2['iter']:,}, {first_below_2['elapsed']:.0f} s "
+              "into training")
     print("\n| iteration | train loss | val loss | seconds |\n|---:|---:|---:|---:|")
     for r in evals:
         print(f"| {r['iter']:,} | {r['train_loss']:.4f} | {r['val_loss']:.4f} | {r['elapsed']:.0f} |")

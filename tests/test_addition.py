@@ -60,7 +60,9 @@ def test_not_reversed_and_other_operations(cli):
 
 
 def test_batches_start_at_problems_and_mask_everything_but_the_answer(cli):
-    assert cli("prepare", "addition", "--digits", "2", "--train-problems", "2000", "--val-problems", "1000").exit_code == 0
+    assert (
+        cli("prepare", "addition", "--digits", "2", "--train-problems", "2000", "--val-problems", "1000").exit_code == 0
+    )
     data = load_dataset("addition-2")
     task = data.task
     sampler = BatchSampler(data.tokens("train"), 16, task.length - 1, "cpu", seed=1, task=task)
@@ -74,7 +76,9 @@ def test_batches_start_at_problems_and_mask_everything_but_the_answer(cli):
 
 def test_train_eval_and_sample_learn_addition(cli, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")
-    assert cli("prepare", "addition", "--digits", "2", "--train-problems", "5000", "--val-problems", "1000").exit_code == 0
+    assert (
+        cli("prepare", "addition", "--digits", "2", "--train-problems", "5000", "--val-problems", "1000").exit_code == 0
+    )
     result = cli("train", "--dataset", "addition-2", "--run", "add", "--max-iters", "400", "--eval-interval", "200")
     assert result.exit_code == 0, result.output
     config = json.loads((paths.run_dir("add") / "config.json").read_text())
@@ -113,7 +117,9 @@ def test_the_answer_is_read_the_right_way_round():
 def test_bad_addition_options(cli, args, message):
     result = cli("prepare", "addition", *args)
     assert result.exit_code == 1 and message in result.stderr
-    assert not paths.datasets_dir().exists() or not [p for p in paths.datasets_dir().iterdir() if not p.name.startswith(".")]
+    assert not paths.datasets_dir().exists() or not [
+        p for p in paths.datasets_dir().iterdir() if not p.name.startswith(".")
+    ]
 
 
 def test_masked_targets_do_not_count_in_the_loss():

@@ -42,15 +42,21 @@ def test_precedence_defaults_preset_file_flags(cli, tmp_path):
 
 
 BAD_FILES = [
-    ("[model]\nn_layer = 3\nn_layers = 4\n", "bad.toml, line 3: unknown key 'n_layers' in [model]; did you mean 'n_layer'?"),
+    (
+        "[model]\nn_layer = 3\nn_layers = 4\n",
+        "bad.toml, line 3: unknown key 'n_layers' in [model]; did you mean 'n_layer'?",
+    ),
     ("[train]\nn_layer = 3\n", "bad.toml, line 2: unknown key 'n_layer' in [train] (it belongs in [model])"),
-    ("[optim]\nlr = 1\n", "bad.toml, line 1: unknown table 'optim'; a run config has `preset` and the tables [model] and [train]"),
-    ("[model]\n\nn_layer = \"six\"\n", "bad.toml, line 3: n_layer must be an integer, got 'six'"),
+    (
+        "[optim]\nlr = 1\n",
+        "bad.toml, line 1: unknown table 'optim'; a run config has `preset` and the tables [model] and [train]",
+    ),
+    ('[model]\n\nn_layer = "six"\n', "bad.toml, line 3: n_layer must be an integer, got 'six'"),
     ("[model]\nbias = 1\n", "bad.toml, line 2: bias must be true or false, got 1"),
     ("[train]\nlr = 0.001\nmax_iters = 0\n", "bad.toml, line 3: max_iters must be at least 1, got 0"),
     ("[model]\nvocab_size = 100\n", "bad.toml, line 2: vocab_size is set from the dataset, not by a config; remove it"),
     ("[model]\nn_layer = \n", "bad.toml is not valid TOML: Invalid value (at line 2, column 11)"),
-    ("preset = \"huge\"\n", "unknown preset 'huge'"),
+    ('preset = "huge"\n', "unknown preset 'huge'"),
     ("max_iters = 10\n", "bad.toml, line 1: unknown key 'max_iters'"),
 ]
 

@@ -11,9 +11,35 @@ import sys
 import pytest
 import torch
 
-ARGS = ["--preset", "nanogpt-cpu", "--dataset", "poems", "--n-layer", "2", "--n-head", "2", "--n-embd", "32", "--block-size", "32",
-        "--batch-size", "4", "--grad-accum", "2", "--eval-interval", "5", "--eval-iters", "2", "--log-interval", "1",
-        "--seed", "3", "--sample-tokens", "0", "--quiet"]
+ARGS = [
+    "--preset",
+    "nanogpt-cpu",
+    "--dataset",
+    "poems",
+    "--n-layer",
+    "2",
+    "--n-head",
+    "2",
+    "--n-embd",
+    "32",
+    "--block-size",
+    "32",
+    "--batch-size",
+    "4",
+    "--grad-accum",
+    "2",
+    "--eval-interval",
+    "5",
+    "--eval-iters",
+    "2",
+    "--log-interval",
+    "1",
+    "--seed",
+    "3",
+    "--sample-tokens",
+    "0",
+    "--quiet",
+]
 
 
 def _curve(home, run):
@@ -25,7 +51,15 @@ def _curve(home, run):
 def _nanogpt(home, *args, torchrun: int = 0):
     """`nanogpt ARGS` in a subprocess; with torchrun=N, `torchrun --nproc_per_node=N -m nanogpt_cli -- ARGS`."""
     env = {**os.environ, "NANOGPT_HOME": str(home)}
-    launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={torchrun}", "-m", "nanogpt_cli", "--"]
+    launcher = [
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={torchrun}",
+        "-m",
+        "nanogpt_cli",
+        "--",
+    ]
     return subprocess.run([sys.executable, *(launcher if torchrun else ["-m", "nanogpt_cli"]), *args], env=env,
                           capture_output=True, text=True, timeout=300)
 

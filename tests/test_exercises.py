@@ -35,7 +35,10 @@ def test_pretrain_then_finetune_starts_from_the_weights_and_keeps_learning(cli, 
                    "--max-iters", "20", "--lr", "3e-4")
     assert finetune.exit_code == 0, finetune.output
     assert json.loads((paths.run_dir("finetuned") / "config.json").read_text())["init_from"] == "run pretrained"
-    assert cli("train", "--dataset", "target", "--run", "scratch", *TINY, "--max-iters", "20", "--lr", "3e-4").exit_code == 0
+    assert (
+        cli("train", "--dataset", "target", "--run", "scratch", *TINY, "--max-iters", "20", "--lr", "3e-4").exit_code
+        == 0
+    )
 
     finetuned, scratch = _evals("finetuned"), _evals("scratch")
     vocab = json.loads((paths.dataset_dir("target") / "meta.json").read_text())["vocab_size"]

@@ -1,5 +1,6 @@
 """The CPU sampling form of a model (fastpath.py): the plain model's logits (up to the rounding of
-column-major products) and texts, for every model option, cached and uncached, float32 and int8; frozen against changes that would leave it
+column-major products) and texts, for every model option, cached and uncached, float32 and int8; frozen against
+changes that would leave it
 stale; and every private torch API with a fallback that works."""
 
 from __future__ import annotations

@@ -165,7 +165,9 @@ def test_stop_string_ends_the_sample(cli, trained_run):
     result = cli("sample", "--prompt", "the", "--temperature", "0", "--max-new-tokens", "60", "--stop", stop, "--json")
     data = json.loads(result.stdout)
     assert data["text"] == continuation[:cut] and data["stopped"] is True
-    plain = cli("sample", "--prompt", "the", "--temperature", "0", "--max-new-tokens", "60", "--stop", "@@", "--stop", stop)
+    plain = cli(
+        "sample", "--prompt", "the", "--temperature", "0", "--max-new-tokens", "60", "--stop", "@@", "--stop", stop
+    )
     assert plain.stdout == "the" + continuation[:cut] + "\n"
 
 
@@ -201,7 +203,18 @@ def test_top_p_flag_is_checked(cli, trained_run):
 
 
 def test_escapes_in_prompt_and_stop(cli, trained_run):
-    args = ["sample", "--prompt", "the\\nto be", "--max-new-tokens", "200", "--temperature", "1", "--seed", "4", "--json"]
+    args = [
+        "sample",
+        "--prompt",
+        "the\\nto be",
+        "--max-new-tokens",
+        "200",
+        "--temperature",
+        "1",
+        "--seed",
+        "4",
+        "--json",
+    ]
     free = json.loads(cli(*args).stdout)
     assert free["prompt"] == "the\nto be"  # a real newline
     assert "\n" in free["text"]  # the continuation reaches the end of a line
@@ -250,8 +263,14 @@ def test_interactive_on_a_terminal_edits_lines_and_ends_on_ctrl_d(home, trained_
 
     main, child = pty.openpty()
     env = {**os.environ, "NANOGPT_HOME": str(home), "TERM": "xterm"}
-    proc = subprocess.Popen([sys.executable, "-m", "nanogpt_cli", "sample", "-i", "--max-new-tokens", "5", "--seed", "1"],
-                            stdin=child, stdout=child, stderr=child, env=env, close_fds=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nanogpt_cli", "sample", "-i", "--max-new-tokens", "5", "--seed", "1"],
+        stdin=child,
+        stdout=child,
+        stderr=child,
+        env=env,
+        close_fds=True,
+    )
     os.close(child)
     output = b""
 

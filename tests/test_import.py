@@ -68,7 +68,9 @@ def test_gpt2_folder_imports_as_gpt2_computes_it(cli, tmp_path, gpt2_cache):
 def hub(tmp_path, monkeypatch):
     """A local stand-in for the Hugging Face Hub serving a tiny GPT-2 as 'gpt2'."""
     _write_folder(tmp_path / "hub" / "gpt2" / "resolve" / "main", _gpt2_tensors())
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a, **k: HubHandler(*a, directory=str(tmp_path / "hub"), **k))
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), lambda *a, **k: HubHandler(*a, directory=str(tmp_path / "hub"), **k)
+    )
     threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
     yield
@@ -130,7 +132,11 @@ def _nanogpt_state(vocab: int, bias: bool, seed: int = 0) -> dict[str, torch.Ten
     def r(*shape):
         return torch.randn(*shape, generator=g) * 0.2
 
-    s = {"transformer.wte.weight": r(vocab, D), "transformer.wpe.weight": r(POSITIONS, D), "transformer.ln_f.weight": 1 + r(D)}
+    s = {
+        "transformer.wte.weight": r(vocab, D),
+        "transformer.wpe.weight": r(POSITIONS, D),
+        "transformer.ln_f.weight": 1 + r(D),
+    }
     for i in range(LAYERS):
         p = f"transformer.h.{i}."
         s |= {p + "ln_1.weight": 1 + r(D), p + "attn.c_attn.weight": r(3 * D, D), p + "attn.c_proj.weight": r(D, D),
@@ -162,18 +168,37 @@ def nanogpt_reference(s: dict[str, torch.Tensor], idx: torch.Tensor) -> torch.Te
     return ln(x, "transformer.ln_f") @ s["lm_head.weight"].T
 
 
-def _write_nanogpt(folder, state, vocab, bias, compiled=True, meta_chars: str | None = CHARS, dataset="shakespeare_char"):
+def _write_nanogpt(
+    folder, state, vocab, bias, compiled=True, meta_chars: str | None = CHARS, dataset="shakespeare_char"
+):
     """What nanoGPT's train.py writes: ckpt.pt with model_args, the state dict (with torch.compile's
     prefix), optimizer state, iter_num, a tensor best_val_loss and its config; meta.pkl from prepare.py."""
     folder.mkdir(parents=True, exist_ok=True)
     model = {("_orig_mod." if compiled else "") + k: v for k, v in state.items()}
-    model_args = dict(n_layer=LAYERS, n_head=HEADS, n_embd=D, block_size=POSITIONS, bias=bias, vocab_size=vocab, dropout=0.0)
-    optimizer = {"state": {0: {"step": torch.tensor(5.0), "exp_avg": torch.zeros(3)}}, "param_groups": [{"lr": 1e-3, "params": [0]}]}
-    torch.save({"model": model, "optimizer": optimizer, "model_args": model_args, "iter_num": 5000,
-                "best_val_loss": torch.tensor(1.47), "config": {"dataset": dataset, "batch_size": 64, "compile": compiled}},
-               folder / "ckpt.pt")
+    model_args = dict(
+        n_layer=LAYERS, n_head=HEADS, n_embd=D, block_size=POSITIONS, bias=bias, vocab_size=vocab, dropout=0.0
+    )
+    optimizer = {
+        "state": {0: {"step": torch.tensor(5.0), "exp_avg": torch.zeros(3)}},
+        "param_groups": [{"lr": 1e-3, "params": [0]}],
+    }
+    torch.save(
+        {
+            "model": model,
+            "optimizer": optimizer,
+            "model_args": model_args,
+            "iter_num": 5000,
+            "best_val_loss": torch.tensor(1.47),
+            "config": {"dataset": dataset, "batch_size": 64, "compile": compiled},
+        },
+        folder / "ckpt.pt",
+    )
     if meta_chars is not None:
-        meta = {"vocab_size": len(meta_chars), "itos": dict(enumerate(meta_chars)), "stoi": {c: i for i, c in enumerate(meta_chars)}}
+        meta = {
+            "vocab_size": len(meta_chars),
+            "itos": dict(enumerate(meta_chars)),
+            "stoi": {c: i for i, c in enumerate(meta_chars)},
+        }
         (folder / "meta.pkl").write_bytes(pickle.dumps(meta))
     return folder / "ckpt.pt"
 
@@ -188,7 +213,9 @@ def test_nanogpt_char_checkpoint_imports_exactly(cli, tmp_path, bias):
     idx = torch.randint(0, len(CHARS), (2, POSITIONS), generator=torch.Generator().manual_seed(5))
     assert (_logits("out-shakespeare-char", idx) - nanogpt_reference(state, idx)).abs().max() < 1e-5
 
-    sample = cli("sample", "--run", "out-shakespeare-char", "--prompt", "ROMEO:", "--max-new-tokens", "30", "--seed", "2")
+    sample = cli(
+        "sample", "--run", "out-shakespeare-char", "--prompt", "ROMEO:", "--max-new-tokens", "30", "--seed", "2"
+    )
     assert sample.exit_code == 0, sample.output
     assert sample.stdout.startswith("ROMEO:") and set(sample.stdout) <= set(CHARS)
     info = cli("info", "out-shakespeare-char", "--json")
@@ -203,7 +230,9 @@ def test_nanogpt_meta_from_its_data_folder_or_meta_flag(cli, tmp_path):
     ckpt = _write_nanogpt(repo / "out-x", state, len(CHARS), False, meta_chars=None)
     missing = cli("import", ckpt, "--run", "x")
     assert missing.exit_code == 1
-    assert "vocabulary of 65 tokens, so it needs its dataset's meta.pkl" in missing.stderr and "--meta" in missing.stderr
+    assert (
+        "vocabulary of 65 tokens, so it needs its dataset's meta.pkl" in missing.stderr and "--meta" in missing.stderr
+    )
     meta = {"vocab_size": len(CHARS), "itos": dict(enumerate(CHARS)), "stoi": {c: i for i, c in enumerate(CHARS)}}
     (repo / "data" / "shakespeare_char").mkdir(parents=True)
     (repo / "data" / "shakespeare_char" / "meta.pkl").write_bytes(pickle.dumps(meta))
@@ -225,7 +254,9 @@ def test_nanogpt_bpe_checkpoint_never_samples_padding_ids(cli, tmp_path, gpt2_ca
     result = cli("import", ckpt)
     assert result.exit_code == 0, result.output
     assert "tokenizer gpt2" in result.stderr
-    result = cli("sample", "--run", "out-owt", "--prompt", "Hi", "--max-new-tokens", "5", "--temperature", "0", "--json")
+    result = cli(
+        "sample", "--run", "out-owt", "--prompt", "Hi", "--max-new-tokens", "5", "--temperature", "0", "--json"
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["tokens"] == 5
 

@@ -16,7 +16,12 @@ def _model_config(run: str) -> dict:
 def test_each_step_adds_one_idea():
     shapes = [stage_flags(i, "cpu") for i in range(len(STAGES))]
     assert shapes[0]["model"] == "bigram"
-    assert (shapes[1]["n_head"], shapes[1]["mlp"], shapes[1]["norm"], shapes[1]["residual"]) == (1, "none", "none", False)
+    assert (shapes[1]["n_head"], shapes[1]["mlp"], shapes[1]["norm"], shapes[1]["residual"]) == (
+        1,
+        "none",
+        "none",
+        False,
+    )
     assert shapes[2]["n_head"] == 4 and shapes[2]["n_embd"] == 32
     assert shapes[3]["mlp"] == "relu" and shapes[3]["n_layer"] == 1
     assert shapes[4]["residual"] is True and shapes[4]["n_layer"] == 3 and shapes[4]["norm"] == "none"

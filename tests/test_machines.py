@@ -214,9 +214,30 @@ def test_finetuning_uses_adamw_at_a_constant_small_rate_and_keeps_what_it_knew(c
 
 
 def test_finetuning_takes_the_rate_and_optimizer_it_is_given(cli, home, pretrained):
-    result = cli("train", "--run", "ft", "--init-from", pretrained, "--lr", "1e-4", "--optimizer", "muon",
-                 "--max-iters", "4", "--eval-interval", "2", "--dataset", "poems", "--batch-size", "4", "--eval-iters", "2",
-                 "--sample-tokens", "0", "--quiet")
+    result = cli(
+        "train",
+        "--run",
+        "ft",
+        "--init-from",
+        pretrained,
+        "--lr",
+        "1e-4",
+        "--optimizer",
+        "muon",
+        "--max-iters",
+        "4",
+        "--eval-interval",
+        "2",
+        "--dataset",
+        "poems",
+        "--batch-size",
+        "4",
+        "--eval-iters",
+        "2",
+        "--sample-tokens",
+        "0",
+        "--quiet",
+    )
     assert result.exit_code == 0, result.output
     train = json.loads((home / "runs" / "ft" / "config.json").read_text())["train_config"]
     assert (train["optimizer"], train["lr"], train["min_lr"]) == ("muon", 1e-4, 1e-4)
@@ -230,8 +251,18 @@ def test_print_config_with_init_from_prints_what_the_weights_fix(cli, home, trai
     result = cli("train", "--print-config", "--init-from", trained_run, "--dataset", "poems")
     assert result.exit_code == 0, result.output
     text = result.output
-    for line in ('pos = "learned"', 'norm = "layernorm"', 'mlp = "gelu"', "n_layer = 1", "n_embd = 16",
-                 'optimizer = "adamw"', "lr = 3e-05", "min_lr = 3e-05", "warmup_iters = 0", f'init_from = "{trained_run}"'):
+    for line in (
+        'pos = "learned"',
+        'norm = "layernorm"',
+        'mlp = "gelu"',
+        "n_layer = 1",
+        "n_embd = 16",
+        'optimizer = "adamw"',
+        "lr = 3e-05",
+        "min_lr = 3e-05",
+        "warmup_iters = 0",
+        f'init_from = "{trained_run}"',
+    ):
         assert f"\n{line}\n" in text, line
     # and the printed file trains as printed
     (home / "ft.toml").write_text(text)

@@ -23,7 +23,9 @@ def test_gpt_has_tied_head_and_expected_size():
     assert model.lm_head.weight is model.transformer.wte.weight
     c = model.config
     per_block = 2 * c.n_embd + 4 * c.n_embd**2 + 8 * c.n_embd**2  # 2 LayerNorm gains, attention, MLP
-    assert count_parameters(model) == c.vocab_size * c.n_embd + c.block_size * c.n_embd + c.n_layer * per_block + c.n_embd
+    assert (
+        count_parameters(model) == c.vocab_size * c.n_embd + c.block_size * c.n_embd + c.n_layer * per_block + c.n_embd
+    )
 
 
 def test_initial_loss_is_near_uniform():

@@ -50,7 +50,9 @@ def test_each_option_samples_the_same_with_and_without_the_cache(options):
     last, _ = model(idx)
     assert last.shape == (2, 1, 40) and torch.allclose(last[:, -1], full[:, -1], atol=1e-5)
     prepare_for_sampling(model)  # what sampling on a CPU does next
-    plain = list(generate_tokens(model, [1, 2, 3], 40, 1.0, generator=torch.Generator().manual_seed(3), use_cache=False))
+    plain = list(
+        generate_tokens(model, [1, 2, 3], 40, 1.0, generator=torch.Generator().manual_seed(3), use_cache=False)
+    )
     cached = list(generate_tokens(model, [1, 2, 3], 40, 1.0, generator=torch.Generator().manual_seed(3)))
     assert plain == cached  # across two slides of the 16-token window
 
@@ -78,7 +80,10 @@ def test_rope_needs_an_even_head_size(cli, trained_run):
     result = cli("train", "--dataset", "poems", "--pos", "rope", "--n-embd", "18", "--n-head", "2")
     assert result.exit_code == 1 and "--pos rope needs an even head size; n_embd / n_head is 9" in result.stderr
     result = cli("train", "--dataset", "poems", "--mlp", "tanh")
-    assert result.exit_code == 1 and "--mlp must be one of gelu, gelu-tanh, relu, relu2, swiglu, none, got 'tanh'" in result.stderr
+    assert (
+        result.exit_code == 1
+        and "--mlp must be one of gelu, gelu-tanh, relu, relu2, swiglu, none, got 'tanh'" in result.stderr
+    )
 
 
 def test_a_run_with_every_option_trains_samples_evaluates_and_resumes(cli, home, trained_run):
@@ -89,7 +94,9 @@ def test_a_run_with_every_option_trains_samples_evaluates_and_resumes(cli, home,
     assert {k: config[k] for k in ("pos", "norm", "mlp", "qk_norm", "tie", "softcap")} == \
         dict(pos="rope", norm="rmsnorm", mlp="swiglu", qk_norm=True, tie=False, softcap=15.0)
     cached = cli("sample", "--run", "modern", "--max-new-tokens", "40", "--seed", "4", "--prompt", "the")
-    plain = cli("sample", "--run", "modern", "--max-new-tokens", "40", "--seed", "4", "--prompt", "the", "--no-kv-cache")
+    plain = cli(
+        "sample", "--run", "modern", "--max-new-tokens", "40", "--seed", "4", "--prompt", "the", "--no-kv-cache"
+    )
     assert cached.exit_code == 0 and cached.stdout == plain.stdout
     assert cli("eval", "--run", "modern", "--iters", "2").exit_code == 0
     info = cli("info", "modern").stdout
@@ -131,5 +138,10 @@ def test_checkpoints_from_before_the_options_load_unchanged(home, trained_run):
     ckpt["model_config"] = {k: v for k, v in asdict(before).items() if k not in new_fields}  # as written then
     torch.save(ckpt, path)
     loaded = load_model(path, torch.device("cpu"))
-    assert (loaded.config.pos, loaded.config.norm, loaded.config.mlp, loaded.config.tie) == ("learned", "layernorm", "gelu", True)
+    assert (loaded.config.pos, loaded.config.norm, loaded.config.mlp, loaded.config.tie) == (
+        "learned",
+        "layernorm",
+        "gelu",
+        True,
+    )
     assert loaded.model.transformer.wte.weight is loaded.model.lm_head.weight

@@ -13,9 +13,39 @@ from nanogpt_cli.config import ModelConfig, TrainConfig
 from nanogpt_cli.model import GPT
 from nanogpt_cli.optim import lr_at, make_optimizer
 
-ARGS = ["--dataset", "poems", "--n-layer", "2", "--n-head", "2", "--n-embd", "32", "--block-size", "32",
-        "--batch-size", "8", "--max-iters", "60", "--eval-interval", "20", "--eval-iters", "2", "--log-interval", "1",
-        "--seed", "5", "--sample-tokens", "0", "--quiet", "--optimizer", "muon", "--schedule", "wsd", "--warmup-iters", "5"]
+ARGS = [
+    "--dataset",
+    "poems",
+    "--n-layer",
+    "2",
+    "--n-head",
+    "2",
+    "--n-embd",
+    "32",
+    "--block-size",
+    "32",
+    "--batch-size",
+    "8",
+    "--max-iters",
+    "60",
+    "--eval-interval",
+    "20",
+    "--eval-iters",
+    "2",
+    "--log-interval",
+    "1",
+    "--seed",
+    "5",
+    "--sample-tokens",
+    "0",
+    "--quiet",
+    "--optimizer",
+    "muon",
+    "--schedule",
+    "wsd",
+    "--warmup-iters",
+    "5",
+]
 
 
 def test_wsd_warms_up_holds_then_decays_linearly():
@@ -50,7 +80,9 @@ def test_an_interrupted_muon_wsd_run_resumes_bit_for_bit(cli, home, small_text, 
 
     def rows(run):
         lines = (home / "runs" / run / "metrics.jsonl").read_text().splitlines()
-        return [(r["iter"], r.get("loss"), r.get("val_loss")) for r in map(json.loads, lines) if r["kind"] != "checkpoint"]
+        return [
+            (r["iter"], r.get("loss"), r.get("val_loss")) for r in map(json.loads, lines) if r["kind"] != "checkpoint"
+        ]
 
     assert rows("cut") == rows("whole")
     whole, cut = (torch.load(home / "runs" / r / "ckpt.pt", weights_only=True) for r in ("whole", "cut"))

@@ -43,8 +43,10 @@ def test_shakespeare_gpt2_matches_nanogpt_token_counts(cli, home, gpt2_cache, fr
     from tiktoken.load import load_tiktoken_bpe
 
     enc = tiktoken.Encoding(
-        "r50k", pat_str=r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""",
-        mergeable_ranks=load_tiktoken_bpe(str(SHARED_DATA / "r50k_base.tiktoken")), special_tokens={"<|endoftext|>": 50256},
+        "r50k",
+        pat_str=r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""",
+        mergeable_ranks=load_tiktoken_bpe(str(SHARED_DATA / "r50k_base.tiktoken")),
+        special_tokens={"<|endoftext|>": 50256},
     )
     n = len(shakespeare_text)
     train = np.fromfile(folder / "train.bin", dtype=np.uint16)
@@ -133,7 +135,9 @@ def test_a_dataset_that_runs_trained_on_keeps_its_tokens(cli, home, trained_run,
     assert not [p for p in (home / "datasets").iterdir() if p.name.startswith(".")]
     # The same text again gives the same tokens: replacing is harmless, and the run still resumes.
     assert cli("prepare", small_text, "--overwrite").exit_code == 0
-    assert cli("train", "--run", trained_run, "--resume", "--max-iters", "25", "-q", "--sample-tokens", "0").exit_code == 0
+    assert (
+        cli("train", "--run", trained_run, "--resume", "--max-iters", "25", "-q", "--sample-tokens", "0").exit_code == 0
+    )
 
 
 def test_a_limited_char_vocabulary_maps_rare_characters_to_unknown(cli, home, tmp_path):

@@ -61,7 +61,9 @@ def _reference_logits(t: dict[str, torch.Tensor], idx: torch.Tensor, gelu: str =
         att = att.masked_fill(torch.triu(torch.ones(T, T, dtype=torch.bool), 1), float("-inf")).softmax(-1)
         y = (att @ heads[2]).transpose(1, 2).reshape(1, T, D)
         x = x + y @ t[p + "attn.c_proj.weight"] + t[p + "attn.c_proj.bias"]
-        h = torch.nn.functional.gelu(ln(x, p + "ln_2") @ t[p + "mlp.c_fc.weight"] + t[p + "mlp.c_fc.bias"], approximate=gelu)
+        h = torch.nn.functional.gelu(
+            ln(x, p + "ln_2") @ t[p + "mlp.c_fc.weight"] + t[p + "mlp.c_fc.bias"], approximate=gelu
+        )
         x = x + h @ t[p + "mlp.c_proj.weight"] + t[p + "mlp.c_proj.bias"]
     return ln(x, "ln_f") @ t["wte.weight"].T
 
@@ -71,7 +73,13 @@ def test_gpt2_layout_imports_with_the_same_logits(tmp_path, prefix):
     tensors = _gpt2_tensors()
     folder = _write_folder(tmp_path / "gpt2-tiny", tensors, prefix)
     config, weights, tokenizer, _ = load_init(str(folder))
-    assert (config.n_layer, config.n_head, config.n_embd, config.block_size, config.bias) == (LAYERS, HEADS, D, POSITIONS, True)
+    assert (config.n_layer, config.n_head, config.n_embd, config.block_size, config.bias) == (
+        LAYERS,
+        HEADS,
+        D,
+        POSITIONS,
+        True,
+    )
     assert weights["transformer.h.0.attn.c_attn.weight"].shape == (3 * D, D)  # transposed into Linear's [out, in]
     assert tokenizer["encoding"] == "r50k_base"
     model = build_model(config, weights).eval()
@@ -104,15 +112,39 @@ class HubHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-def test_init_from_gpt2_downloads_from_the_hub_then_finetunes(cli, home, tmp_path, gpt2_cache, fresh_tiktoken, monkeypatch):
+def test_init_from_gpt2_downloads_from_the_hub_then_finetunes(
+    cli, home, tmp_path, gpt2_cache, fresh_tiktoken, monkeypatch
+):
     _write_folder(tmp_path / "hub" / "gpt2" / "resolve" / "main", _gpt2_tensors())
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a, **k: HubHandler(*a, directory=str(tmp_path / "hub"), **k))
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), lambda *a, **k: HubHandler(*a, directory=str(tmp_path / "hub"), **k)
+    )
     threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
     try:
-        result = cli("train", "--init-from", "gpt2", "--dataset", "shakespeare-gpt2", "--run", "ft", "--block-size", "8",
-                     "--batch-size", "2", "--max-iters", "4", "--eval-interval", "2", "--eval-iters", "1", "--lr", "1e-4",
-                     "--sample-tokens", "5")
+        result = cli(
+            "train",
+            "--init-from",
+            "gpt2",
+            "--dataset",
+            "shakespeare-gpt2",
+            "--run",
+            "ft",
+            "--block-size",
+            "8",
+            "--batch-size",
+            "2",
+            "--max-iters",
+            "4",
+            "--eval-interval",
+            "2",
+            "--eval-iters",
+            "1",
+            "--lr",
+            "1e-4",
+            "--sample-tokens",
+            "5",
+        )
     finally:
         server.shutdown()
         server.server_close()
@@ -126,8 +158,11 @@ def test_init_from_gpt2_downloads_from_the_hub_then_finetunes(cli, home, tmp_pat
 
 
 def test_finetune_from_another_run_starts_from_its_weights(cli, home, trained_run):
-    source_best = min(json.loads(line)["val_loss"] for line in (home / "runs" / trained_run / "metrics.jsonl").read_text().splitlines()
-                      if json.loads(line)["kind"] == "eval")
+    source_best = min(
+        json.loads(line)["val_loss"]
+        for line in (home / "runs" / trained_run / "metrics.jsonl").read_text().splitlines()
+        if json.loads(line)["kind"] == "eval"
+    )
     result = cli("train", "--init-from", trained_run, "--dataset", "poems", "--run", "ft", *TINY)
     assert result.exit_code == 0, result.output
     first = json.loads((home / "runs" / "ft" / "metrics.jsonl").read_text().splitlines()[0])
@@ -170,8 +205,10 @@ def test_init_from_gpt2_offline_says_which_files_to_put_where(cli, home, monkeyp
     result = cli("train", "--init-from", "gpt2", "--dataset", "shakespeare-gpt2")
     assert result.exit_code == 1 and "Traceback" not in result.output
     folder = home / "cache" / "hub" / "gpt2"
-    assert f"put gpt2's config.json and model.safetensors (from the gpt2 repository on the Hugging Face Hub) into {folder}" \
+    assert (
+        f"put gpt2's config.json and model.safetensors (from the gpt2 repository on the Hugging Face Hub) into {folder}"
         in result.stderr
+    )
     assert "set HF_ENDPOINT to a mirror" in result.stderr and "nanogpt prepare" not in result.stderr
 
 

@@ -140,6 +140,9 @@ def test_quantize_errors_from_the_cli(cli, trained_run):
     result = cli("eval", "--run", trained_run, "--quantize", "int8", "--dtype", "bfloat16")
     assert result.exit_code == 1 and "leave out --dtype bfloat16" in result.stderr
     dataset = json.loads(cli("info", trained_run, "--json").stdout)["summary"]["dataset"]
-    assert cli("train", "--model", "bigram", "--dataset", dataset, "--run", "bi", "--max-iters", "2", "--quiet").exit_code == 0
+    assert (
+        cli("train", "--model", "bigram", "--dataset", dataset, "--run", "bi", "--max-iters", "2", "--quiet").exit_code
+        == 0
+    )
     result = cli("sample", "--run", "bi", "--quantize", "int8", "--max-new-tokens", "5")
     assert result.exit_code == 1 and "no transformer blocks to quantize" in result.stderr

@@ -168,7 +168,11 @@ def test_keep_n_checkpoints(cli, home, small_text):
             "--sample-tokens", "0", "-q"]
     assert cli("train", "--run", "kept", *args).exit_code == 0
     run_dir = home / "runs" / "kept"
-    assert sorted(p.name for p in run_dir.glob("ckpt-*.pt")) == ["ckpt-00000030.pt", "ckpt-00000040.pt", "ckpt-00000050.pt"]
+    assert sorted(p.name for p in run_dir.glob("ckpt-*.pt")) == [
+        "ckpt-00000030.pt",
+        "ckpt-00000040.pt",
+        "ckpt-00000050.pt",
+    ]
     old = torch.load(run_dir / "ckpt-00000030.pt", weights_only=True)
     assert old["train_state"]["iteration"] == 30 and (run_dir / "ckpt.pt").is_file() and (run_dir / "best.pt").is_file()
 
@@ -185,9 +189,39 @@ def test_a_second_train_of_the_same_run_is_refused(cli, home, trained_run):
 def test_nan_loss_stops_the_run_unless_allowed(cli, home, small_text):
     cli("prepare", small_text)
     # An absurd learning rate without clipping blows the weights up within a few steps.
-    args = ["--dataset", "poems", "--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "16",
-            "--batch-size", "4", "--max-iters", "30", "--eval-interval", "10", "--eval-iters", "1", "--log-interval", "1",
-            "--warmup-iters", "0", "--lr", "1e30", "--min-lr", "1e30", "--grad-clip", "0", "--sample-tokens", "0", "-q"]
+    args = [
+        "--dataset",
+        "poems",
+        "--n-layer",
+        "1",
+        "--n-head",
+        "2",
+        "--n-embd",
+        "16",
+        "--block-size",
+        "16",
+        "--batch-size",
+        "4",
+        "--max-iters",
+        "30",
+        "--eval-interval",
+        "10",
+        "--eval-iters",
+        "1",
+        "--log-interval",
+        "1",
+        "--warmup-iters",
+        "0",
+        "--lr",
+        "1e30",
+        "--min-lr",
+        "1e30",
+        "--grad-clip",
+        "0",
+        "--sample-tokens",
+        "0",
+        "-q",
+    ]
     result = cli("train", "--run", "boom", *args)
     assert result.exit_code == 1
     line = result.stderr.strip()

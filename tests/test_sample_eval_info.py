@@ -187,8 +187,10 @@ def test_a_resumed_run_reports_this_session_and_all_of_it(cli, home, trained_run
     assert result.exit_code == 0, result.output
     assert re.search(r"done: 10 iterations in \dm\d\ds this session \(30 in \dm\d\ds in all\)", result.stdout)
     # The schedule follows --max-iters unless --lr-decay-iters is set: a resume that moves it says so.
-    assert "warning: the new settings change the learning-rate schedule of run 'tiny': it now decays until iteration 30 " \
-           "instead of 20 (pass --lr-decay-iters 20 to keep the old schedule)" in result.stderr
+    assert (
+        "warning: the new settings change the learning-rate schedule of run 'tiny': it now decays until iteration 30 "
+        "instead of 20 (pass --lr-decay-iters 20 to keep the old schedule)" in result.stderr
+    )
     evals = [json.loads(line) for line in (home / "runs" / trained_run / "metrics.jsonl").read_text().splitlines()]
     elapsed = {row["iter"]: row["elapsed"] for row in evals if row["kind"] == "eval"}
     assert elapsed[30] > elapsed[20] > 0  # the clock goes on across sessions

@@ -25,8 +25,10 @@ def _gpt2():
     from tiktoken.load import load_tiktoken_bpe
 
     return tiktoken.Encoding(
-        "r50k", pat_str=r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""",
-        mergeable_ranks=load_tiktoken_bpe(str(SHARED_DATA / "r50k_base.tiktoken")), special_tokens={"<|endoftext|>": 50256},
+        "r50k",
+        pat_str=r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""",
+        mergeable_ranks=load_tiktoken_bpe(str(SHARED_DATA / "r50k_base.tiktoken")),
+        special_tokens={"<|endoftext|>": 50256},
     )
 
 
@@ -124,9 +126,32 @@ def test_uint32_tokens_round_trip_through_training_and_sampling(cli, home, tmp_p
     train, meta = _tokens(home, "wide")
     assert meta["dtype"] == "uint32" and meta["vocab_size"] == len(alphabet) > 65536
     assert "".join(meta["tokenizer"]["chars"][i] for i in train[:50]) == text[:50]
-    result = cli("train", "--dataset", "wide", "--run", "wide", "--n-layer", "1", "--n-head", "1", "--n-embd", "8",
-                 "--block-size", "8", "--batch-size", "2", "--max-iters", "2", "--eval-interval", "1", "--eval-iters", "1",
-                 "--sample-tokens", "5", "-q")
+    result = cli(
+        "train",
+        "--dataset",
+        "wide",
+        "--run",
+        "wide",
+        "--n-layer",
+        "1",
+        "--n-head",
+        "1",
+        "--n-embd",
+        "8",
+        "--block-size",
+        "8",
+        "--batch-size",
+        "2",
+        "--max-iters",
+        "2",
+        "--eval-interval",
+        "1",
+        "--eval-iters",
+        "1",
+        "--sample-tokens",
+        "5",
+        "-q",
+    )
     assert result.exit_code == 0, result.output
     sample = cli("sample", "--run", "wide", "--prompt", text[:3], "--max-new-tokens", "4", "--seed", "1")
     assert sample.exit_code == 0 and sample.stdout.startswith(text[:3]) and len(sample.stdout.strip()) == 7
@@ -205,7 +230,9 @@ def test_url_is_downloaded_cached_and_prepared(cli, home, server, small_text):
     result = cli("prepare", url, "--sha256", hashlib.sha256(small_text.read_bytes()).hexdigest())
     assert result.exit_code == 0, result.output
     assert cli("prepare", small_text, "--name", "local").exit_code == 0
-    assert (home / "datasets" / "poems" / "train.bin").read_bytes() == (home / "datasets" / "local" / "train.bin").read_bytes()
+    assert (home / "datasets" / "poems" / "train.bin").read_bytes() == (
+        home / "datasets" / "local" / "train.bin"
+    ).read_bytes()
     assert json.loads((home / "datasets" / "poems" / "meta.json").read_text())["source"]["description"] == url
     assert cli("prepare", url, "--name", "again").exit_code == 0
     assert len(RangeHandler.requests) == 1  # the second prepare used the cached copy

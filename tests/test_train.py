@@ -29,9 +29,35 @@ def test_train_writes_checkpoints_config_and_metrics(cli, home, trained_run):
 
 def test_training_lowers_the_loss(cli, home, small_text):
     cli("prepare", small_text)
-    result = cli("train", "--dataset", "poems", "--run", "learn", "--n-layer", "2", "--n-head", "2", "--n-embd", "32",
-                 "--block-size", "32", "--batch-size", "16", "--max-iters", "150", "--lr", "1e-2", "--eval-interval", "50",
-                 "--eval-iters", "4", "--warmup-iters", "10", "--sample-tokens", "0")
+    result = cli(
+        "train",
+        "--dataset",
+        "poems",
+        "--run",
+        "learn",
+        "--n-layer",
+        "2",
+        "--n-head",
+        "2",
+        "--n-embd",
+        "32",
+        "--block-size",
+        "32",
+        "--batch-size",
+        "16",
+        "--max-iters",
+        "150",
+        "--lr",
+        "1e-2",
+        "--eval-interval",
+        "50",
+        "--eval-iters",
+        "4",
+        "--warmup-iters",
+        "10",
+        "--sample-tokens",
+        "0",
+    )
     assert result.exit_code == 0, result.output
     evals = [m for m in _metrics(home, "learn") if m["kind"] == "eval"]
     assert evals[0]["val_loss"] > 3.0  # about ln(vocab) at initialisation
@@ -79,7 +105,9 @@ def test_first_train_says_it_prepares(cli):
 def test_same_seed_same_run_bit_for_bit(cli, home, small_text):
     cli("prepare", small_text)
     for name in ("a", "b"):
-        assert cli("train", "--dataset", "poems", "--run", name, "--seed", "7", "--dropout", "0.1", *TINY).exit_code == 0
+        assert (
+            cli("train", "--dataset", "poems", "--run", name, "--seed", "7", "--dropout", "0.1", *TINY).exit_code == 0
+        )
     losses = [[m.get("loss", m.get("val_loss")) for m in _metrics(home, r)] for r in ("a", "b")]
     assert losses[0] == losses[1]
     wa = torch.load(home / "runs" / "a" / "ckpt.pt", weights_only=True)["model"]

@@ -46,7 +46,10 @@ class BatchSampler:
             starts = torch.randint(high, (self.batch_size * self.world,), generator=self.generator).numpy()
         else:
             high = len(self.tokens) // self.task.length
-            starts = torch.randint(high, (self.batch_size * self.world,), generator=self.generator).numpy() * self.task.length
+            starts = (
+                torch.randint(high, (self.batch_size * self.world,), generator=self.generator).numpy()
+                * self.task.length
+            )
         starts = starts[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
         windows = torch.from_numpy(self.tokens[starts[:, None] + self._offsets].astype(np.int64))
         x, y = windows[:, :-1].contiguous(), windows[:, 1:].contiguous()

@@ -180,7 +180,9 @@ def compare_runs(names: list[str]) -> dict[str, Any]:
     for name in names:
         run_dir = resolve_run(name)
         summary, config, metrics = run_summary(run_dir), read_json(run_dir / "config.json") or {}, read_metrics(run_dir)
-        speeds = sorted(m["tokens_per_second"] for m in metrics if m.get("kind") == "train" and "tokens_per_second" in m)
+        speeds = sorted(
+            m["tokens_per_second"] for m in metrics if m.get("kind") == "train" and "tokens_per_second" in m
+        )
         runs.append({
             "name": run_dir.name,
             "settings": {**{f"model.{k}": v for k, v in config.get("model_config", {}).items()},

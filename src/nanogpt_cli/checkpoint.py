@@ -160,12 +160,15 @@ def load_model(path: Path, device: torch.device, dtype: torch.dtype = torch.floa
     # To quantize, the file is mapped instead of read: each float weight is read from the page cache
     # into its int8 layer and its pages handed back, so the float32 blocks never sit in memory whole.
     ckpt = load_checkpoint(path, map_location="cpu", map_file=bool(quantize))
-    mapped = {t.data_ptr() for t in ckpt.get("model", {}).values() if isinstance(t, torch.Tensor)} if quantize else set()
+    mapped = (
+        {t.data_ptr() for t in ckpt.get("model", {}).values() if isinstance(t, torch.Tensor)} if quantize else set()
+    )
     try:
         config = model_config_from_dict(ckpt["model_config"])
         model = build_model(config, ckpt["model"])
     except (KeyError, RuntimeError, TypeError) as exc:
-        raise NanoGPTError(f"checkpoint {path} does not match its model config ({type(exc).__name__}); it is damaged") from None
+        raise NanoGPTError(f"checkpoint {path} does not match its model config ({type(exc).__name__}); it is "
+                           "damaged") from None
     del ckpt["model"]  # the model holds the weights now; keep one copy in memory, not two
     model.to(device=device, dtype=dtype).eval()
     if quantize:

@@ -129,9 +129,12 @@ def _version_callback(value: bool) -> None:
 def _root(
     ctx: typer.Context,
     version: Annotated[
-        Optional[bool], typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version and exit.")
+        Optional[bool],
+        typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version and exit."),
     ] = None,
-    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks for errors (or set NANOGPT_DEBUG=1).")] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show full tracebacks for errors (or set NANOGPT_DEBUG=1).")
+    ] = False,
 ) -> None:
     _state["debug"] = debug
     if ctx.invoked_subcommand is None:  # a bare `nanogpt`: the five commands, not only a usage line
@@ -139,9 +142,19 @@ def _root(
         raise typer.Exit()
 
 
-for name, command in [("prepare", prepare.prepare), ("train", train.train), ("sample", sample.sample),
-                      ("eval", evaluate.eval_), ("import", import_.import_), ("export", export.export),
-                      ("info", info.info), ("plot", plot.plot), ("rm", manage.rm), ("mv", manage.mv), ("ladder", ladder.ladder)]:
+for name, command in [
+    ("prepare", prepare.prepare),
+    ("train", train.train),
+    ("sample", sample.sample),
+    ("eval", evaluate.eval_),
+    ("import", import_.import_),
+    ("export", export.export),
+    ("info", info.info),
+    ("plot", plot.plot),
+    ("rm", manage.rm),
+    ("mv", manage.mv),
+    ("ladder", ladder.ladder),
+]:
     app.command(name=name, cls=Command)(friendly_errors(command))
 
 

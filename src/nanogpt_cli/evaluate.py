@@ -37,7 +37,9 @@ Done = Callable[[int], None]  # told how many more tokens were just measured
 def _summed_loss(model: torch.nn.Module, batch: torch.Tensor) -> float:
     """Total next-token loss over a (B, T + 1) batch of windows."""
     logits, _ = model(batch[:, :-1], batch[:, 1:])
-    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1), reduction="sum").item()
+    return F.cross_entropy(
+        logits.float().reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1), reduction="sum"
+    ).item()
 
 
 @torch.no_grad()
@@ -115,7 +117,8 @@ def evaluate(
         if iters is None:  # every token once, unless the split is bigger than the random batches
             full = full or len(tokens) - 1 <= DEFAULT_ITERS * batch_size * block_size
         if task is None and len(tokens) <= block_size and not full:
-            raise NanoGPTError(f"the {split} split has {len(tokens)} tokens, too few for block size {block_size}; use --full")
+            raise NanoGPTError(f"the {split} split has {len(tokens)} tokens, too few for block size {block_size}; "
+                               "use --full")
         source, every_token = f"{data.name}:{split}", full
         if full and not is_char:
             characters = len(tokenizer.decode(np.asarray(tokens[1:]).tolist()))

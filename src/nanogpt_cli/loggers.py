@@ -17,7 +17,12 @@ from nanogpt_cli.errors import NanoGPTError
 
 # metrics.jsonl fields -> the scalar names the tools show, by kind of row
 SCALARS = {
-    "train": {"loss": "train/loss", "lr": "train/lr", "tokens_per_second": "train/tokens_per_second", "mfu": "train/mfu"},
+    "train": {
+        "loss": "train/loss",
+        "lr": "train/lr",
+        "tokens_per_second": "train/tokens_per_second",
+        "mfu": "train/mfu",
+    },
     "eval": {"train_loss": "eval/train_loss", "val_loss": "eval/val_loss"},
 }
 
@@ -85,8 +90,10 @@ class WandbLogger:
             self.run = wandb.init(project=project or "nanogpt", name=info["run"], id=run_id, resume="allow",
                                   dir=str(run_dir), config=_config(info))
         except Exception as exc:  # no login, no network, a bad project name: wandb raises many kinds
-            raise NanoGPTError(f"--log wandb could not start a W&B run ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
-                               "run `wandb login`, or set WANDB_MODE=offline to log locally") from None
+            raise NanoGPTError(
+                f"--log wandb could not start a W&B run ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+                "run `wandb login`, or set WANDB_MODE=offline to log locally"
+            ) from None
 
     def write(self, row: dict[str, Any]) -> None:
         values = scalars(row)
@@ -101,7 +108,9 @@ def open_loggers(names: list[str], run_dir: Path, info: dict[str, Any], wandb_pr
     loggers = []
     try:
         for name in names:
-            loggers.append(TensorBoardLogger(run_dir, info) if name == "tensorboard" else WandbLogger(run_dir, info, wandb_project))
+            loggers.append(
+                TensorBoardLogger(run_dir, info) if name == "tensorboard" else WandbLogger(run_dir, info, wandb_project)
+            )
     except BaseException:
         for logger in loggers:
             logger.close()

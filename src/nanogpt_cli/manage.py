@@ -44,7 +44,8 @@ def dataset_folder(name: str) -> Path:
 def _check_idle(folder: Path) -> None:
     pid = training_pid(folder) if not folder.is_symlink() else None
     if pid is not None:
-        raise NanoGPTError(f"run {folder.name!r} is being trained now (pid {pid}); stop it first (Ctrl-C), then try again")
+        raise NanoGPTError(f"run {folder.name!r} is being trained now (pid {pid}); stop it first (Ctrl-C), then try "
+                           "again")
 
 
 def _delete(folder: Path) -> int:
@@ -88,7 +89,8 @@ def rename_run(old: str, new: str) -> Path:
     source = run_folder(old)
     target = _inside(paths.run_dir(new), paths.runs_dir())
     if target.exists() or target.is_symlink():
-        raise NanoGPTError(f"run {new!r} already exists; choose another name, or remove it first with `nanogpt rm {new}`")
+        raise NanoGPTError(f"run {new!r} already exists; choose another name, or remove it first with `nanogpt rm "
+                           f"{new}`")
     _check_idle(source)
     try:
         os.rename(source, target)

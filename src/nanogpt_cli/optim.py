@@ -9,7 +9,8 @@ checkpointed and restored together as one `Optimizers`.
 orthogonalisation runs in the dtype it is given. torch's always runs it in bfloat16, which is the
 fast choice only where bfloat16 products are native (device.native_bfloat16); on an AVX2 CPU it made
 a whole training step about ten times slower than float32. Its state (a momentum buffer per matrix)
-and hyperparameters have torch's names, so checkpoints written with torch's Muon resume with it. `lr_at` is the schedule: linear
+and hyperparameters have torch's names, so checkpoints written with torch's Muon resume with it. `lr_at` is the
+schedule: linear
 warmup, then cosine decay or warmup-stable-decay (WSD) to min_lr. Muon's rate follows the same
 schedule, scaled to its own peak.
 """

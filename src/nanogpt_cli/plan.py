@@ -43,8 +43,25 @@ from nanogpt_cli.tokenizer import same_tokenizer, spec_name
 SHAPE_FIELDS = [k.name for k in KNOBS.values() if k.section == "model" and k.name not in ("block_size", "dropout")]
 
 # Settings a resumed run may change: they alter the schedule or bookkeeping, not the model or data.
-RESUMABLE_CHANGES = {"max_iters", "time", "lr_decay_iters", "min_lr", "schedule", "decay_frac", "eval_interval", "eval_iters",
-                     "log_interval", "device", "dtype", "keep", "allow_nan", "compile", "peak_flops", "log", "wandb_project"}
+RESUMABLE_CHANGES = {
+    "max_iters",
+    "time",
+    "lr_decay_iters",
+    "min_lr",
+    "schedule",
+    "decay_frac",
+    "eval_interval",
+    "eval_iters",
+    "log_interval",
+    "device",
+    "dtype",
+    "keep",
+    "allow_nan",
+    "compile",
+    "peak_flops",
+    "log",
+    "wandb_project",
+}
 
 
 @dataclass
@@ -250,7 +267,8 @@ def attach_dataset(plan: RunPlan, run_name: str) -> RunPlan:
         if not same_tokenizer(plan.init.tokenizer, dataset.meta["tokenizer"]):
             raise NanoGPTError(
                 f"{plan.init.description} was trained with the {spec_name(plan.init.tokenizer)} tokenizer but dataset "
-                f"{dataset.name!r} uses {spec_name(dataset.meta['tokenizer'])}; prepare the data with the same tokenizer "
+                f"{dataset.name!r} uses {spec_name(dataset.meta['tokenizer'])}; prepare the data with the same "
+                "tokenizer "
                 "(`nanogpt prepare ... --tokenizer gpt2` for GPT-2 weights)"
             )
     elif plan.resume is None:

@@ -37,7 +37,9 @@ def _tokens_per_iteration(config: dict[str, Any]) -> int:
     return int(train.get("batch_size", 0)) * int(model.get("block_size", 0)) * int(train.get("grad_accum", 1))
 
 
-def _x_values(rows: list[dict[str, Any]], x: str, config: dict[str, Any], clock: tuple[list[int], list[float]]) -> list[float]:
+def _x_values(
+    rows: list[dict[str, Any]], x: str, config: dict[str, Any], clock: tuple[list[int], list[float]]
+) -> list[float]:
     iters = [float(r["iter"]) for r in rows]
     if x == "iter":
         return iters
@@ -46,8 +48,9 @@ def _x_values(rows: list[dict[str, Any]], x: str, config: dict[str, Any], clock:
     # time: rows that carry "elapsed" say it; others (train rows of older runs) are placed between the
     # iterations whose time is known
     known_iters, known_times = clock
-    return [float(r["elapsed"]) if "elapsed" in r else float(np.interp(r["iter"], known_iters, known_times))
-            for r in rows]
+    return [
+        float(r["elapsed"]) if "elapsed" in r else float(np.interp(r["iter"], known_iters, known_times)) for r in rows
+    ]
 
 
 @dataclass
@@ -76,7 +79,9 @@ def run_losses(name: str | None, x: str = "iter") -> RunLosses:
     curves = []
     for kind, points, key in (("train", train, "loss"), ("val", val, "val_loss")):
         if points:
-            curves.append(Curve(run_dir.name, kind, _x_values(points, x, config, clock), [float(r[key]) for r in points]))
+            curves.append(
+                Curve(run_dir.name, kind, _x_values(points, x, config, clock), [float(r[key]) for r in points])
+            )
     evals = [(position, float(r["train_loss"]), float(r["val_loss"]))
              for position, r in zip(_x_values(val, x, config, clock), val, strict=True)]
     return RunLosses(run_dir.name, curves, evals)
@@ -108,7 +113,11 @@ def save_figure(losses: list[RunLosses], path: Path, x: str = "iter", width: int
         runs = [run.run for run in losses]
         for curve in (curve for run in losses for curve in run.curves):
             color = colors[runs.index(curve.run) % len(colors)]  # one color per run; val dashed with markers
-            style = dict(linewidth=1.0, alpha=0.7) if curve.kind == "train" else dict(linewidth=2.0, linestyle="--", marker="o", markersize=3)
+            style = (
+                dict(linewidth=1.0, alpha=0.7)
+                if curve.kind == "train"
+                else dict(linewidth=2.0, linestyle="--", marker="o", markersize=3)
+            )
             axes.plot(curve.x, curve.y, color=color, label=curve.label if len(runs) > 1 else curve.kind, **style)
         axes.set_xlabel(X_AXES[x])
         axes.set_ylabel("loss (nats per token)")

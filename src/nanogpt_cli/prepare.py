@@ -54,7 +54,9 @@ def _chunks(doc: Document, on_bytes) -> Iterator[str]:
             try:
                 text = decoder.decode(block)
             except UnicodeDecodeError as exc:
-                raise UnicodeDecodeError(exc.encoding, exc.object, offset + exc.start, offset + exc.end, exc.reason) from None
+                raise UnicodeDecodeError(
+                    exc.encoding, exc.object, offset + exc.start, offset + exc.end, exc.reason
+                ) from None
             offset += len(block)
             on_bytes(block)
             if text:
@@ -215,7 +217,8 @@ def prepare_dataset(
     replacing = (final_dir / "meta.json").is_file()
     if replacing and not overwrite:
         raise NanoGPTError(
-            f"dataset {name!r} already exists; pass --overwrite to replace it, or --name to prepare it under another name"
+            f"dataset {name!r} already exists; pass --overwrite to replace it, or --name to prepare it under "
+            "another name"
         )
     if tokenizer != "char" and (max_vocab is not None or min_count > 1):
         raise NanoGPTError("--max-vocab and --min-count choose a char vocabulary; leave them out for BPE tokenizers")

@@ -147,7 +147,9 @@ def load_source(spec: str, meta: Path | None = None, progress=None) -> Pretraine
     path = Path(spec).expanduser()
     if path.is_dir() and (path / "config.json").is_file() and (path / "model.safetensors").is_file():
         config, weights, tokenizer = load_hf_folder(path)
-        return Pretrained(config, weights, tokenizer, str(path.resolve()), {"kind": "gpt2-layout", "path": str(path.resolve())})
+        return Pretrained(
+            config, weights, tokenizer, str(path.resolve()), {"kind": "gpt2-layout", "path": str(path.resolve())}
+        )
     if path.is_dir() and (path / "ckpt.pt").is_file():
         path = path / "ckpt.pt"
     if path.is_file():
@@ -239,7 +241,11 @@ def load_nanogpt_checkpoint(path: Path, meta: Path | None = None) -> Pretrained:
         ours = load_checkpoint(path)
         return Pretrained(model_config_from_dict(ours["model_config"]), ours["model"], ours["tokenizer"],
                           str(Path(path).resolve()), {"kind": "nanogpt-cli", "path": str(Path(path).resolve())})
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model_args"), dict) or not isinstance(ckpt.get("model"), dict):
+    if (
+        not isinstance(ckpt, dict)
+        or not isinstance(ckpt.get("model_args"), dict)
+        or not isinstance(ckpt.get("model"), dict)
+    ):
         raise NanoGPTError(f"{path} is not a nanoGPT checkpoint (it has no model_args and model state dict)")
     args = ckpt["model_args"]
     try:
@@ -305,7 +311,8 @@ def import_run(found: Pretrained, name: str, overwrite: bool = False) -> dict[st
         "train_state": {"iteration": 0, "best_val_loss": float("inf"), "elapsed": 0.0},
     }
     if (run_dir / "config.json").exists() and not overwrite:
-        raise NanoGPTError(f"run {name!r} already exists; choose another name with --run, or pass --overwrite to replace it")
+        raise NanoGPTError(f"run {name!r} already exists; choose another name with --run, or pass --overwrite to "
+                           "replace it")
     with open_run(run_dir, resuming=False, overwrite=True):
         save_checkpoint(run_dir / "best.pt", payload)
         (run_dir / "config.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")

@@ -37,7 +37,8 @@ def check_quantize(how: str | None, device: torch.device, dtype: torch.dtype) ->
         raise NanoGPTError(f"--quantize int8 runs on the CPU only (PyTorch's int8 kernels are CPU kernels), not on "
                            f"{device.type}; add --device cpu, or leave --quantize out")
     if dtype != torch.float32:
-        raise NanoGPTError(f"--quantize int8 starts from float32 weights; leave out --dtype {str(dtype).removeprefix('torch.')}")
+        raise NanoGPTError("--quantize int8 starts from float32 weights; leave out --dtype "
+                           f"{str(dtype).removeprefix('torch.')}")
     if torch.backends.quantized.engine == "none" or not hasattr(torch.ops.quantized, "linear_dynamic"):
         raise NanoGPTError(f"this PyTorch build ({torch.__version__}) has no int8 CPU kernels; leave --quantize out")
 

@@ -27,7 +27,9 @@ from typing import BinaryIO
 from nanogpt_cli import paths
 from nanogpt_cli.errors import NanoGPTError
 
-BUNDLED = {"shakespeare": ("tinyshakespeare.txt.gz", "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed")}
+BUNDLED = {
+    "shakespeare": ("tinyshakespeare.txt.gz", "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed")
+}
 SNIFF_BYTES = 8192
 
 # progress(stage, done, total): called as work advances; total is 0 when unknown.
@@ -200,12 +202,14 @@ def download(url: str, sha256: str | None = None, progress: Progress = no_progre
                 f"the download of {url} broke off after {done:,} bytes ({exc}); run the same command again to resume it"
             ) from None
     if total and done != total:
-        raise NanoGPTError(f"the download of {url} stopped at {done:,} of {total:,} bytes; run the same command again to resume it")
+        raise NanoGPTError(f"the download of {url} stopped at {done:,} of {total:,} bytes; run the same command "
+                           "again to resume it")
     if sha256 is not None:
         actual = sha256_of(partial)
         if actual != sha256.lower():
             partial.unlink()
-            raise NanoGPTError(f"{url} does not match --sha256: expected {sha256.lower()}, got {actual}; the download was deleted")
+            raise NanoGPTError(f"{url} does not match --sha256: expected {sha256.lower()}, got {actual}; the "
+                               "download was deleted")
     os.replace(partial, final)
     return final
 
@@ -220,4 +224,6 @@ def read_text_file(path: Path) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise NanoGPTError(f"{path} is not UTF-8 text (bad byte at offset {exc.start}); convert it to UTF-8 first") from None
+        raise NanoGPTError(
+            f"{path} is not UTF-8 text (bad byte at offset {exc.start}); convert it to UTF-8 first"
+        ) from None

@@ -65,7 +65,8 @@ class Task:
             left, sep, right = body.partition(op)
             if sep and left.isdigit() and right.isdigit():
                 if max(len(left.lstrip("0")), len(right.lstrip("0"))) > self.digits:
-                    raise NanoGPTError(f"this model adds numbers of up to {self.digits} digits; {text.strip()!r} is longer")
+                    raise NanoGPTError(f"this model adds numbers of up to {self.digits} digits; {text.strip()!r} is "
+                                       "longer")
                 return f"{self._operand(int(left))}{op}{self._operand(int(right))}="
         raise NanoGPTError(f"{text.strip()!r} is not a problem this model solves: write it as A{self.ops[0]}B= with "
                            f"up to {self.digits} digits each (operations: {' '.join(self.ops)})")
@@ -120,8 +121,9 @@ def prepare_task(name: str | None, ops: str = "+", digits: int = 3, reverse: boo
     if val_problems < 1000:
         raise NanoGPTError(f"--val-problems must be at least 1,000 (accuracy is measured on them), got {val_problems}")
     task = Task(ops, digits, reverse, reverse_operands)
-    name = paths.check_name(name or ("addition" if ops == "+" else "arithmetic") + (f"-{digits}" if digits != 3 else ""),
-                            "dataset")
+    name = paths.check_name(
+        name or ("addition" if ops == "+" else "arithmetic") + (f"-{digits}" if digits != 3 else ""), "dataset"
+    )
     final = paths.dataset_dir(name)
     if (final / "meta.json").is_file() and not overwrite:
         raise NanoGPTError(f"dataset {name!r} already exists; pass --overwrite to replace it, or --name to prepare "
@@ -135,14 +137,29 @@ def prepare_task(name: str | None, ops: str = "+", digits: int = 3, reverse: boo
         for split, problems in (("train", train), ("val", val)):
             text = "".join(task.text(*problems[i]) for i in rng.permutation(len(problems)))
             tokenizer.encode_array(text).astype(np.uint16).tofile(tmp / f"{split}.bin")
-        meta = {"format_version": META_VERSION, "name": name, "tokenizer": tokenizer.spec(), "vocab_size": tokenizer.vocab_size,
-                "dtype": "uint16", "train_tokens": len(train) * task.length, "val_tokens": len(val) * task.length,
-                "task": {**asdict(task), "length": task.length, "answer_start": task.answer_start,
-                         "train_problems": len(train), "val_problems": len(val)},
-                "source": {"description": f"{digits}-digit {' '.join(ops)} problems"
-                                          + (", answers reversed" if reverse else "")
-                                          + (", operands reversed" if reverse_operands else ""), "sha256": "-"},
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        meta = {
+            "format_version": META_VERSION,
+            "name": name,
+            "tokenizer": tokenizer.spec(),
+            "vocab_size": tokenizer.vocab_size,
+            "dtype": "uint16",
+            "train_tokens": len(train) * task.length,
+            "val_tokens": len(val) * task.length,
+            "task": {
+                **asdict(task),
+                "length": task.length,
+                "answer_start": task.answer_start,
+                "train_problems": len(train),
+                "val_problems": len(val),
+            },
+            "source": {
+                "description": f"{digits}-digit {' '.join(ops)} problems"
+                + (", answers reversed" if reverse else "")
+                + (", operands reversed" if reverse_operands else ""),
+                "sha256": "-",
+            },
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         publish(tmp, name)
     finally:

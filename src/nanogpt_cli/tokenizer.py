@@ -4,7 +4,8 @@ Three tokenizers: `CharTokenizer` (one id per character, the lecture's choice), 
 (OpenAI's BPE encodings through tiktoken; "gpt2" is served by r50k_base, which has the same ranks)
 and `BPETokenizer` (a byte-level BPE of the size you choose, trained on your dataset's train split
 with Hugging Face `tokenizers`). Each describes itself as a JSON-able "spec" stored in meta.json and
-in checkpoints (a trained BPE's spec holds the whole tokenizer), and `tokenizer_from_spec` rebuilds it. Nothing here touches the network except tiktoken's own first
+in checkpoints (a trained BPE's spec holds the whole tokenizer), and `tokenizer_from_spec` rebuilds it. Nothing here
+touches the network except tiktoken's own first
 download of a rank file, which lands in our cache dir.
 """
 

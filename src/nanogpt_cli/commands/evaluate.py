@@ -14,17 +14,43 @@ from nanogpt_cli.commands.render import fmt, out, show_json, token_progress
 
 
 def eval_(
-    run: Annotated[Optional[str], typer.Option(help="Run to evaluate (default: the latest).", autocompletion=complete_run)] = None,
+    run: Annotated[
+        Optional[str], typer.Option(help="Run to evaluate (default: the latest).", autocompletion=complete_run)
+    ] = None,
     checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
     split: Annotated[str, typer.Option(help="Dataset split: val or train.")] = "val",
-    iters: Annotated[Optional[int], typer.Option(help="Random batches to average (default: every token of the split once, when that is fewer tokens than 200 batches hold; ignored with --full or --text-file).", show_default=False)] = None,
+    iters: Annotated[
+        Optional[int],
+        typer.Option(
+            help="Random batches to average (default: every token of the split once, when that is fewer tokens than "
+                 "200 batches hold; ignored with --full or --text-file).",
+            show_default=False,
+        ),
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Sequences per batch.")] = 32,
     full: Annotated[bool, typer.Option("--full", help="Evaluate every token of the split once.")] = False,
-    text_file: Annotated[Optional[Path], typer.Option(help="Evaluate on this UTF-8 text file instead (every token).")] = None,
-    dataset: Annotated[Optional[str], typer.Option(help="Evaluate on this prepared dataset (default: the one the run trained on).", autocompletion=complete_dataset)] = None,
+    text_file: Annotated[
+        Optional[Path], typer.Option(help="Evaluate on this UTF-8 text file instead (every token).")
+    ] = None,
+    dataset: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Evaluate on this prepared dataset (default: the one the run trained on).",
+            autocompletion=complete_dataset,
+        ),
+    ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
-    dtype: Annotated[str, typer.Option(help="Weights' precision: auto (bfloat16 on CUDA GPUs that have it, else float32), float32, bfloat16 or float16 (GPU).")] = "auto",
-    quantize: Annotated[Optional[str], typer.Option(help="int8: int8 block weights on the CPU; shows the float32 loss beside, on the same tokens.")] = None,
+    dtype: Annotated[
+        str,
+        typer.Option(
+            help="Weights' precision: auto (bfloat16 on CUDA GPUs that have it, else float32), float32, bfloat16 or "
+                 "float16 (GPU)."
+        ),
+    ] = "auto",
+    quantize: Annotated[
+        Optional[str],
+        typer.Option(help="int8: int8 block weights on the CPU; shows the float32 loss beside, on the same tokens."),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed for choosing the random batches.")] = 1337,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
@@ -45,8 +71,9 @@ def eval_(
 
     startup_done()
     with token_progress(quiet) as progress:
-        result = evaluate(run, checkpoint, split, iters, batch_size, full, text_file, device, seed, dataset, dtype, quantize,
-                          progress)
+        result = evaluate(
+            run, checkpoint, split, iters, batch_size, full, text_file, device, seed, dataset, dtype, quantize, progress
+        )
     if as_json:
         show_json(result)
         return
@@ -55,11 +82,29 @@ def eval_(
     table = Table(title=f"{result['run']} ({result['checkpoint']}) on {result['source']}{how}")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in ("accuracy", "problems", "loss", "float32_loss", "quantize_cost", "perplexity", "bits_per_char",
-                "bits_per_token", "tokens"):
+    for key in (
+        "accuracy",
+        "problems",
+        "loss",
+        "float32_loss",
+        "quantize_cost",
+        "perplexity",
+        "bits_per_char",
+        "bits_per_token",
+        "tokens",
+    ):
         if key in result:
-            label = {"loss": f"loss ({result['quantize']})" if result.get("quantize") else "loss",
-                     "float32_loss": "loss (float32)", "quantize_cost": f"{result.get('quantize')} costs"}.get(key, key)
-            value = f"{result[key]:.2%}" if key == "accuracy" else f"{result[key]:+.4f}" if key == "quantize_cost" else fmt(result[key])
+            label = {
+                "loss": f"loss ({result['quantize']})" if result.get("quantize") else "loss",
+                "float32_loss": "loss (float32)",
+                "quantize_cost": f"{result.get('quantize')} costs",
+            }.get(key, key)
+            value = (
+                f"{result[key]:.2%}"
+                if key == "accuracy"
+                else f"{result[key]:+.4f}"
+                if key == "quantize_cost"
+                else fmt(result[key])
+            )
             table.add_row(label.replace("_", " ") + (" (exact answers)" if key == "accuracy" else ""), value)
     out.print(table)

@@ -15,7 +15,9 @@ from nanogpt_cli.errors import NanoGPTError
 
 def export(
     run: Annotated[str, typer.Argument(metavar="RUN", help="The run to export.", autocompletion=complete_run)],
-    path: Annotated[Path, typer.Argument(metavar="PATH", help="Folder to write config.json and model.safetensors into.")],
+    path: Annotated[
+        Path, typer.Argument(metavar="PATH", help="Folder to write config.json and model.safetensors into.")
+    ],
     format: Annotated[str, typer.Option("--format", help="Only 'hf': the Hugging Face GPT-2 layout.")] = "hf",
     checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
 ) -> None:

@@ -13,8 +13,15 @@ from nanogpt_cli.errors import NanoGPTError
 
 
 def info(
-    names: Annotated[Optional[list[str]], typer.Argument(metavar="NAME", autocompletion=complete_name, show_default=False,
-                                                         help="A run or dataset to show in detail; two or more runs to compare.")] = None,
+    names: Annotated[
+        Optional[list[str]],
+        typer.Argument(
+            metavar="NAME",
+            autocompletion=complete_name,
+            show_default=False,
+            help="A run or dataset to show in detail; two or more runs to compare.",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="Print one run's metrics (every logged line) as CSV.")] = False,
 ) -> None:

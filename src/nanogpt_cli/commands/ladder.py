@@ -15,14 +15,26 @@ from nanogpt_cli.commands.render import TrainDisplay, byte_progress, duration, e
 
 def ladder(
     iters: Annotated[Optional[int], typer.Option(help="Iterations per step.")] = None,
-    time: Annotated[Optional[str], typer.Option(help="Wall-clock time per step instead (90s, 2m). Default: 35s, "
-                                                    "about 4 minutes for all seven on 2 CPU cores.")] = None,
-    dataset: Annotated[str, typer.Option(help="Dataset to train every step on (char Tiny Shakespeare is the "
-                                              "lecture's; prepared when missing).", autocompletion=complete_dataset)] = "shakespeare",
+    time: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Wall-clock time per step instead (90s, 2m). Default: 35s, "
+            "about 4 minutes for all seven on 2 CPU cores."
+        ),
+    ] = None,
+    dataset: Annotated[
+        str,
+        typer.Option(
+            help="Dataset to train every step on (char Tiny Shakespeare is the lecture's; prepared when missing).",
+            autocompletion=complete_dataset,
+        ),
+    ] = "shakespeare",
     prefix: Annotated[str, typer.Option(help="Runs are named PREFIX-<n>-<step>.")] = "ladder",
     stage: Annotated[Optional[list[int]], typer.Option(help="Train only this step (1-7; repeatable).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace runs of an earlier ladder with the same prefix.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace runs of an earlier ladder with the same prefix.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON (one object per step).")] = False,
 ) -> None:
     """Train the lecture's ladder: bigram, one head, multi-head, feed-forward, residual, LayerNorm, scaled.
@@ -47,8 +59,11 @@ def ladder(
         time = "35s"
     results = []
     if not as_json:
-        err.print(f"[bold]the lecture's ladder[/]: {len(stage or STAGES)} step(s) of {time or f'{iters:,} iterations'} each "
-                  f"on {dataset}", markup=True)
+        err.print(
+            f"[bold]the lecture's ladder[/]: {len(stage or STAGES)} step(s) of {time or f'{iters:,} iterations'} each "
+            f"on {dataset}",
+            markup=True,
+        )
     with byte_progress(True) as progress, TrainDisplay(quiet=True) as display:
         steps = run_ladder(dataset, prefix, iters, time, device, overwrite, display, progress, stage)
         while True:
@@ -58,8 +73,10 @@ def ladder(
                 break
             results.append(result)
             if not as_json:
-                err.print(f"{result['stage']}. {result['slug']:<13} {result['change']:<34} val {fmt(result['val_loss'])} "
-                          f"(lecture {result['lecture_val_loss']:.2f}), {duration(result['seconds'])}")
+                err.print(
+                    f"{result['stage']}. {result['slug']:<13} {result['change']:<34} val {fmt(result['val_loss'])} "
+                    f"(lecture {result['lecture_val_loss']:.2f}), {duration(result['seconds'])}"
+                )
     if as_json:
         show_json(results)
         return

@@ -38,12 +38,16 @@ def rm(
     if not yes:
         for folder in folders:
             users = dataset_users(folder.name) if dataset else []
-            note = f"; runs {', '.join(users)} were trained on it (their --resume and eval will need it)" if users else ""
+            note = (
+                f"; runs {', '.join(users)} were trained on it (their --resume and eval will need it)" if users else ""
+            )
             err.print(f"{what} {folder.name}: {folder} ({size(disk_size(folder))}){note}")
         try:
             sure = typer.confirm(f"remove {len(folders)} {what}(s)?", default=False, err=True)
         except (typer.Abort, EOFError):  # no answer: stdin closed or not a terminal
-            raise NanoGPTError("nothing removed: no answer to the question; pass --yes to remove without asking") from None
+            raise NanoGPTError(
+                "nothing removed: no answer to the question; pass --yes to remove without asking"
+            ) from None
         if not sure:
             raise NanoGPTError("nothing removed")
     freed = remove_datasets(names) if dataset else remove_runs(names)
@@ -51,7 +55,9 @@ def rm(
 
 
 def mv(
-    old: Annotated[str, typer.Argument(metavar="OLD", autocompletion=complete_run, show_default=False, help="The run's name now.")],
+    old: Annotated[
+        str, typer.Argument(metavar="OLD", autocompletion=complete_run, show_default=False, help="The run's name now.")
+    ],
     new: Annotated[str, typer.Argument(metavar="NEW", show_default=False, help="Its new name.")],
 ) -> None:
     """Rename a run (refused while it trains, or when NEW exists).

@@ -20,11 +20,24 @@ MARKERS = ["braille", "dot", "x", "+", "o", "*", "$", "#"]
 
 
 def plot(
-    runs: Annotated[Optional[list[str]], typer.Argument(metavar="RUN", help="Runs to draw together (default: the latest).",
-                                                        autocompletion=complete_run, show_default=False)] = None,
-    x: Annotated[str, typer.Option("--x", help="What the x axis counts: iter, tokens or time (seconds of training).")] = "iter",
-    out_file: Annotated[Optional[Path], typer.Option("--out", help="Write the picture to this .png or .svg file "
-                                                                  "(needs the \\[plot] extra: matplotlib).")] = None,
+    runs: Annotated[
+        Optional[list[str]],
+        typer.Argument(
+            metavar="RUN",
+            help="Runs to draw together (default: the latest).",
+            autocompletion=complete_run,
+            show_default=False,
+        ),
+    ] = None,
+    x: Annotated[
+        str, typer.Option("--x", help="What the x axis counts: iter, tokens or time (seconds of training).")
+    ] = "iter",
+    out_file: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--out", help="Write the picture to this .png or .svg file (needs the \\[plot] extra: matplotlib)."
+        ),
+    ] = None,
     width: Annotated[int, typer.Option(help="Picture width in pixels (--out).")] = 1000,
     height: Annotated[int, typer.Option(help="Picture height in pixels (--out).")] = 600,
 ) -> None:

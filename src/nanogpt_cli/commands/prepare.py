@@ -11,23 +11,72 @@ from nanogpt_cli.commands.render import byte_progress, char_coverage, out
 
 
 def prepare(
-    source: Annotated[str, typer.Argument(metavar="SOURCE", help="'shakespeare' (bundled Tiny Shakespeare), a UTF-8 text file, a folder of them, an http(s) URL, or 'addition' (arithmetic problems).")],
-    tokenizer: Annotated[str, typer.Option(help="char, gpt2, or any tiktoken encoding (r50k_base, p50k_base, cl100k_base, o200k_base).")] = "char",
-    name: Annotated[Optional[str], typer.Option(help="Dataset name (default: from the source, plus the tokenizer if not char).")] = None,
+    source: Annotated[
+        str,
+        typer.Argument(
+            metavar="SOURCE",
+            help="'shakespeare' (bundled Tiny Shakespeare), a UTF-8 text file, a folder of them, an http(s) URL, or "
+                 "'addition' (arithmetic problems).",
+        ),
+    ],
+    tokenizer: Annotated[
+        str, typer.Option(help="char, gpt2, or any tiktoken encoding (r50k_base, p50k_base, cl100k_base, o200k_base).")
+    ] = "char",
+    name: Annotated[
+        Optional[str], typer.Option(help="Dataset name (default: from the source, plus the tokenizer if not char).")
+    ] = None,
     val_fraction: Annotated[float, typer.Option(help="Fraction of the text, at the end, kept for validation.")] = 0.1,
-    val_file: Annotated[Optional[str], typer.Option(help="Use this text file (or folder, or URL) as the validation split instead.")] = None,
+    val_file: Annotated[
+        Optional[str], typer.Option(help="Use this text file (or folder, or URL) as the validation split instead.")
+    ] = None,
     glob: Annotated[str, typer.Option(help="For a folder: which files to read (recursively), e.g. '*.md'.")] = "*",
     sha256: Annotated[Optional[str], typer.Option(help="For a URL: the expected SHA-256 of the download.")] = None,
-    max_vocab: Annotated[Optional[int], typer.Option(help="Char tokenizer: keep at most N tokens, the most frequent characters plus one unknown token for all the others.")] = None,
-    min_count: Annotated[int, typer.Option(help="Char tokenizer: characters seen fewer than K times become the unknown token.")] = 1,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing dataset of the same name (refused if resumable runs trained on it and the tokens change).")] = False,
+    max_vocab: Annotated[
+        Optional[int],
+        typer.Option(
+            help="Char tokenizer: keep at most N tokens, the most frequent characters plus one unknown token for "
+                 "all the others."
+        ),
+    ] = None,
+    min_count: Annotated[
+        int, typer.Option(help="Char tokenizer: characters seen fewer than K times become the unknown token.")
+    ] = 1,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Replace an existing dataset of the same name (refused if resumable runs trained on it and the "
+                 "tokens change).",
+        ),
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
     digits: Annotated[int, typer.Option(help="addition: digits of each operand.", rich_help_panel="Addition")] = 3,
-    ops: Annotated[str, typer.Option(help="addition: the operations, some of + - * (e.g. +-*).", rich_help_panel="Addition")] = "+",
-    reverse: Annotated[bool, typer.Option("--reverse/--no-reverse", help="addition: write answers least significant digit first (as carries are computed).", rich_help_panel="Addition")] = True,
-    reverse_operands: Annotated[bool, typer.Option("--reverse-operands", help="addition: write the operands least significant digit first too, so the digits of a, b and the answer line up (try with --pos rope).", rich_help_panel="Addition")] = False,
-    train_problems: Annotated[int, typer.Option(help="addition: problems in the train split.", rich_help_panel="Addition")] = 200_000,
-    val_problems: Annotated[int, typer.Option(help="addition: problems in the val split (never in train).", rich_help_panel="Addition")] = 2000,
+    ops: Annotated[
+        str, typer.Option(help="addition: the operations, some of + - * (e.g. +-*).", rich_help_panel="Addition")
+    ] = "+",
+    reverse: Annotated[
+        bool,
+        typer.Option(
+            "--reverse/--no-reverse",
+            help="addition: write answers least significant digit first (as carries are computed).",
+            rich_help_panel="Addition",
+        ),
+    ] = True,
+    reverse_operands: Annotated[
+        bool,
+        typer.Option(
+            "--reverse-operands",
+            help="addition: write the operands least significant digit first too, so the digits of a, b and the "
+                 "answer line up (try with --pos rope).",
+            rich_help_panel="Addition",
+        ),
+    ] = False,
+    train_problems: Annotated[
+        int, typer.Option(help="addition: problems in the train split.", rich_help_panel="Addition")
+    ] = 200_000,
+    val_problems: Annotated[
+        int, typer.Option(help="addition: problems in the val split (never in train).", rich_help_panel="Addition")
+    ] = 2000,
 ) -> None:
     """Tokenize text into a dataset: train.bin, val.bin and meta.json (streamed: any size fits).
 
@@ -48,18 +97,40 @@ def prepare(
     if source == "addition":
         from nanogpt_cli.tasks import prepare_task
 
-        meta = prepare_task(name, ops, digits, reverse, train_problems, val_problems, overwrite=overwrite,
-                            reverse_operands=reverse_operands)
+        meta = prepare_task(
+            name,
+            ops,
+            digits,
+            reverse,
+            train_problems,
+            val_problems,
+            overwrite=overwrite,
+            reverse_operands=reverse_operands,
+        )
         if not quiet:
             task = meta["task"]
-            out.print(f"prepared [bold]{meta['name']}[/]: {meta['source']['description']}; "
-                      f"{task['train_problems']:,} train and {task['val_problems']:,} val problems (disjoint), "
-                      f"{task['length']} characters each, e.g. {_example(meta)!r}", markup=True)
+            out.print(
+                f"prepared [bold]{meta['name']}[/]: {meta['source']['description']}; "
+                f"{task['train_problems']:,} train and {task['val_problems']:,} val problems (disjoint), "
+                f"{task['length']} characters each, e.g. {_example(meta)!r}",
+                markup=True,
+            )
             out.print(f"  train it: nanogpt train --dataset {meta['name']}")
         return
     with byte_progress(quiet) as progress:
-        meta = prepare_dataset(source, tokenizer, name, val_fraction, progress=progress, glob=glob, val_file=val_file,
-                               sha256=sha256, overwrite=overwrite, max_vocab=max_vocab, min_count=min_count)
+        meta = prepare_dataset(
+            source,
+            tokenizer,
+            name,
+            val_fraction,
+            progress=progress,
+            glob=glob,
+            val_file=val_file,
+            sha256=sha256,
+            overwrite=overwrite,
+            max_vocab=max_vocab,
+            min_count=min_count,
+        )
     if quiet:
         return
     src = meta["source"]

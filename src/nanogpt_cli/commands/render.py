@@ -126,7 +126,8 @@ class TrainDisplay:
         if info["init_from"]:
             err.print(f"starting from the weights of {info['init_from']}")
         err.print(
-            f"run [bold]{info['run']}[/]: {info['parameters'] / 1e6:.2f}M parameters ({shape}, block {m['block_size']}), "
+            f"run [bold]{info['run']}[/]: {info['parameters'] / 1e6:.2f}M parameters ({shape}, block "
+            f"{m['block_size']}), "
             f"dataset {info['dataset']}, preset {info['preset'] or 'none'}",
             markup=True,
         )
@@ -134,7 +135,8 @@ class TrainDisplay:
             else f"{t['max_iters']:,} iterations"
         err.print(
             f"device {info['device']}, {info['dtype']}{', compiled' if info['compile'] else ''}; {length} of "
-            f"{t['batch_size']} x {m['block_size']} tokens" + (f" x {t['grad_accum']} accumulated" if t["grad_accum"] > 1 else "")
+            f"{t['batch_size']} x {m['block_size']} tokens"
+            + (f" x {t['grad_accum']} accumulated" if t["grad_accum"] > 1 else "")
         )
         if info.get("muon_orthogonalize"):
             err.print(f"Muon orthogonalises in {info['muon_orthogonalize']}")
@@ -240,7 +242,9 @@ def presets_table() -> None:
     defaults = {preset: device for device, preset in DEFAULT_PRESET_FOR_DEVICE.items()}
     for name, preset in PRESETS.items():
         values = ", ".join(f"{k}={v}" for k, v in preset.values.items())
-        table.add_row(name, defaults.get(name, "--model bigram" if name == "bigram" else ""), preset.description, values)
+        table.add_row(
+            name, defaults.get(name, "--model bigram" if name == "bigram" else ""), preset.description, values
+        )
     out.print(table)
 
 
@@ -248,15 +252,22 @@ def presets_table() -> None:
 
 
 def system_info(system: dict[str, Any]) -> None:
-    out.print(f"[bold]nanogpt-cli {system['version']}[/] (torch {system['torch_version']}, Python {system['python_version']})", markup=True)
+    out.print(f"[bold]nanogpt-cli {system['version']}[/] (torch {system['torch_version']}, Python "
+              f"{system['python_version']})", markup=True)
     out.print(f"device: {system['auto_device']} would be used; available: {', '.join(system['available_devices'])}")
     out.print(f"data dir: {system['data_dir']}\ncache dir: {system['cache_dir']}\nruns dir: {system['runs_dir']}")
     datasets = Table(title="datasets")
     for column in ("name", "tokenizer", "vocab", "train tokens", "val tokens", "size"):
         datasets.add_column(column, justify="left" if column in ("name", "tokenizer") else "right")
     for d in system["datasets"]:
-        datasets.add_row(d["name"], d["tokenizer_name"], fmt(d["vocab_size"]), fmt(d["train_tokens"]), fmt(d["val_tokens"]),
-                         size(d["size_bytes"]))
+        datasets.add_row(
+            d["name"],
+            d["tokenizer_name"],
+            fmt(d["vocab_size"]),
+            fmt(d["train_tokens"]),
+            fmt(d["val_tokens"]),
+            size(d["size_bytes"]),
+        )
     out.print(datasets if system["datasets"] else "datasets: none yet (nanogpt prepare shakespeare)")
     rows = []
     for r in system["runs"]:
@@ -266,7 +277,9 @@ def system_info(system: dict[str, Any]) -> None:
             iters = f"{r['iterations']:,}/{r['max_iters']:,}" if r["max_iters"] else fmt(r["iterations"])
         params = f"{r['parameters'] / 1e6:.2f}M" if r["parameters"] else "-"
         dataset = r["dataset"] or ("(imported)" if r.get("imported") else "-")
-        rows.append((r["name"], dataset, params, iters, fmt(r["best_val_loss"]), size(r["size_bytes"]), r["last_modified"]))
+        rows.append(
+            (r["name"], dataset, params, iters, fmt(r["best_val_loss"]), size(r["size_bytes"]), r["last_modified"])
+        )
     if not rows:
         out.print("runs: none yet (nanogpt train)")
         out.print(f"on disk: {size(system['total_bytes'])}")
@@ -343,7 +356,9 @@ def run_info(item: dict[str, Any]) -> None:
     out.print(settings)
     if not item["evals"]:
         return
-    out.print(f"[dim]loss curves: nanogpt plot {s['name']}; every logged line: nanogpt info {s['name']} --csv[/]", markup=True)
+    out.print(
+        f"[dim]loss curves: nanogpt plot {s['name']}; every logged line: nanogpt info {s['name']} --csv[/]", markup=True
+    )
     evals = Table(title="evaluations")
     for column in ("iter", "train loss", "val loss", "lr", "elapsed s"):
         evals.add_column(column, justify="right")

@@ -24,23 +24,66 @@ def _unescape(text: str) -> str:
 
 
 def sample(
-    run: Annotated[Optional[str], typer.Option(help="Run to sample from (default: the latest).", autocompletion=complete_run)] = None,
+    run: Annotated[
+        Optional[str], typer.Option(help="Run to sample from (default: the latest).", autocompletion=complete_run)
+    ] = None,
     checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
-    prompt: Annotated[Optional[str], typer.Option(help="Text to continue (\\n is a newline); '-' reads stdin (so does a pipe). Default: a newline, or <|endoftext|> for BPE.")] = None,
+    prompt: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Text to continue (\\n is a newline); '-' reads stdin (so does a pipe). Default: a newline, or "
+                 "<|endoftext|> for BPE."
+        ),
+    ] = None,
     prompt_file: Annotated[Optional[Path], typer.Option(help="Read the prompt from this file.")] = None,
     num_samples: Annotated[int, typer.Option(help="How many samples.")] = 1,
-    max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate per sample (may exceed the block size).")] = 500,
+    max_new_tokens: Annotated[
+        int, typer.Option(help="Tokens to generate per sample (may exceed the block size).")
+    ] = 500,
     temperature: Annotated[float, typer.Option(help="Sampling temperature; 0 is greedy.")] = 0.8,
     top_k: Annotated[Optional[int], typer.Option(help="Sample only from the k most likely tokens.")] = 200,
-    top_p: Annotated[Optional[float], typer.Option(help="Nucleus sampling: only the most likely tokens whose probabilities add up to p.")] = None,
-    stop: Annotated[Optional[list[str]], typer.Option(help="End a sample where this text appears (repeatable; \\n is a newline); the stop text is not printed.")] = None,
+    top_p: Annotated[
+        Optional[float],
+        typer.Option(help="Nucleus sampling: only the most likely tokens whose probabilities add up to p."),
+    ] = None,
+    stop: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            help="End a sample where this text appears (repeatable; \\n is a newline); the stop text is not printed."
+        ),
+    ] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed for repeatable samples.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
-    dtype: Annotated[str, typer.Option(help="Weights' precision: auto (bfloat16 on CUDA GPUs that have it, else float32), float32, bfloat16 or float16 (GPU).")] = "auto",
-    quantize: Annotated[Optional[str], typer.Option(help="int8: int8 block weights on the CPU, about 3x faster sampling (eval --quantize int8 shows what it costs in loss).")] = None,
-    interactive: Annotated[bool, typer.Option("--interactive", "-i", help="Read a prompt per line from stdin and answer each, until EOF (Ctrl-D).")] = False,
-    kv_cache: Annotated[bool, typer.Option("--kv-cache/--no-kv-cache", help="Reuse attention keys/values between steps (--no-kv-cache re-runs the whole context, for comparison).")] = True,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per sample (prompt, text, tokens, tokens/s).")] = False,
+    dtype: Annotated[
+        str,
+        typer.Option(
+            help="Weights' precision: auto (bfloat16 on CUDA GPUs that have it, else float32), float32, bfloat16 or "
+                 "float16 (GPU)."
+        ),
+    ] = "auto",
+    quantize: Annotated[
+        Optional[str],
+        typer.Option(
+            help="int8: int8 block weights on the CPU, about 3x faster sampling (eval --quantize int8 shows what it "
+                 "costs in loss)."
+        ),
+    ] = None,
+    interactive: Annotated[
+        bool,
+        typer.Option(
+            "--interactive", "-i", help="Read a prompt per line from stdin and answer each, until EOF (Ctrl-D)."
+        ),
+    ] = False,
+    kv_cache: Annotated[
+        bool,
+        typer.Option(
+            "--kv-cache/--no-kv-cache",
+            help="Reuse attention keys/values between steps (--no-kv-cache re-runs the whole context, for comparison).",
+        ),
+    ] = True,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object per sample (prompt, text, tokens, tokens/s).")
+    ] = False,
 ) -> None:
     """Generate text from a trained run, streamed to stdout; samples are separated by a line of dashes.
 
@@ -82,16 +125,25 @@ def sample(
             for problem in text.splitlines():
                 solved = session.solve(problem)
                 shown = problem.strip().rstrip("=")
-                sys.stdout.write(json.dumps({"run": session.run, "problem": shown, "answer": solved}) + "\n" if as_json
-                                 else f"{shown}={solved}\n" if echo else f"{solved}\n")
+                sys.stdout.write(
+                    json.dumps({"run": session.run, "problem": shown, "answer": solved}) + "\n"
+                    if as_json
+                    else f"{shown}={solved}\n"
+                    if echo
+                    else f"{solved}\n"
+                )
             sys.stdout.flush()
             return
         for i in range(num_samples):
-            generation = session.generate(text, max_new_tokens, seed=None if first_seed is None else first_seed + i, **settings)
+            generation = session.generate(
+                text, max_new_tokens, seed=None if first_seed is None else first_seed + i, **settings
+            )
             if as_json:
                 for _ in generation:
                     pass
-                sys.stdout.write(json.dumps({"run": session.run, "checkpoint": session.checkpoint, **generation.as_dict()}) + "\n")
+                sys.stdout.write(
+                    json.dumps({"run": session.run, "checkpoint": session.checkpoint, **generation.as_dict()}) + "\n"
+                )
                 continue
             if i:
                 sys.stdout.write("\n---------------\n")
@@ -106,8 +158,11 @@ def sample(
     if not interactive:
         answer(prompt, seed)
         return
-    err.print(f"[dim]sampling from run {session.run} ({session.checkpoint}): one prompt per line; Ctrl-C stops a reply, "
-              "Ctrl-D or Ctrl-C at an empty prompt quits[/]", markup=True)
+    err.print(
+        f"[dim]sampling from run {session.run} ({session.checkpoint}): one prompt per line; Ctrl-C stops a reply, "
+        "Ctrl-D or Ctrl-C at an empty prompt quits[/]",
+        markup=True,
+    )
     read_line = _line_reader()
     turn = 0
     while True:

@@ -64,15 +64,54 @@ def _relaunch_args() -> list[str]:
 @config_options
 def train(
     flags: dict[str, Any],
-    preset: Annotated[Optional[str], typer.Option(help="Named set of defaults; 'list' shows them. Default: by device.", rich_help_panel=RUN)] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", help="Read settings from this TOML run config (model and train tables; a run folder means its config.toml). Flags override it.", rich_help_panel=RUN)] = None,
-    print_config: Annotated[bool, typer.Option("--print-config", help="Print the resolved config as TOML and exit without training.", rich_help_panel=RUN)] = False,
-    run: Annotated[Optional[str], typer.Option(help="Run name (default: <dataset>-<date>-<time>).", rich_help_panel=RUN, autocompletion=complete_run)] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue --run (default: the latest run) from its last checkpoint, exactly.", rich_help_panel=RUN)] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run of the same name.", rich_help_panel=RUN)] = False,
-    nproc: Annotated[int, typer.Option(help="Train with N data-parallel processes on this machine (runs torchrun for you).", rich_help_panel=RUN)] = 1,
-    sample_tokens: Annotated[int, typer.Option(help="Tokens to sample at the end of the run (0: none).", rich_help_panel=RUN)] = 300,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output; only the summary.", rich_help_panel=RUN)] = False,
+    preset: Annotated[
+        Optional[str],
+        typer.Option(help="Named set of defaults; 'list' shows them. Default: by device.", rich_help_panel=RUN),
+    ] = None,
+    config: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--config",
+            help="Read settings from this TOML run config (model and train tables; a run folder means its "
+                 "config.toml). Flags override it.",
+            rich_help_panel=RUN,
+        ),
+    ] = None,
+    print_config: Annotated[
+        bool,
+        typer.Option(
+            "--print-config", help="Print the resolved config as TOML and exit without training.", rich_help_panel=RUN
+        ),
+    ] = False,
+    run: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Run name (default: <dataset>-<date>-<time>).", rich_help_panel=RUN, autocompletion=complete_run
+        ),
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue --run (default: the latest run) from its last checkpoint, exactly.",
+            rich_help_panel=RUN,
+        ),
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing run of the same name.", rich_help_panel=RUN)
+    ] = False,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            help="Train with N data-parallel processes on this machine (runs torchrun for you).", rich_help_panel=RUN
+        ),
+    ] = 1,
+    sample_tokens: Annotated[
+        int, typer.Option(help="Tokens to sample at the end of the run (0: none).", rich_help_panel=RUN)
+    ] = 300,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress output; only the summary.", rich_help_panel=RUN)
+    ] = False,
 ) -> None:
     """Train a model; prepares the bundled Tiny Shakespeare first if nothing is prepared yet.
 
@@ -96,8 +135,9 @@ def train(
     from nanogpt_cli.train import TrainingInterrupted
 
     startup_done()
-    options = TrainOptions(preset, flags, read_run_file(config) if config else None, run, resume, overwrite, nproc,
-                           _relaunch_args())
+    options = TrainOptions(
+        preset, flags, read_run_file(config) if config else None, run, resume, overwrite, nproc, _relaunch_args()
+    )
     if print_config:
         from nanogpt_cli.plan import resolved_toml
 
@@ -109,8 +149,13 @@ def train(
             summary = run_training(options, display, progress)
     except TrainingInterrupted as stop:
         if stop.main:
-            err.print(f"[yellow]stopped at iteration {stop.iteration:,}[/]; checkpoint saved to {stop.checkpoint}", markup=True)
-            err.print(f"resume with: nanogpt train --run {stop.run} --resume" + (f" --nproc {nproc}" if nproc > 1 else ""))
+            err.print(
+                f"[yellow]stopped at iteration {stop.iteration:,}[/]; checkpoint saved to {stop.checkpoint}",
+                markup=True,
+            )
+            err.print(
+                f"resume with: nanogpt train --run {stop.run} --resume" + (f" --nproc {nproc}" if nproc > 1 else "")
+            )
         raise typer.Exit(130) from None
     if "relaunched" in summary:
         raise typer.Exit(summary["relaunched"])
@@ -145,7 +190,8 @@ def _solved_examples(summary: dict[str, Any]) -> bool:
     out.print(f"\n[dim]--- {summary['run']} answers val problems (greedy) ---[/]", markup=True)
     for problem, expected in val_examples(dataset):
         answer = session.solve(problem)
-        out.print(f"{problem}{answer}  " + ("[green]right[/]" if answer == expected else f"[red]wrong[/] ({expected})"), markup=True)
+        out.print(f"{problem}{answer}  " + ("[green]right[/]" if answer == expected else "[red]wrong[/] "
+                                                                                         f"({expected})"), markup=True)
     out.print(f"[dim]---[/]\nmore: nanogpt sample --run {summary['run']} --prompt {shlex.quote(problem)}; "
               f"accuracy: nanogpt eval --run {summary['run']}", markup=True)
     return True

@@ -105,8 +105,12 @@ class TrainConfig:
     min_lr: float = knob(1e-4, "Learning rate at the end of the decay.", TRAINING)
     warmup_iters: int = knob(100, "Steps of linear warmup.", TRAINING)
     lr_decay_iters: int | None = knob(None, "Step where the decay reaches min_lr (unset: max_iters).", TRAINING)
-    schedule: str = knob("cosine", "Learning-rate schedule after warmup: cosine (decay all the way) or wsd "
-                                   "(warmup-stable-decay: constant, then linear decay over the last decay_frac).", TRAINING)
+    schedule: str = knob(
+        "cosine",
+        "Learning-rate schedule after warmup: cosine (decay all the way) or wsd "
+        "(warmup-stable-decay: constant, then linear decay over the last decay_frac).",
+        TRAINING,
+    )
     decay_frac: float = knob(0.2, "wsd: the fraction of training, at the end, that decays to min_lr.", TRAINING)
     optimizer: str = knob("adamw", "adamw, or muon: Muon for the 2-D weight matrices inside the blocks and AdamW "
                                    "for embeddings, head, norms and biases.", TRAINING)
@@ -145,7 +149,9 @@ class TrainConfig:
         return self.lr_decay_iters if self.lr_decay_iters is not None else self.max_iters
 
     def validate(self) -> None:
-        _at_least(self, 1, "batch_size", "grad_accum", "max_iters", "eval_interval", "eval_iters", "log_interval", "keep")
+        _at_least(
+            self, 1, "batch_size", "grad_accum", "max_iters", "eval_interval", "eval_iters", "log_interval", "keep"
+        )
         _at_least(self, 0, "warmup_iters")
         if self.lr_decay_iters is not None:
             _at_least(self, 1, "lr_decay_iters")

@@ -64,5 +64,6 @@ DEFAULT_PRESET_FOR_DEVICE = {"cpu": "cpu", "mps": "mps", "cuda": "shakespeare-ch
 
 def get_preset(name: str) -> Preset:
     if name not in PRESETS:
-        raise NanoGPTError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)} (see `nanogpt train --preset list`)")
+        raise NanoGPTError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)} (see `nanogpt train "
+                           "--preset list`)")
     return PRESETS[name]
