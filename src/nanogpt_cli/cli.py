@@ -23,7 +23,7 @@ from typer.core import TyperCommand
 
 from nanogpt_cli import __version__
 from nanogpt_cli.commands import evaluate, export, import_, info, ladder, manage, plot, prepare, sample, train
-from nanogpt_cli.commands.render import err, out
+from nanogpt_cli.commands.console import err, out
 from nanogpt_cli.config import KNOBS
 from nanogpt_cli.errors import NanoGPTError
 

@@ -6,7 +6,7 @@ names, tokenizer spec, description) from: a GPT-2 size name (`gpt2`, `gpt2-mediu
 `gpt2-xl`, downloaded once from the Hugging Face Hub, or from $HF_ENDPOINT), a local folder with
 config.json + model.safetensors, a nanoGPT `ckpt.pt` (or the folder holding one), or the name of
 another run (its best weights). `train --init-from` starts from one; `import_run` makes it a run of
-its own. `export_hf` writes a run in the GPT-2 layout so other tools can open it.
+its own. (export.py writes a run the other way, in the GPT-2 layout.)
 
 Nothing here runs pickled code: checkpoints are read with `weights_only=True` and nanoGPT's meta.pkl
 with an unpickler that builds plain dicts, strings and ints and refuses everything else.
@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from nanogpt_cli import __version__, paths
 from nanogpt_cli.checkpoint import FORMAT_VERSION, checkpoint_path, load_checkpoint, read_tensors_file, save_checkpoint
@@ -317,65 +317,3 @@ def import_run(found: Pretrained, name: str, overwrite: bool = False) -> dict[st
         save_checkpoint(run_dir / "best.pt", payload)
         (run_dir / "config.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return info
-
-
-def _usual_file_mode(path: Path) -> None:
-    """Give a file the mode a new file of this user normally gets (0666 less the umask)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
-def export_hf(model: torch.nn.Module, config: ModelConfig, tokenizer: dict[str, Any], folder: Path) -> list[Path]:
-    """Write config.json + model.safetensors in the GPT-2 layout. Models without biases get zero
-    biases (the same function), since the GPT-2 layout always has them."""
-    if config.model != "gpt":
-        raise NanoGPTError("only GPT models can be exported in the GPT-2 layout (not the bigram baseline)")
-    beyond = [flag for flag, differs in (
-        (f"--pos {config.pos}", config.pos != "learned"), (f"--norm {config.norm}", config.norm != "layernorm"),
-        (f"--mlp {config.mlp}", config.mlp not in ACTIVATIONS.values()), ("--qk-norm", config.qk_norm),
-        ("--no-tie", not config.tie), (f"--softcap {config.softcap}", config.softcap != 0),
-        ("--no-residual", not config.residual)) if differs]
-    if beyond:
-        raise NanoGPTError(f"the GPT-2 layout cannot express this model's {', '.join(beyond)}; only runs with "
-                           "GPT-2's architecture can be exported")
-    state = model.state_dict()
-    tensors: dict[str, torch.Tensor] = {}
-    for name, tensor in state.items():
-        if name == "lm_head.weight":
-            continue
-        short = name.removeprefix("transformer.")
-        tensors[short] = (tensor.t() if short.endswith(CONV1D) else tensor).contiguous().clone()
-        if short.endswith(".weight") and not short.startswith(("wte", "wpe")):
-            bias = short.removesuffix(".weight") + ".bias"
-            if f"transformer.{bias}" not in state:
-                tensors[bias] = torch.zeros(tensor.shape[0], dtype=tensor.dtype)  # out features / LayerNorm width
-    hf_config = {
-        "architectures": ["GPT2LMHeadModel"],
-        "model_type": "gpt2",
-        "vocab_size": config.vocab_size,
-        "n_positions": config.block_size,
-        "n_ctx": config.block_size,
-        "n_embd": config.n_embd,
-        "n_layer": config.n_layer,
-        "n_head": config.n_head,
-        "activation_function": "gelu_new" if config.mlp == "gelu-tanh" else "gelu",  # what this model computes
-        "layer_norm_epsilon": 1e-5,
-        "tie_word_embeddings": True,
-        "nanogpt": {"tokenizer": tokenizer, "model_config": asdict(config)},
-    }
-    if tokenizer.get("kind") == "tiktoken":
-        hf_config["bos_token_id"] = hf_config["eos_token_id"] = 50256
-    if folder.exists() and not folder.is_dir():
-        raise NanoGPTError(f"{folder} is a file; give the path of a folder to export into (it is created if needed)")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise NanoGPTError(f"cannot create folder {folder}: {exc.strerror or exc}") from None
-    try:
-        save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
-        _usual_file_mode(folder / "model.safetensors")  # safetensors writes 0600; others may read it
-        (folder / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n", encoding="utf-8")
-    except OSError as exc:
-        raise NanoGPTError(f"cannot write to {folder}: {exc.strerror or exc}") from None
-    return [folder / "config.json", folder / "model.safetensors"]

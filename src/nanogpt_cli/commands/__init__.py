@@ -1,5 +1,6 @@
 """The `nanogpt` commands, one module per command: each parses its options, calls one core function
-and renders the result with `render`. They hold no ML logic; `nanogpt_cli.cli` registers them."""
+and renders the result (console.py, train_display.py, info_display.py). They hold no ML logic;
+`nanogpt_cli.cli` registers them."""
 
 import gc
 

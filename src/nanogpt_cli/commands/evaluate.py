@@ -10,7 +10,7 @@ from rich.table import Table
 
 from nanogpt_cli.commands import startup_done
 from nanogpt_cli.commands.complete import complete_dataset, complete_run
-from nanogpt_cli.commands.render import fmt, out, show_json, token_progress
+from nanogpt_cli.commands.console import fmt, out, show_json, token_progress
 
 
 def eval_(

@@ -9,7 +9,7 @@ import typer
 
 from nanogpt_cli.commands import startup_done
 from nanogpt_cli.commands.complete import complete_run
-from nanogpt_cli.commands.render import out
+from nanogpt_cli.commands.console import out
 from nanogpt_cli.errors import NanoGPTError
 
 
@@ -33,7 +33,7 @@ def export(
 
     from nanogpt_cli.catalog import resolve_run
     from nanogpt_cli.checkpoint import checkpoint_path, load_model
-    from nanogpt_cli.pretrained import export_hf
+    from nanogpt_cli.export import export_hf
 
     startup_done()
     if format != "hf":

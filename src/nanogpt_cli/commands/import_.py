@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from nanogpt_cli.commands import startup_done
-from nanogpt_cli.commands.render import byte_progress, err, fmt, out
+from nanogpt_cli.commands.console import byte_progress, err, fmt, out
 
 
 def import_(

@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from nanogpt_cli.commands.complete import complete_name
-from nanogpt_cli.commands.render import compare_table, dataset_info, run_info, show_json, system_info
+from nanogpt_cli.commands.console import show_json
+from nanogpt_cli.commands.info_display import compare_table, dataset_info, run_info, system_info
 from nanogpt_cli.errors import NanoGPTError
 
 

@@ -10,7 +10,8 @@ from rich.table import Table
 
 from nanogpt_cli.commands import startup_done
 from nanogpt_cli.commands.complete import complete_dataset
-from nanogpt_cli.commands.render import TrainDisplay, byte_progress, duration, err, fmt, out, show_json
+from nanogpt_cli.commands.console import byte_progress, duration, err, fmt, out, show_json
+from nanogpt_cli.commands.train_display import TrainDisplay
 
 
 def ladder(

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from nanogpt_cli.commands.complete import complete_name, complete_run
-from nanogpt_cli.commands.render import err, out, size
+from nanogpt_cli.commands.console import err, out, size
 from nanogpt_cli.errors import NanoGPTError
 
 

@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 
 from nanogpt_cli.commands.complete import complete_run
-from nanogpt_cli.commands.render import out
+from nanogpt_cli.commands.console import out
 
 # Without colour the curves are told apart by their marker; the legend shows which is which.
 MARKERS = ["braille", "dot", "x", "+", "o", "*", "$", "#"]

@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 import typer
 
 from nanogpt_cli.commands import startup_done
-from nanogpt_cli.commands.render import byte_progress, char_coverage, out
+from nanogpt_cli.commands.console import byte_progress, out
+from nanogpt_cli.commands.info_display import char_coverage
 
 
 def prepare(

@@ -14,7 +14,7 @@ from rich.markup import escape
 
 from nanogpt_cli.commands import startup_done
 from nanogpt_cli.commands.complete import complete_run
-from nanogpt_cli.commands.render import err
+from nanogpt_cli.commands.console import err
 from nanogpt_cli.errors import NanoGPTError
 
 

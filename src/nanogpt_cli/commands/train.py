@@ -16,7 +16,8 @@ from rich.markup import escape
 
 from nanogpt_cli.commands import startup_done
 from nanogpt_cli.commands.complete import complete_dataset, complete_run
-from nanogpt_cli.commands.render import TrainDisplay, byte_progress, err, out, presets_table, train_summary
+from nanogpt_cli.commands.console import byte_progress, err, out
+from nanogpt_cli.commands.train_display import TrainDisplay, presets_table, train_summary
 from nanogpt_cli.config import KNOBS, RUN
 
 COMPLETIONS = {"dataset": complete_dataset, "init_from": complete_run}  # Tab completes these names
