@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from nanogpt_cli import distributed
 from nanogpt_cli.config import ModelConfig, model_config_from_dict
 from nanogpt_cli.errors import NanoGPTError
 from nanogpt_cli.model import build_model
@@ -76,6 +77,37 @@ def _fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def random_state(group, device: torch.device, sampler) -> dict[str, Any]:
+    """Every random generator a training run draws from, for an exact resume: torch's (each process's
+    under DDP), CUDA's and the data sampler's position."""
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
+        "sampler": sampler.position(),
+        "torch_by_rank": distributed.gather(torch.get_rng_state()) if group.active else [],
+    }
+
+
+def restore_random_state(rng: dict[str, Any], group, sampler) -> None:
+    by_rank = rng.get("torch_by_rank") or []
+    torch.set_rng_state(by_rank[group.rank] if len(by_rank) == group.world else rng["torch"])
+    if rng.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    sampler.rewind(rng["sampler"])
+
+
+def keep_history(run_dir: Path, step: int, keep: int) -> None:
+    """Keep the last `keep` periodic checkpoints as ckpt-<iteration>.pt (hard links: no extra disk)."""
+    snapshot = run_dir / f"ckpt-{step:08d}.pt"
+    snapshot.unlink(missing_ok=True)
+    try:
+        os.link(run_dir / "ckpt.pt", snapshot)
+    except OSError:
+        shutil.copyfile(run_dir / "ckpt.pt", snapshot)
+    for old in sorted(run_dir.glob("ckpt-*.pt"))[:-keep]:
+        old.unlink(missing_ok=True)
 
 
 def read_tensors_file(path: Path, what: str = "checkpoint", map_location: Any = "cpu", map_file: bool = False) -> Any:

@@ -88,6 +88,22 @@ def default_compile(device: torch.device) -> bool:
     return device.type == "cuda"
 
 
+def compile_with_fallback(model: torch.nn.Module, warm_up, warn) -> torch.nn.Module | None:
+    """torch.compile `model` and run `warm_up(compiled)`, where compile failures show (a missing C++
+    toolchain, an unsupported op...). A failure there falls back to eager mode: `warn(message)` and
+    None. Errors after the warm-up are real errors."""
+    compiled = torch.compile(model)
+    try:
+        warm_up(compiled)
+        return compiled
+    except Exception as exc:  # the compiler fails in many ways
+        warn(f"torch.compile failed ({type(exc).__name__}: {str(exc)[:200]}); continuing without it "
+             "(--no-compile skips it)")
+        return None
+    finally:
+        model.zero_grad(set_to_none=True)
+
+
 def autocast(device: torch.device, dtype: torch.dtype):
     """Mixed-precision context for forward passes; a no-op in float32."""
     if dtype == torch.float32:

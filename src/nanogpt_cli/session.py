@@ -16,8 +16,9 @@ from nanogpt_cli.config import RunFile
 from nanogpt_cli.errors import NanoGPTError
 from nanogpt_cli.plan import plan_resume, plan_run
 from nanogpt_cli.prepare import prepare_dataset
+from nanogpt_cli.runcontrol import TrainingInterrupted
 from nanogpt_cli.sources import no_progress
-from nanogpt_cli.train import EventHandler, TrainingInterrupted, train
+from nanogpt_cli.train import EventHandler, train
 
 
 @dataclass

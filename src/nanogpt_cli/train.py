@@ -1,29 +1,19 @@
 """The training loop.
 
 `Trainer` builds a run's model, optimizer and data samplers (restoring them from a checkpoint when
-resuming) and `Trainer.run` trains: linear warmup and cosine LR decay, gradient accumulation, mixed
-precision where the device has it, gradient clipping, a loss estimate on train and val every
-eval_interval steps, best.pt whenever val loss improves and ckpt.pt at each eval, and a metrics.jsonl
-line for every log and eval. A resumed run continues exactly where its checkpoint left it: weights,
-optimizer moments, grad scaler, iteration, best val loss, the running loss average, and every random
-generator (torch, CUDA, data sampling); on the CPU it is bit-for-bit the run that never stopped.
-
-`train(plan)` claims the run folder (runs.py), builds a Trainer from a plan (plan.py) and runs it;
-session.py wraps it with the process group and the bundled data.
-
-It reports progress through `on_event(kind, info)` and never prints. The first SIGINT/SIGTERM finishes
-the current step, saves ckpt.pt and raises `TrainingInterrupted`; a second one aborts at once (the
-checkpoint files are still intact, since every write is atomic).
+resuming) and `Trainer.run` trains: the LR schedule, gradient accumulation, mixed precision where the
+device has it, gradient clipping, train and val losses when the EvalSchedule says (runcontrol.py),
+best.pt whenever val loss improves and ckpt.pt at each eval, and a metrics.jsonl line for every log
+and eval. A resumed run continues exactly where its checkpoint left it (weights, optimizer, scaler,
+counters and every random generator); on the CPU it is bit-for-bit the run that never stopped.
+`train(plan)` claims the run folder (runs.py) and runs a Trainer. It reports progress through
+`on_event(kind, info)` and never prints.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import os
-import shutil
-import signal
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -35,53 +25,31 @@ from torch.nn.parallel import DistributedDataParallel
 
 from nanogpt_cli import __version__, distributed, paths
 from nanogpt_cli.batches import BatchSampler, estimate_loss
-from nanogpt_cli.checkpoint import FORMAT_VERSION, save_checkpoint
-from nanogpt_cli.device import autocast, default_compile, describe, peak_flops, resolve_device, resolve_dtype
+from nanogpt_cli.checkpoint import (
+    FORMAT_VERSION,
+    keep_history,
+    random_state,
+    restore_random_state,
+    save_checkpoint,
+)
+from nanogpt_cli.device import (
+    autocast,
+    compile_with_fallback,
+    default_compile,
+    describe,
+    peak_flops,
+    resolve_device,
+    resolve_dtype,
+)
 from nanogpt_cli.errors import NanoGPTError
 from nanogpt_cli.loggers import open_loggers
 from nanogpt_cli.model import build_model, count_parameters, flops_per_token
 from nanogpt_cli.optim import describe_orthogonalize, lr_at, make_optimizer
 from nanogpt_cli.plan import RunPlan, attach_dataset
+from nanogpt_cli.runcontrol import EvalSchedule, StopRequests, TrainingInterrupted
 from nanogpt_cli.runs import MetricsLog, new_run_name, open_run, write_config
 
 EventHandler = Callable[[str, dict[str, Any]], None]
-
-
-class TrainingInterrupted(Exception):
-    """Raised after an interrupted run has saved its checkpoint."""
-
-    def __init__(self, run: str, iteration: int, checkpoint: Path, main: bool = True):
-        super().__init__(f"interrupted at iteration {iteration}")
-        self.main = main  # whether this is the process that reports
-        self.run = run
-        self.iteration = iteration
-        self.checkpoint = checkpoint
-
-
-# ------------------------------------------------------------------------------- run-level helpers
-
-
-class _StopRequests:
-    """Turns the first SIGINT/SIGTERM into a flag checked between steps; a second one aborts."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: dict[int, Any] = {}
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __enter__(self) -> _StopRequests:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 # --------------------------------------------------------------------------------------- training
@@ -129,8 +97,7 @@ class Trainer:
         self.started: float | None = None  # when this session's training began
         self.metrics: MetricsLog | None = None  # open while `run` runs
         self.budget = cfg.time_budget  # seconds, for a run measured in time instead of iterations
-        self.evals_per_budget = 10  # a timed run evaluates at every tenth of its budget (at most)
-        self.last_eval_step: int | None = None
+        self.evals = EvalSchedule(cfg.eval_interval, timed=self.budget is not None)
         self.best_val_loss = math.inf
         # Training loss summed on the device since the last log line, and over how many steps.
         self.loss_sum = torch.zeros((), device=self.device)
@@ -139,28 +106,17 @@ class Trainer:
         if plan.resume is not None:
             self._restore(plan.resume)
         self.preset = plan.preset
-        self.info = {
-            "run": run_dir.name,
-            "run_dir": str(run_dir),
-            "dataset": dataset.name,
-            "preset": plan.preset,
-            "parameters": n_params,
-            "compile": self.compiled is not None,
-            "peak_flops": self.peak_flops,
-            "device": describe(self.device),
-            "dtype": str(self.dtype).removeprefix("torch."),
-            # Muon's Newton-Schulz runs in bfloat16 only where the hardware has it natively.
-            "muon_orthogonalize": describe_orthogonalize(self.device) if "muon" in self.optimizer.parts else None,
-            "model_config": asdict(model_config),
-            "train_config": asdict(cfg),
-            "tokenizer": dataset.meta["tokenizer"],
-            "nanogpt_version": __version__,
-            "torch_version": torch.__version__,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "resumed_from": self.step if plan.resume is not None else None,
-            "time_budget": self.budget,
-            "init_from": plan.init.description if plan.init else (plan.resume or {}).get("init_from"),
-        }
+        # config.json: the settings and what was measured (Muon orthogonalises in bfloat16 only where native)
+        self.info = dict(
+            run=run_dir.name, run_dir=str(run_dir), dataset=dataset.name, preset=plan.preset, parameters=n_params,
+            compile=self.compiled is not None, peak_flops=self.peak_flops, device=describe(self.device),
+            dtype=str(self.dtype).removeprefix("torch."),
+            muon_orthogonalize=describe_orthogonalize(self.device) if "muon" in self.optimizer.parts else None,
+            model_config=asdict(model_config), train_config=asdict(cfg), tokenizer=dataset.meta["tokenizer"],
+            nanogpt_version=__version__, torch_version=torch.__version__, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            resumed_from=self.step if plan.resume is not None else None, time_budget=self.budget,
+            init_from=plan.init.description if plan.init else (plan.resume or {}).get("init_from"),
+        )
 
     def elapsed(self) -> float:
         """Seconds this run has trained, over all its sessions."""
@@ -175,40 +131,21 @@ class Trainer:
             return self.step >= self.cfg.max_iters
         return distributed.any_rank(self.elapsed() >= self.budget, self.device)  # all processes stop together
 
-    def eval_due(self) -> bool:
-        if self.budget is None:
-            return self.step % self.cfg.eval_interval == 0
-        # At each tenth of the budget, but never more often than every eval_interval steps: a short
-        # budget would otherwise spend most of its time evaluating. Every process must evaluate (and so
-        # checkpoint) at the same step, though their clocks differ.
-        due = self.fraction() >= self.next_eval / self.evals_per_budget and (
-            self.last_eval_step is None or self.step - self.last_eval_step >= self.cfg.eval_interval)
-        if distributed.any_rank(due, self.device):
-            self.next_eval = int(self.fraction() * self.evals_per_budget) + 1
-            return True
-        return False
-
     def autocast(self):
         return autocast(self.device, self.dtype)
 
     def _compile(self):
-        """torch.compile the model and run one warm-up step, where compile failures show. A failure
-        there falls back to eager mode with one warning; errors after the warm-up are real errors.
-        The warm-up draws an eval batch and forks the RNG, so the run's randomness is unchanged."""
-        compiled = torch.compile(self.model)
-        try:
+        """The compiled model, or None where torch.compile fails (said in one warning). Its warm-up
+        step draws an eval batch and forks the RNG, so the run's randomness is unchanged."""
+
+        def warm_up(compiled) -> None:
             with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
                 x, y = self.eval_batches["train"].next()
                 with self.autocast():
                     _, loss = compiled(x, y)
                 loss.backward()
-            self.model.zero_grad(set_to_none=True)
-            return compiled
-        except Exception as exc:  # the compiler fails in many ways: missing C++ toolchain, unsupported op...
-            self.model.zero_grad(set_to_none=True)
-            self.emit("warning", {"message": f"torch.compile failed ({type(exc).__name__}: {str(exc)[:200]}); "
-                                             "continuing without it (--no-compile skips it)"})
-            return None
+
+        return compile_with_fallback(self.model, warm_up, lambda message: self.emit("warning", {"message": message}))
 
     def _wrap_ddp(self):
         """The model wrapped in DistributedDataParallel when several processes train together."""
@@ -230,8 +167,6 @@ class Trainer:
             return self.parallel(x, y)
         return self.runnable(x, y)
 
-    # -- checkpoints
-
     def _restore(self, ckpt: dict[str, Any]) -> None:
         state = ckpt["train_state"]
         self.model.load_state_dict(ckpt["model"])
@@ -243,40 +178,22 @@ class Trainer:
         self.best_val_loss = state["best_val_loss"]
         self.loss_sum.fill_(state["loss_sum"])
         self.loss_count = state["loss_count"]
-        rng = state["rng"]
-        by_rank = rng.get("torch_by_rank") or []
-        torch.set_rng_state(by_rank[self.group.rank] if len(by_rank) == self.group.world else rng["torch"])
-        if rng.get("cuda") and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        self.train_batches.rewind(rng["sampler"])
+        restore_random_state(state["rng"], self.group, self.train_batches)
 
     def _payload(self, full: bool) -> dict[str, Any]:
-        payload = {
-            "format_version": FORMAT_VERSION,
-            "nanogpt_version": __version__,
-            "model_config": asdict(self.model_config),
-            "train_config": asdict(self.cfg),
-            "model": self.model.state_dict(),
-            "tokenizer": self.dataset.meta["tokenizer"],
-            "dataset": self.dataset.name,
-            "task": self.dataset.meta.get("task"),
-            "train_state": {"iteration": self.step, "best_val_loss": self.best_val_loss, "elapsed": self.elapsed()},
-        }
+        train_state = {"iteration": self.step, "best_val_loss": self.best_val_loss, "elapsed": self.elapsed()}
+        payload = dict(format_version=FORMAT_VERSION, nanogpt_version=__version__, train_state=train_state,
+                       model_config=asdict(self.model_config), train_config=asdict(self.cfg),
+                       model=self.model.state_dict(),
+                       tokenizer=self.dataset.meta["tokenizer"], dataset=self.dataset.name,
+                       task=self.dataset.meta.get("task"))
         if self.info["init_from"]:
             payload["init_from"] = self.info["init_from"]
         if full:  # everything needed to continue exactly
             payload["optimizer"] = self.optimizer.state_dict()
             payload["scaler"] = self.scaler.state_dict() if self.scaler.is_enabled() else {}
-            payload["train_state"].update(
-                loss_sum=self.loss_sum.item(),
-                loss_count=self.loss_count,
-                rng={
-                    "torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
-                    "sampler": self.train_batches.position(),
-                    "torch_by_rank": distributed.gather(torch.get_rng_state()) if self.group.active else [],
-                },
-            )
+            train_state.update(loss_sum=self.loss_sum.item(), loss_count=self.loss_count,
+                               rng=random_state(self.group, self.device, self.train_batches))
         return payload
 
     def save(self, best: bool = False) -> None:
@@ -292,18 +209,7 @@ class Trainer:
         if self.metrics is not None:  # `info` reads the last saved iteration from here
             self.metrics.write({"kind": "checkpoint", "iter": self.step, "elapsed": round(self.elapsed(), 3)})
         if self.cfg.keep > 1:
-            self._keep_history()
-
-    def _keep_history(self) -> None:
-        """Keep the last `keep` periodic checkpoints as ckpt-<iteration>.pt (hard links: no extra disk)."""
-        snapshot = self.run_dir / f"ckpt-{self.step:08d}.pt"
-        snapshot.unlink(missing_ok=True)
-        try:
-            os.link(self.run_dir / "ckpt.pt", snapshot)
-        except OSError:
-            shutil.copyfile(self.run_dir / "ckpt.pt", snapshot)
-        for old in sorted(self.run_dir.glob("ckpt-*.pt"))[: -self.cfg.keep]:
-            old.unlink(missing_ok=True)
+            keep_history(self.run_dir, self.step, self.cfg.keep)
 
     # -- the loop
 
@@ -318,7 +224,7 @@ class Trainer:
 
     def evaluate(self, log) -> None:
         cfg = self.cfg
-        self.last_eval_step = self.step
+        self.evals.done(self.step, self.fraction())
         train_loss = estimate_loss(self.model, self.eval_batches["train"], cfg.eval_iters, self.autocast, cfg.seed + 1,
                                    self.forward)
         val_loss = estimate_loss(self.model, self.eval_batches["val"], cfg.eval_iters, self.autocast, cfg.seed + 2,
@@ -379,18 +285,18 @@ class Trainer:
         timer, timed_steps = time.perf_counter(), 0
         total_steps, total_seconds = 0, 0.0  # training time only, for the summary's throughput
         self.started = time.perf_counter()
-        self.next_eval = int((self.fraction() or 0.0) * self.evals_per_budget) + (1 if resumed else 0)
-        self.last_eval_step = self.step if resumed else None  # a resumed run's checkpoint came with an eval
+        self.evals.start(self.step, self.fraction(), resumed)
         x, y = self.train_batches.next()
         self.model.train()
         loggers = open_loggers(cfg.loggers, self.run_dir, self.info, cfg.wandb_project) if main else []
         with MetricsLog(self.run_dir, self.step if resumed else None, enabled=main, loggers=loggers) as self.metrics, \
-                _StopRequests() as stop:
+                StopRequests() as stop:
             log = self.metrics.write
             skip_eval = resumed  # a checkpoint at an eval step was written after that eval
             while True:
                 done = self.finished()
-                if (self.eval_due() or done) and not skip_eval:
+                due = self.evals.due(self.step, self.fraction())
+                if (distributed.any_rank(due, self.device) or done) and not skip_eval:
                     self.evaluate(log)
                     timer, timed_steps = time.perf_counter(), 0  # tokens/s counts training time only
                 skip_eval = False
@@ -421,23 +327,15 @@ class Trainer:
                     timer, timed_steps = time.perf_counter(), 0
 
         self.metrics = None
-        summary = {
-            "run": self.run_dir.name,
-            "run_dir": str(self.run_dir),
-            "iterations": self.step,
-            "session_iterations": self.step - (self.info["resumed_from"] or 0),
-            "resumed_from": self.info["resumed_from"],
-            "best_val_loss": self.best_val_loss,
-            "final_train_loss": self.last_eval.get("train_loss"),
-            "final_val_loss": self.last_eval.get("val_loss"),
-            "elapsed": time.perf_counter() - self.started,  # this session
-            "total_elapsed": self.elapsed(),
-            "parameters": self.info["parameters"],
-            "dataset": self.dataset.name,
-            "seed": cfg.seed,
-            "checkpoint": str(self.run_dir / "best.pt"),
-            **self.throughput(total_steps, total_seconds),
-        }
+        resumed_from = self.info["resumed_from"]
+        summary = dict(
+            run=self.run_dir.name, run_dir=str(self.run_dir), iterations=self.step, resumed_from=resumed_from,
+            session_iterations=self.step - (resumed_from or 0), best_val_loss=self.best_val_loss,
+            final_train_loss=self.last_eval.get("train_loss"), final_val_loss=self.last_eval.get("val_loss"),
+            elapsed=time.perf_counter() - self.started, total_elapsed=self.elapsed(),  # this session, all sessions
+            parameters=self.info["parameters"], dataset=self.dataset.name, seed=cfg.seed,
+            checkpoint=str(self.run_dir / "best.pt"), **self.throughput(total_steps, total_seconds),
+        )
         self.emit("done", summary)
         return summary
 

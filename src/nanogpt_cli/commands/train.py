@@ -132,8 +132,8 @@ def train(
         presets_table()
         return
     from nanogpt_cli.config import read_run_file
+    from nanogpt_cli.runcontrol import TrainingInterrupted
     from nanogpt_cli.session import TrainOptions, run_training
-    from nanogpt_cli.train import TrainingInterrupted
 
     startup_done()
     options = TrainOptions(
