@@ -17,7 +17,7 @@ R50K_URL = "https://openaipublic.blob.core.windows.net/encodings/r50k_base.tikto
 
 # A model small enough to train in about a second on one CPU core: nanoGPT's network and recipe (the
 # default `cpu` preset adds options that, for one, GPT-2's layout cannot express), at a tiny size.
-TINY = [
+_TINY = [
     "--preset",
     "nanogpt-cpu",
     "--n-layer",
@@ -105,7 +105,7 @@ def trained_home(tmp_path_factory) -> Path:
         patch.setenv("NANOGPT_HOME", str(template))
         runner = CliRunner()
         assert runner.invoke(app, ["prepare", str(text)]).exit_code == 0
-        result = runner.invoke(app, ["train", "--dataset", "poems", "--run", "tiny", *TINY])
+        result = runner.invoke(app, ["train", "--dataset", "poems", "--run", "tiny", *_TINY])
         assert result.exit_code == 0, result.output
     return template
 
@@ -117,7 +117,7 @@ def trained_run(home, trained_home) -> str:
     return "tiny"
 
 
-def signal_at(monkeypatch, at_iter: int, *signals: int) -> None:
+def _signal_at(monkeypatch, at_iter: int, *signals: int) -> None:
     """Send this process `signals` (real ones, to the handler training installs) once training has
     logged iteration `at_iter`: the in-process twin of signalling a `nanogpt train` subprocess."""
     from nanogpt_cli.runs import MetricsLog
@@ -133,3 +133,76 @@ def signal_at(monkeypatch, at_iter: int, *signals: int) -> None:
                 os.kill(os.getpid(), sig)
 
     monkeypatch.setattr(MetricsLog, "write", write_then_signal)
+
+
+@pytest.fixture(scope="session")
+def tiny() -> list[str]:
+    """`train` flags for a model small enough to train in about a second (see _TINY)."""
+    return list(_TINY)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data: Tiny Shakespeare and the GPT-2 BPE ranks."""
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def signal_at():
+    """signal_at(monkeypatch, at_iter, *signals): see _signal_at."""
+    return _signal_at
+
+
+@pytest.fixture(scope="session")
+def write_text():
+    """write_text(path): about 20 KB of text with a small alphabet at `path` (see write_small_text)."""
+    return write_small_text
+
+
+# Every model option beyond nanoGPT, alone and in the combinations the presets and the ladder use.
+MODEL_OPTIONS = [
+    dict(pos="sinusoidal"),
+    dict(pos="rope"),
+    dict(pos="none"),
+    dict(norm="rmsnorm"),
+    dict(mlp="gelu-tanh"),
+    dict(mlp="relu2"),
+    dict(mlp="swiglu"),
+    dict(qk_norm=True),
+    dict(tie=False),
+    dict(softcap=3.0),
+    dict(pos="rope", norm="rmsnorm", mlp="relu2", qk_norm=True, tie=False, softcap=15.0, bias=True),
+    dict(mlp="relu"),
+    dict(mlp="none"),
+    dict(norm="none"),
+    dict(residual=False),
+    dict(mlp="none", norm="none", residual=False, tie=False),
+]  # the lecture ladder's first steps
+
+
+def pytest_generate_tests(metafunc):
+    """A test that takes `model_options` runs once for each of MODEL_OPTIONS."""
+    if "model_options" in metafunc.fixturenames:
+        ids = [",".join(f"{k}={v}" for k, v in options.items()) for options in MODEL_OPTIONS]
+        metafunc.parametrize("model_options", MODEL_OPTIONS, ids=ids)
+
+
+@pytest.fixture
+def tiny_gpt():
+    """tiny_gpt(**options): the same small random GPT every time (vocabulary 40, block 16, 2 layers of 2
+    heads, 32 wide), in eval mode, its biases and gains moved off their initial values so they count."""
+    import torch
+
+    from nanogpt_cli.config import ModelConfig
+    from nanogpt_cli.model import GPT
+
+    def build(**options):
+        torch.manual_seed(0)
+        model = GPT(ModelConfig(vocab_size=40, block_size=16, n_layer=2, n_head=2, n_embd=32, **options)).eval()
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if not name.endswith("weight") or "ln" in name:
+                    p.add_(torch.randn_like(p) * 0.1)
+        return model
+
+    return build

@@ -8,7 +8,6 @@ import json
 
 import numpy as np
 
-from conftest import TINY
 from nanogpt_cli import paths
 from nanogpt_cli.dataset import load_dataset
 from nanogpt_cli.tokenizer import BPETokenizer, StreamDecoder
@@ -61,10 +60,10 @@ def test_streamed_decoding_never_splits_a_character():
     assert "".join(pieces) == "🌍 naïve café" and "\ufffd" not in "".join(pieces)
 
 
-def test_train_sample_eval_and_info_on_a_bpe_dataset(cli, tmp_path):
+def test_train_sample_eval_and_info_on_a_bpe_dataset(cli, tmp_path, tiny):
     source = _write(tmp_path, TEXT * 120)
     assert cli("prepare", source, "--tokenizer", "bpe:300", "--name", "poly").exit_code == 0
-    result = cli("train", "--dataset", "poly", "--run", "bpe-run", *TINY)
+    result = cli("train", "--dataset", "poly", "--run", "bpe-run", *tiny)
     assert result.exit_code == 0, result.output
     sample = cli("sample", "--run", "bpe-run", "--prompt", "Über", "--max-new-tokens", "30", "--seed", "1", "--json")
     assert sample.exit_code == 0, sample.output

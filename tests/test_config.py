@@ -8,8 +8,6 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from conftest import TINY
-
 
 def _print_config(cli, *args) -> str:
     result = cli("train", "--print-config", *args)
@@ -160,8 +158,8 @@ def test_every_field_is_an_option_of_train(cli):
         assert knob.flag in help_text, knob.flag
 
 
-def test_tiny_is_still_the_shared_fixture_shape():
-    assert TINY[:4] == ["--preset", "nanogpt-cpu", "--n-layer", "1"]
+def test_tiny_is_still_the_shared_fixture_shape(tiny):
+    assert tiny[:4] == ["--preset", "nanogpt-cpu", "--n-layer", "1"]
 
 
 def test_the_comparison_presets(cli):

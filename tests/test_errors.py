@@ -10,8 +10,6 @@ import sys
 import pytest
 import torch
 
-from conftest import TINY
-
 # (command line, words the error must contain). "{text}", "{empty}", "{binary}", "{folder}" are files
 # made by the test; the 'poems' dataset and the 'tiny' run exist.
 CASES = [
@@ -117,8 +115,8 @@ def test_malicious_checkpoint_is_refused_and_never_run(cli, home, trained_run, t
     assert not marker.exists()
 
 
-def test_overwrite_replaces_a_run(cli, home, trained_run):
-    result = cli("train", "--dataset", "poems", "--run", trained_run, "--overwrite", *TINY)
+def test_overwrite_replaces_a_run(cli, home, trained_run, tiny):
+    result = cli("train", "--dataset", "poems", "--run", trained_run, "--overwrite", *tiny)
     assert result.exit_code == 0, result.output
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import math
 
-from conftest import TINY
 from nanogpt_cli import paths
 
 LINES = ["the quick brown fox jumps over the lazy dog.", "to be or not to be, that is the question.",
@@ -19,7 +18,7 @@ def _evals(run: str) -> list[dict]:
     return [r for r in rows if r["kind"] == "eval"]
 
 
-def test_pretrain_then_finetune_starts_from_the_weights_and_keeps_learning(cli, tmp_path):
+def test_pretrain_then_finetune_starts_from_the_weights_and_keeps_learning(cli, tmp_path, tiny):
     # a "large" corpus and a small target text over the same characters (so the char tokenizers agree)
     (tmp_path / "corpus.txt").write_text("\n".join(LINES[i % 3] for i in range(900)) + "\n")
     # the target: the same words in another order, so what the corpus taught carries over in part
@@ -29,14 +28,14 @@ def test_pretrain_then_finetune_starts_from_the_weights_and_keeps_learning(cli, 
     assert cli("prepare", tmp_path / "corpus.txt").exit_code == 0
     assert cli("prepare", tmp_path / "target.txt").exit_code == 0
 
-    pretrain = cli("train", "--dataset", "corpus", "--run", "pretrained", *TINY, "--max-iters", "200", "--lr", "1e-2")
+    pretrain = cli("train", "--dataset", "corpus", "--run", "pretrained", *tiny, "--max-iters", "200", "--lr", "1e-2")
     assert pretrain.exit_code == 0, pretrain.output
-    finetune = cli("train", "--dataset", "target", "--run", "finetuned", "--init-from", "pretrained", *TINY,
+    finetune = cli("train", "--dataset", "target", "--run", "finetuned", "--init-from", "pretrained", *tiny,
                    "--max-iters", "20", "--lr", "3e-4")
     assert finetune.exit_code == 0, finetune.output
     assert json.loads((paths.run_dir("finetuned") / "config.json").read_text())["init_from"] == "run pretrained"
     assert (
-        cli("train", "--dataset", "target", "--run", "scratch", *TINY, "--max-iters", "20", "--lr", "3e-4").exit_code
+        cli("train", "--dataset", "target", "--run", "scratch", *tiny, "--max-iters", "20", "--lr", "3e-4").exit_code
         == 0
     )
 

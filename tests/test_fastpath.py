@@ -20,19 +20,19 @@ OPTIONS = [{}, {"bias": True}, {"pos": "rope", "norm": "rmsnorm", "mlp": "relu2"
            {"mlp": "none", "residual": False}, {"mlp": "gelu-tanh"}]
 
 
-def _pair(int8: bool = False, **options):
-    """The same random model twice: one plain, one prepared for sampling."""
-    torch.manual_seed(0)
-    config = ModelConfig(vocab_size=40, block_size=16, n_layer=2, n_head=2, n_embd=32, **options)
-    plain = GPT(config).eval()
-    with torch.no_grad():  # make biases and gains count too
-        for p in plain.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    fast = build_model(config, {k: v.clone() for k, v in plain.state_dict().items()}).eval()
-    if int8:
-        quantize_int8(plain)
-        quantize_int8(fast)
-    return plain, prepare_for_sampling(fast)
+@pytest.fixture
+def pair(tiny_gpt):
+    """pair(int8, **options): the same tiny model twice, one plain, one prepared for sampling."""
+
+    def make(int8: bool = False, **options):
+        plain = tiny_gpt(**options)
+        fast = build_model(plain.config, {k: v.clone() for k, v in plain.state_dict().items()}).eval()
+        if int8:
+            quantize_int8(plain)
+            quantize_int8(fast)
+        return plain, prepare_for_sampling(fast)
+
+    return make
 
 
 def _texts(model, use_cache: bool) -> list[int]:
@@ -43,8 +43,8 @@ def _texts(model, use_cache: bool) -> list[int]:
 @pytest.mark.parametrize("int8", [False, True], ids=["float32", "int8"])
 @pytest.mark.parametrize("options", OPTIONS, ids=[",".join(f"{k}={v}" for k, v in o.items()) or "nanogpt"
                                                   for o in OPTIONS])
-def test_the_prepared_model_computes_what_the_plain_one_does(options, int8):
-    plain, fast = _pair(int8, **options)
+def test_the_prepared_model_computes_what_the_plain_one_does(options, int8, pair):
+    plain, fast = pair(int8, **options)
     idx = torch.randint(0, 40, (2, 12), generator=torch.Generator().manual_seed(1))
     def same(a, b):  # column-major weights sum the products in another order: the last bits may differ
         return torch.allclose(a, b, rtol=1e-5, atol=1e-6)
@@ -57,8 +57,8 @@ def test_the_prepared_model_computes_what_the_plain_one_does(options, int8):
     assert _texts(plain, True) == _texts(fast, True) and _texts(plain, False) == _texts(fast, False)
 
 
-def test_the_prepared_form_is_what_makes_it_fast():
-    plain, fast = _pair()
+def test_the_prepared_form_is_what_makes_it_fast(pair):
+    plain, fast = pair()
     block = fast.transformer.h[0]
     assert type(block).__call__ is type(block).forward  # called straight, no nn.Module machinery
     assert vars(block)["ln_1"] is block.ln_1 and vars(fast.lm_head)["weight"] is fast.lm_head.weight
@@ -79,8 +79,8 @@ def test_the_prepared_form_is_what_makes_it_fast():
 
 
 @pytest.mark.parametrize("change", ["to", "float", "train", "load_state_dict", "cpu"])
-def test_a_prepared_model_refuses_changes_that_would_leave_it_stale(change):
-    plain, fast = _pair(pos="rope")
+def test_a_prepared_model_refuses_changes_that_would_leave_it_stale(change, pair):
+    plain, fast = pair(pos="rope")
     calls = {"to": lambda m: m.to(torch.float64), "float": lambda m: m.float(), "train": lambda m: m.train(),
              "load_state_dict": lambda m: m.load_state_dict(plain.state_dict()), "cpu": lambda m: m.cpu()}
     with pytest.raises(PreparedModelError, match="prepared for sampling.*load a fresh model instead"):
@@ -91,8 +91,8 @@ def test_a_prepared_model_refuses_changes_that_would_leave_it_stale(change):
     assert fast.eval() is fast  # eval mode is what it is in already
 
 
-def test_assigning_a_weight_or_layer_after_preparing_is_refused_too():
-    _, fast = _pair()
+def test_assigning_a_weight_or_layer_after_preparing_is_refused_too(pair):
+    _, fast = pair()
     with pytest.raises(PreparedModelError):
         fast.lm_head.weight = torch.nn.Parameter(torch.zeros_like(fast.lm_head.weight))
     with pytest.raises(PreparedModelError):
@@ -101,12 +101,12 @@ def test_assigning_a_weight_or_layer_after_preparing_is_refused_too():
 
 
 @pytest.mark.parametrize("name", ["_op", "DisableTorchFunctionSubclass", "_modules", "_is_avx512_bf16_supported"])
-def test_each_private_torch_api_has_a_fallback_that_works(monkeypatch, name):
+def test_each_private_torch_api_has_a_fallback_that_works(monkeypatch, name, pair):
     """Where a torch release drops a private name, its fallback runs: slower, never wrong."""
     real = fastpath.private
     monkeypatch.setattr(fastpath, "private", lambda owner, key, fallback=None:
                         fallback if key == name else real(owner, key, fallback))
-    plain, fast = _pair(int8=True, pos="rope", qk_norm=True)
+    plain, fast = pair(int8=True, pos="rope", qk_norm=True)
     assert _texts(plain, True) == _texts(fast, True)
     if name == "_op":
         assert fast.transformer.h[0].attn.c_attn.kernel is torch.ops.quantized.linear_dynamic.default

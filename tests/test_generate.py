@@ -15,9 +15,8 @@ from nanogpt_cli.model import GPT
 
 
 @pytest.fixture
-def model():
-    torch.manual_seed(0)
-    return GPT(ModelConfig(vocab_size=40, block_size=16, n_layer=2, n_head=2, n_embd=32)).eval()
+def model(tiny_gpt):
+    return tiny_gpt()
 
 
 def test_cached_logits_equal_full_forward(model):

@@ -8,7 +8,6 @@ import json
 import pytest
 import torch
 
-from conftest import signal_at
 from nanogpt_cli.config import ModelConfig, TrainConfig
 from nanogpt_cli.model import GPT
 from nanogpt_cli.optim import lr_at, make_optimizer
@@ -70,7 +69,7 @@ def test_muon_takes_the_block_matrices_and_adamw_the_rest():
     assert list(adamw_only.parts) == ["adamw"]
 
 
-def test_an_interrupted_muon_wsd_run_resumes_bit_for_bit(cli, home, small_text, monkeypatch):
+def test_an_interrupted_muon_wsd_run_resumes_bit_for_bit(cli, home, small_text, monkeypatch, signal_at):
     assert cli("prepare", small_text).exit_code == 0
     assert cli("train", "--run", "whole", *ARGS).exit_code == 0
     with monkeypatch.context() as patch:

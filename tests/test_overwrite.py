@@ -14,7 +14,6 @@ import time
 
 import pytest
 
-from conftest import TINY
 from nanogpt_cli import paths
 
 
@@ -24,13 +23,18 @@ def _snapshot(run: str) -> dict[str, str]:
             and p.name != ".lock"}
 
 
-@pytest.mark.parametrize(("flags", "error"), [
-    (["--dataset", "nope"], "dataset 'nope' is not prepared"),
-    (["--dataset", "poems", "--block-size", "100000"], "needs more than 100000 tokens"),
-    (["--dataset", "broken"], "unreadable meta.json"),
-    (["--dataset", "poems", "--init-from", "other-tokens"], "tokenizer"),
-])
-def test_a_failed_overwrite_leaves_the_old_run_as_it_was(cli, home, trained_run, small_text, tmp_path, flags, error):
+@pytest.mark.parametrize(
+    ("flags", "error"),
+    [
+        (["--dataset", "nope"], "dataset 'nope' is not prepared"),
+        (["--dataset", "poems", "--block-size", "100000"], "needs more than 100000 tokens"),
+        (["--dataset", "broken"], "unreadable meta.json"),
+        (["--dataset", "poems", "--init-from", "other-tokens"], "tokenizer"),
+    ],
+)
+def test_a_failed_overwrite_leaves_the_old_run_as_it_was(
+    cli, home, trained_run, small_text, tmp_path, flags, error, tiny
+):
     before = _snapshot(trained_run)
     assert {"ckpt.pt", "best.pt", "config.json", "metrics.jsonl"} <= set(before)
     (home / "datasets" / "broken").mkdir(parents=True)
@@ -38,8 +42,8 @@ def test_a_failed_overwrite_leaves_the_old_run_as_it_was(cli, home, trained_run,
     if "other-tokens" in flags:  # a run trained with another vocabulary
         (tmp_path / "digits.txt").write_text("0123456789\n" * 300)
         assert cli("prepare", tmp_path / "digits.txt").exit_code == 0
-        assert cli("train", "--dataset", "digits", "--run", "other-tokens", *TINY).exit_code == 0
-    args = [a for a in TINY if a not in ("--quiet",)]
+        assert cli("train", "--dataset", "digits", "--run", "other-tokens", *tiny).exit_code == 0
+    args = [a for a in tiny if a not in ("--quiet",)]
     result = cli("train", "--run", trained_run, "--overwrite", *args, *flags)
     assert result.exit_code == 1 and error in result.output and "Traceback" not in result.output
     assert _snapshot(trained_run) == before
@@ -47,9 +51,9 @@ def test_a_failed_overwrite_leaves_the_old_run_as_it_was(cli, home, trained_run,
     assert cli("sample", "--run", trained_run, "--max-new-tokens", "5").exit_code == 0
 
 
-def test_a_successful_overwrite_replaces_the_run(cli, home, trained_run):
+def test_a_successful_overwrite_replaces_the_run(cli, home, trained_run, tiny):
     before = _snapshot(trained_run)
-    result = cli("train", "--dataset", "poems", "--run", trained_run, "--overwrite", *TINY, "--seed", "7")
+    result = cli("train", "--dataset", "poems", "--run", trained_run, "--overwrite", *tiny, "--seed", "7")
     assert result.exit_code == 0, result.output
     after = _snapshot(trained_run)
     assert after["ckpt.pt"] != before["ckpt.pt"] and not (paths.run_dir(trained_run) / ".replaced").exists()

@@ -7,10 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from conftest import SHARED_DATA
 
-
-def test_shakespeare_char_matches_nanogpt_exactly(cli, home, shakespeare_text):
+def test_shakespeare_char_matches_nanogpt_exactly(cli, home, shakespeare_text, shared_data):
     result = cli("prepare", "shakespeare")
     assert result.exit_code == 0, result.output
     assert "1,003,854" in result.output and "111,540" in result.output
@@ -28,10 +26,12 @@ def test_shakespeare_char_matches_nanogpt_exactly(cli, home, shakespeare_text):
     expected_val = np.array([stoi[c] for c in shakespeare_text[int(n * 0.9) :]], dtype=np.uint16)
     assert (folder / "train.bin").read_bytes() == expected_train.tobytes()
     assert (folder / "val.bin").read_bytes() == expected_val.tobytes()
-    assert meta["source"]["sha256"] == (SHARED_DATA / "SHA256SUMS").read_text().split("tinyshakespeare")[0].split()[-1]
+    assert meta["source"]["sha256"] == (shared_data / "SHA256SUMS").read_text().split("tinyshakespeare")[0].split()[-1]
 
 
-def test_shakespeare_gpt2_matches_nanogpt_token_counts(cli, home, gpt2_cache, fresh_tiktoken, shakespeare_text):
+def test_shakespeare_gpt2_matches_nanogpt_token_counts(
+    cli, home, gpt2_cache, fresh_tiktoken, shakespeare_text, shared_data
+):
     result = cli("prepare", "shakespeare", "--tokenizer", "gpt2")
     assert result.exit_code == 0, result.output
     folder = home / "datasets" / "shakespeare-gpt2"
@@ -45,7 +45,7 @@ def test_shakespeare_gpt2_matches_nanogpt_token_counts(cli, home, gpt2_cache, fr
     enc = tiktoken.Encoding(
         "r50k",
         pat_str=r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""",
-        mergeable_ranks=load_tiktoken_bpe(str(SHARED_DATA / "r50k_base.tiktoken")),
+        mergeable_ranks=load_tiktoken_bpe(str(shared_data / "r50k_base.tiktoken")),
         special_tokens={"<|endoftext|>": 50256},
     )
     n = len(shakespeare_text)

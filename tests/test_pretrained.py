@@ -12,7 +12,6 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from conftest import TINY
 from nanogpt_cli.model import build_model
 from nanogpt_cli.pretrained import load_init
 
@@ -157,13 +156,13 @@ def test_init_from_gpt2_downloads_from_the_hub_then_finetunes(
     assert cli("sample", "--run", "ft", "--max-new-tokens", "5", "--prompt", "ROMEO:").exit_code == 0
 
 
-def test_finetune_from_another_run_starts_from_its_weights(cli, home, trained_run):
+def test_finetune_from_another_run_starts_from_its_weights(cli, home, trained_run, tiny):
     source_best = min(
         json.loads(line)["val_loss"]
         for line in (home / "runs" / trained_run / "metrics.jsonl").read_text().splitlines()
         if json.loads(line)["kind"] == "eval"
     )
-    result = cli("train", "--init-from", trained_run, "--dataset", "poems", "--run", "ft", *TINY)
+    result = cli("train", "--init-from", trained_run, "--dataset", "poems", "--run", "ft", *tiny)
     assert result.exit_code == 0, result.output
     first = json.loads((home / "runs" / "ft" / "metrics.jsonl").read_text().splitlines()[0])
     assert first["iter"] == 0 and math.isclose(first["val_loss"], source_best, rel_tol=1e-6)  # the same eval batches

@@ -15,16 +15,14 @@ from nanogpt_cli.errors import NanoGPTError
 from nanogpt_cli.fastpath import prepare_for_sampling
 from nanogpt_cli.generate import SampleSession, generate_tokens
 from nanogpt_cli.quantize import Int8Linear, check_quantize, quantize_int8
-from test_model_options import OPTIONS, _model
 
 
 def _linears(model: nn.Module) -> list[str]:
     return [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
 
 
-@pytest.mark.parametrize("options", OPTIONS, ids=[",".join(f"{k}={v}" for k, v in o.items()) for o in OPTIONS])
-def test_int8_works_with_every_option_and_the_cache(options):
-    model = _model(**options)
+def test_int8_works_with_every_option_and_the_cache(tiny_gpt, model_options):
+    model = tiny_gpt(**model_options)
     idx = torch.randint(0, 40, (1, 16), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         reference, _ = model(idx, idx)

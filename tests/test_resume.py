@@ -14,8 +14,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import signal_at
-
 # Small but slow enough (a few ms per step) that a test can interrupt it mid-run; dropout on, so the
 # dropout RNG must be restored too.
 RECIPE = ["--preset", "nanogpt-cpu"]  # nanoGPT's network and AdamW: Muon's exact resume is in test_optim.py
@@ -58,18 +56,17 @@ def _start_and_stop(home: Path, run: str, extra: list[str], at_iter: int, sig: i
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
+def reference(tmp_path_factory, write_text):
     """The same run, never interrupted (trained once for the module, in a home of its own)."""
     from typer.testing import CliRunner
 
-    from conftest import write_small_text
     from nanogpt_cli.cli import app
 
     home = tmp_path_factory.mktemp("reference")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("NANOGPT_HOME", str(home))
         runner = CliRunner()
-        assert runner.invoke(app, ["prepare", str(write_small_text(home / "poems.txt"))]).exit_code == 0
+        assert runner.invoke(app, ["prepare", str(write_text(home / "poems.txt"))]).exit_code == 0
         result = runner.invoke(app, ["train", "--run", "reference", *RECIPE, *RUN_ARGS])
         assert result.exit_code == 0, result.output
     return _rows(home, "reference"), _weights(home, "reference")
@@ -90,7 +87,7 @@ def _assert_same_as_reference(home, run, reference):
     assert all(torch.equal(weights[k], weights_ref[k]) for k in weights_ref)
 
 
-def _train_until_signalled(cli, monkeypatch, run: str, extra: list[str], at_iter: int, *signals: int):
+def _train_until_signalled(cli, monkeypatch, signal_at, run: str, extra: list[str], at_iter: int, *signals: int):
     with monkeypatch.context() as patch:
         signal_at(patch, at_iter, *signals)
         recipe = [] if "--resume" in extra else RECIPE  # a resumed run keeps its own (no --preset then)
@@ -98,15 +95,17 @@ def _train_until_signalled(cli, monkeypatch, run: str, extra: list[str], at_iter
     return subprocess.CompletedProcess([], result.exit_code, result.stdout, result.stderr)
 
 
-def test_sigint_twice_then_resume_equals_the_uninterrupted_run(cli, home, poems, reference, monkeypatch):
-    first = _train_until_signalled(cli, monkeypatch, "stopped", [], 30, signal.SIGINT)
+def test_sigint_twice_then_resume_equals_the_uninterrupted_run(cli, home, poems, reference, monkeypatch, signal_at):
+    first = _train_until_signalled(cli, monkeypatch, signal_at, "stopped", [], 30, signal.SIGINT)
     assert first.returncode == 130, first.stderr
     assert "resume with: nanogpt train --run stopped --resume" in first.stderr
     assert "Traceback" not in first.stderr
     stopped_at = torch.load(home / "runs" / "stopped" / "ckpt.pt", weights_only=True)["train_state"]["iteration"]
     assert 30 <= stopped_at < 240
 
-    second = _train_until_signalled(cli, monkeypatch, "stopped", ["--resume"], stopped_at + 50, signal.SIGINT)
+    second = _train_until_signalled(
+        cli, monkeypatch, signal_at, "stopped", ["--resume"], stopped_at + 50, signal.SIGINT
+    )
     assert second.returncode == 130, second.stderr
     again = torch.load(home / "runs" / "stopped" / "ckpt.pt", weights_only=True)["train_state"]["iteration"]
     assert again > stopped_at
@@ -127,20 +126,20 @@ def test_sigkill_then_resume_equals_the_uninterrupted_run(cli, home, poems, refe
     _assert_same_as_reference(home, "killed", reference)
 
 
-def test_sigterm_saves_like_ctrl_c(home, small_text, cli, monkeypatch):
+def test_sigterm_saves_like_ctrl_c(home, small_text, cli, monkeypatch, signal_at):
     assert cli("prepare", small_text).exit_code == 0
-    stopped = _train_until_signalled(cli, monkeypatch, "termed", [], 20, signal.SIGTERM)
+    stopped = _train_until_signalled(cli, monkeypatch, signal_at, "termed", [], 20, signal.SIGTERM)
     assert stopped.returncode == 130 and "resume with: nanogpt train --run termed --resume" in stopped.stderr
     state = torch.load(home / "runs" / "termed" / "ckpt.pt", weights_only=True)["train_state"]
     assert state["iteration"] >= 20
 
 
-def test_a_second_ctrl_c_stops_at_once_and_leaves_checkpoints_whole(home, small_text, cli, monkeypatch):
+def test_a_second_ctrl_c_stops_at_once_and_leaves_checkpoints_whole(home, small_text, cli, monkeypatch, signal_at):
     from nanogpt_cli.checkpoint import load_checkpoint
 
     assert cli("prepare", small_text).exit_code == 0
     # Past the first periodic checkpoint, two Ctrl-Cs in a row.
-    stopped = _train_until_signalled(cli, monkeypatch, "twice", [], 45, signal.SIGINT, signal.SIGINT)
+    stopped = _train_until_signalled(cli, monkeypatch, signal_at, "twice", [], 45, signal.SIGINT, signal.SIGINT)
     assert stopped.returncode == 130 and "Traceback" not in stopped.stderr
     run_dir = home / "runs" / "twice"
     assert load_checkpoint(run_dir / "ckpt.pt")["train_state"]["iteration"] >= 40  # whole, whichever it is

@@ -163,10 +163,9 @@ def test_version(cli):
     assert result.exit_code == 0 and result.stdout.strip() == f"nanogpt-cli {__version__}"
 
 
-def test_info_shows_the_last_saved_iteration_of_a_stopped_run(cli, home, small_text, monkeypatch):
+def test_info_shows_the_last_saved_iteration_of_a_stopped_run(cli, home, small_text, monkeypatch, signal_at):
     import signal
 
-    from conftest import signal_at
 
     cli("prepare", small_text)
     with monkeypatch.context() as patch:

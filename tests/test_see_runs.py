@@ -14,12 +14,11 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from conftest import TINY
 from nanogpt_cli import paths
 
 
-def _second_run(cli, *flags: str, name: str = "other") -> str:
-    result = cli("train", "--dataset", "poems", "--run", name, *TINY, "--max-iters", "30", *flags)
+def _second_run(cli, tiny, *flags: str, name: str = "other") -> str:
+    result = cli("train", "--dataset", "poems", "--run", name, *tiny, "--max-iters", "30", *flags)
     assert result.exit_code == 0, result.output
     return name
 
@@ -62,8 +61,8 @@ def _on_a_terminal(args: list[str], env: dict[str, str], columns: int = 90, line
     return b"".join(chunks).decode()
 
 
-def test_plot_on_a_terminal_draws_every_run_with_a_legend(home, trained_run, cli):
-    _second_run(cli)
+def test_plot_on_a_terminal_draws_every_run_with_a_legend(home, trained_run, cli, tiny):
+    _second_run(cli, tiny)
     env = {**os.environ, "NANOGPT_HOME": str(home), "NO_COLOR": "1"}
     env.pop("COLUMNS", None)
     env.pop("LINES", None)
@@ -76,10 +75,10 @@ def test_plot_on_a_terminal_draws_every_run_with_a_legend(home, trained_run, cli
     assert "\x1b[" in coloured and max(len(re.sub(r"\x1b\[[0-9;]*m", "", line)) for line in coloured.splitlines()) <= 60
 
 
-def test_plot_writes_png_and_svg_of_the_requested_size(cli, trained_run, tmp_path):
+def test_plot_writes_png_and_svg_of_the_requested_size(cli, trained_run, tmp_path, tiny):
     from PIL import Image
 
-    _second_run(cli, name="longer")
+    _second_run(cli, tiny, name="longer")
     png = tmp_path / "loss.png"
     result = cli("plot", trained_run, "longer", "--out", png, "--width", "800", "--height", "500")
     assert result.exit_code == 0, result.output
@@ -110,8 +109,8 @@ def test_a_run_with_nothing_logged_yet_is_a_clear_message(cli, trained_run):
     assert result.exit_code == 1 and "run 'fresh' has no logged losses yet" in result.stderr
 
 
-def test_info_compares_runs_side_by_side(cli, trained_run):
-    _second_run(cli, "--lr", "0.002")
+def test_info_compares_runs_side_by_side(cli, trained_run, tiny):
+    _second_run(cli, tiny, "--lr", "0.002")
     result = cli("info", trained_run, "other")
     assert result.exit_code == 0, result.output
     out = result.stdout
@@ -139,8 +138,8 @@ def test_info_csv_and_sizes_on_disk(cli, trained_run):
     assert "on disk:" in cli("info").stdout
 
 
-def test_rm_asks_removes_and_never_leaves_its_folder(cli, trained_run, home, tmp_path):
-    _second_run(cli)
+def test_rm_asks_removes_and_never_leaves_its_folder(cli, trained_run, home, tmp_path, tiny):
+    _second_run(cli, tiny)
     result = cli("rm", "other", input="n\n")
     assert result.exit_code == 1 and "nothing removed" in result.stderr and paths.run_dir("other").is_dir()
     result = cli("rm", "other", input="y\n")
@@ -173,8 +172,8 @@ def test_rm_and_mv_refuse_a_run_that_is_training(cli, trained_run):
     assert paths.run_dir(trained_run).is_dir() and paths.dataset_dir("poems").is_dir()
 
 
-def test_mv_renames_and_rm_dataset_removes(cli, trained_run):
-    _second_run(cli)
+def test_mv_renames_and_rm_dataset_removes(cli, trained_run, tiny):
+    _second_run(cli, tiny)
     clash = cli("mv", trained_run, "other")
     assert clash.exit_code == 1 and "run 'other' already exists" in clash.stderr
     assert cli("mv", trained_run, "baseline").exit_code == 0
@@ -185,11 +184,11 @@ def test_mv_renames_and_rm_dataset_removes(cli, trained_run):
     assert cli("rm", "--dataset", "poems", "--yes").exit_code == 1
 
 
-def test_tensorboard_events_hold_the_metrics(cli, home, small_text):
+def test_tensorboard_events_hold_the_metrics(cli, home, small_text, tiny):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     assert cli("prepare", small_text).exit_code == 0
-    result = cli("train", "--dataset", "poems", "--run", "tb", *TINY, "--log", "tensorboard")
+    result = cli("train", "--dataset", "poems", "--run", "tb", *tiny, "--log", "tensorboard")
     assert result.exit_code == 0, result.output
     events = EventAccumulator(str(paths.run_dir("tb") / "tensorboard"))
     events.Reload()
@@ -201,11 +200,11 @@ def test_tensorboard_events_hold_the_metrics(cli, home, small_text):
     assert "model.n_layer" in events.Tensors("config/text_summary")[0].tensor_proto.string_val[0].decode()
 
 
-def test_wandb_offline_run_folder(cli, home, small_text, monkeypatch):
+def test_wandb_offline_run_folder(cli, home, small_text, monkeypatch, tiny):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     assert cli("prepare", small_text).exit_code == 0
-    result = cli("train", "--dataset", "poems", "--run", "wb", *TINY, "--log", "wandb", "--wandb-project", "tests")
+    result = cli("train", "--dataset", "poems", "--run", "wb", *tiny, "--log", "wandb", "--wandb-project", "tests")
     assert result.exit_code == 0, result.output
     folders = list((paths.run_dir("wb") / "wandb").glob("offline-run-*"))
     assert len(folders) == 1
@@ -216,12 +215,12 @@ def test_wandb_offline_run_folder(cli, home, small_text, monkeypatch):
         assert needle in record
 
 
-def test_a_missing_logging_extra_is_one_line(cli, home, small_text, monkeypatch):
+def test_a_missing_logging_extra_is_one_line(cli, home, small_text, monkeypatch, tiny):
     monkeypatch.setitem(sys.modules, "wandb", None)
     assert cli("prepare", small_text).exit_code == 0
-    result = cli("train", "--dataset", "poems", "--run", "x", *TINY, "--log", "wandb")
+    result = cli("train", "--dataset", "poems", "--run", "x", *tiny, "--log", "wandb")
     assert result.exit_code == 1
     assert result.stderr.strip() == 'error: --log wandb needs Weights & Biases: pip install "nanogpt-cli[wandb]"'
-    bad = cli("train", "--dataset", "poems", "--run", "x", *TINY, "--log", "mlflow")
+    bad = cli("train", "--dataset", "poems", "--run", "x", *tiny, "--log", "mlflow")
     assert bad.exit_code == 1 and "--log takes tensorboard, wandb" in bad.stderr
     assert not paths.run_dir("x").exists()

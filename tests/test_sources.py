@@ -14,20 +14,19 @@ import pytest
 
 import nanogpt_cli.prepare as prepare
 import nanogpt_cli.tokenwriter as tokenwriter
-from conftest import SHARED_DATA
 
 UNICODE_TEXT = ("naïve café 🙂 déjà-vu  double  spaces\ttabs\n\n東京タワー, 123456 numbers; it's we'll "
                 "ÆØÅ ß — «quotes» \r\n trailing   \n") * 40
 
 
-def _gpt2():
+def _gpt2(shared_data):
     import tiktoken
     from tiktoken.load import load_tiktoken_bpe
 
     return tiktoken.Encoding(
         "r50k",
         pat_str=r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""",
-        mergeable_ranks=load_tiktoken_bpe(str(SHARED_DATA / "r50k_base.tiktoken")),
+        mergeable_ranks=load_tiktoken_bpe(str(shared_data / "r50k_base.tiktoken")),
         special_tokens={"<|endoftext|>": 50256},
     )
 
@@ -44,10 +43,10 @@ def tiny_chunks(monkeypatch):
     monkeypatch.setattr(tokenwriter, "PIECE_CHARS", 23)
 
 
-def test_safe_cut_points_never_change_bpe_tokens(gpt2_cache):
-    enc = _gpt2()
+def test_safe_cut_points_never_change_bpe_tokens(gpt2_cache, shared_data):
+    enc = _gpt2(shared_data)
     rng = random.Random(0)
-    text = UNICODE_TEXT + (SHARED_DATA / "tinyshakespeare.txt").read_text()[:20000]
+    text = UNICODE_TEXT + (shared_data / "tinyshakespeare.txt").read_text()[:20000]
     whole = enc.encode_ordinary(text)
     cuts = [tokenwriter.safe_cut(text[: rng.randrange(2, len(text))]) for _ in range(300)]
     found = [cut for cut in cuts if cut]
@@ -56,12 +55,14 @@ def test_safe_cut_points_never_change_bpe_tokens(gpt2_cache):
         assert enc.encode_ordinary(text[:cut]) + enc.encode_ordinary(text[cut:]) == whole
 
 
-def test_chunked_bpe_equals_one_shot(cli, home, tmp_path, gpt2_cache, fresh_tiktoken, tiny_chunks, shakespeare_text):
+def test_chunked_bpe_equals_one_shot(
+    cli, home, tmp_path, gpt2_cache, fresh_tiktoken, tiny_chunks, shakespeare_text, shared_data
+):
     text = UNICODE_TEXT + shakespeare_text[:30000]
     path = tmp_path / "mixed.txt"
     path.write_text(text, encoding="utf-8")
     assert cli("prepare", path, "--tokenizer", "gpt2").exit_code == 0
-    enc = _gpt2()
+    enc = _gpt2(shared_data)
     split = int(len(text) * 0.9)
     assert _tokens(home, "mixed-gpt2")[0] == enc.encode_ordinary(text[:split])
     assert _tokens(home, "mixed-gpt2", "val")[0] == enc.encode_ordinary(text[split:])
@@ -78,7 +79,7 @@ def test_chunked_char_equals_one_shot(cli, home, tmp_path, tiny_chunks):
     assert train == [chars.index(c) for c in UNICODE_TEXT[:split]]
 
 
-def test_folder_in_sorted_order_with_separators_and_skips(cli, home, tmp_path, gpt2_cache, fresh_tiktoken):
+def test_folder_in_sorted_order_with_separators_and_skips(cli, home, tmp_path, gpt2_cache, fresh_tiktoken, shared_data):
     folder = tmp_path / "notes"
     (folder / "b").mkdir(parents=True)
     (folder / ".git").mkdir()
@@ -105,7 +106,7 @@ def test_folder_in_sorted_order_with_separators_and_skips(cli, home, tmp_path, g
     (folder / "a.md").write_text("first file\n" * 5, encoding="utf-8")
     (folder / "b" / "two.md").write_text("second file " * 5, encoding="utf-8")
     assert cli("prepare", folder, "--glob", "*.md", "--tokenizer", "gpt2", "--val-fraction", "0.3").exit_code == 0
-    enc, first, second = _gpt2(), "first file\n" * 5, "second file " * 5
+    enc, first, second = _gpt2(shared_data), "first file\n" * 5, "second file " * 5
     k = int((len(first) + len(second)) * 0.7) - len(first)
     train, _ = _tokens(home, "notes-gpt2")
     val, _ = _tokens(home, "notes-gpt2", "val")

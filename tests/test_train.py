@@ -7,8 +7,6 @@ import json
 import pytest
 import torch
 
-from conftest import TINY
-
 
 def _metrics(home, run):
     lines = (home / "runs" / run / "metrics.jsonl").read_text().splitlines()
@@ -65,48 +63,48 @@ def test_training_lowers_the_loss(cli, home, small_text):
     assert "best val loss" in result.output
 
 
-def test_summary_and_sample_are_printed(cli, small_text):
+def test_summary_and_sample_are_printed(cli, small_text, tiny):
     cli("prepare", small_text)
-    result = cli("train", "--dataset", "poems", "--run", "talk", *TINY)
+    result = cli("train", "--dataset", "poems", "--run", "talk", *tiny)
     assert result.exit_code == 0, result.output
     assert "done: 20 iterations" in result.stdout
     assert "a sample from talk" in result.stdout
     assert "nanogpt sample --run talk" in result.stdout
 
 
-def test_progress_lines_when_not_a_terminal(cli, small_text):
+def test_progress_lines_when_not_a_terminal(cli, small_text, tiny):
     cli("prepare", small_text)
-    args = [a for a in TINY if a != "--quiet"]
+    args = [a for a in tiny if a != "--quiet"]
     result = cli("train", "--dataset", "poems", "--run", "loud", *args)
     assert result.exit_code == 0
     assert "iter     10: train loss" in result.stderr
     assert "parameters" in result.stderr and "device cpu" in result.stderr
 
 
-def test_first_train_prepares_bundled_shakespeare(cli, home):
-    result = cli("train", "--run", "first", *TINY)
+def test_first_train_prepares_bundled_shakespeare(cli, home, tiny):
+    result = cli("train", "--run", "first", *tiny)
     assert result.exit_code == 0, result.output
     assert "preparing the bundled Tiny Shakespeare" not in result.output  # --quiet says nothing ...
     assert (home / "datasets" / "shakespeare" / "meta.json").is_file()  # ... but still prepares it
 
-    args = [a for a in TINY if a != "--quiet"]
+    args = [a for a in tiny if a != "--quiet"]
     result = cli("train", "--dataset", "shakespeare-char2", "--run", "x", *args)
     assert result.exit_code == 1 and "unknown tokenizer 'char2'" in result.stderr
 
 
-def test_first_train_says_it_prepares(cli):
-    args = [a for a in TINY if a != "--quiet"]
+def test_first_train_says_it_prepares(cli, tiny):
+    args = [a for a in tiny if a != "--quiet"]
     result = cli("train", "--run", "first", *args)
     assert result.exit_code == 0, result.output
     assert "preparing the bundled Tiny Shakespeare" in result.stderr
     assert "1,003,854 train" in result.stderr
 
 
-def test_same_seed_same_run_bit_for_bit(cli, home, small_text):
+def test_same_seed_same_run_bit_for_bit(cli, home, small_text, tiny):
     cli("prepare", small_text)
     for name in ("a", "b"):
         assert (
-            cli("train", "--dataset", "poems", "--run", name, "--seed", "7", "--dropout", "0.1", *TINY).exit_code == 0
+            cli("train", "--dataset", "poems", "--run", name, "--seed", "7", "--dropout", "0.1", *tiny).exit_code == 0
         )
     losses = [[m.get("loss", m.get("val_loss")) for m in _metrics(home, r)] for r in ("a", "b")]
     assert losses[0] == losses[1]
@@ -114,7 +112,7 @@ def test_same_seed_same_run_bit_for_bit(cli, home, small_text):
     wb = torch.load(home / "runs" / "b" / "ckpt.pt", weights_only=True)["model"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
-    assert cli("train", "--dataset", "poems", "--run", "c", "--seed", "8", "--dropout", "0.1", *TINY).exit_code == 0
+    assert cli("train", "--dataset", "poems", "--run", "c", "--seed", "8", "--dropout", "0.1", *tiny).exit_code == 0
     wc = torch.load(home / "runs" / "c" / "ckpt.pt", weights_only=True)["model"]
     assert not all(torch.equal(wa[k], wc[k]) for k in wa)
 
@@ -188,7 +186,7 @@ def test_weight_decay_only_on_matrices():
     assert no_decay["weight_decay"] == 0.0 and all(p.dim() == 1 for p in no_decay["params"])
 
 
-def test_compile_failure_falls_back_to_eager_with_one_warning(cli, home, small_text, monkeypatch):
+def test_compile_failure_falls_back_to_eager_with_one_warning(cli, home, small_text, monkeypatch, tiny):
     def broken_compile(model, **kwargs):
         def compiled(*args, **kw):
             raise RuntimeError("no C++ compiler")
@@ -196,7 +194,7 @@ def test_compile_failure_falls_back_to_eager_with_one_warning(cli, home, small_t
 
     monkeypatch.setattr(torch, "compile", broken_compile)
     cli("prepare", small_text)
-    args = [a for a in TINY if a != "--quiet"]
+    args = [a for a in tiny if a != "--quiet"]
     result = cli("train", "--dataset", "poems", "--run", "c", "--compile", *args)
     assert result.exit_code == 0, result.output
     assert result.stderr.count("warning: torch.compile failed (RuntimeError: no C++ compiler)") == 1
@@ -204,13 +202,13 @@ def test_compile_failure_falls_back_to_eager_with_one_warning(cli, home, small_t
     assert json.loads((home / "runs" / "c" / "config.json").read_text())["compile"] is False
 
 
-def test_a_compiled_model_trains(cli, home, small_text, monkeypatch):
+def test_a_compiled_model_trains(cli, home, small_text, monkeypatch, tiny):
     # torch.compile's own wrapper (TorchDynamo), with its eager backend so no C++ compiler is needed: its
     # module has no truth value (bool() asks for len(), which it refuses), so the trainer must not ask.
     real_compile = torch.compile
     monkeypatch.setattr(torch, "compile", lambda model, **kwargs: real_compile(model, backend="eager", **kwargs))
     cli("prepare", small_text)
-    args = [a for a in TINY if a != "--quiet"]
+    args = [a for a in tiny if a != "--quiet"]
     result = cli("train", "--dataset", "poems", "--run", "compiled", "--compile", *args)
     assert result.exit_code == 0, result.output
     assert "torch.compile failed" not in result.stderr
@@ -238,9 +236,9 @@ def test_errors_after_the_compile_warm_up_are_real_errors(cli, home, small_text,
                                          "block_size": 16, "batch_size": 4, "max_iters": 5}, run="oom"))
 
 
-def test_mfu_is_reported_against_a_stated_peak(cli, home, small_text):
+def test_mfu_is_reported_against_a_stated_peak(cli, home, small_text, tiny):
     cli("prepare", small_text)
-    result = cli("train", "--dataset", "poems", "--run", "m", "--peak-flops", "1e12", "--log-interval", "5", *TINY)
+    result = cli("train", "--dataset", "poems", "--run", "m", "--peak-flops", "1e12", "--log-interval", "5", *tiny)
     assert result.exit_code == 0, result.output
     rows = [m for m in _metrics(home, "m") if m["kind"] == "train"]
     assert rows and all(0 < r["mfu"] < 1 for r in rows)
@@ -256,11 +254,11 @@ def test_flops_per_token_matches_nanogpts_formula():
     assert flops_per_token(config, 124_000_000) == 6 * 124e6 + 12 * 12 * 12 * 64 * 1024
 
 
-def test_the_closing_hint_prompts_in_the_runs_own_style(cli, home, tmp_path):
+def test_the_closing_hint_prompts_in_the_runs_own_style(cli, home, tmp_path, tiny):
     source = tmp_path / "code.py"
     source.write_text("def add(a, b):\n    return a + b\n\n" * 300, encoding="utf-8")
     assert cli("prepare", source).exit_code == 0
-    result = cli("train", "--dataset", "code", "--run", "py", *[a for a in TINY if a != "--quiet"])
+    result = cli("train", "--dataset", "code", "--run", "py", *[a for a in tiny if a != "--quiet"])
     assert result.exit_code == 0, result.output
     assert "more: nanogpt sample --run py --prompt 'def add(a, b):'" in result.stdout
     assert "ROMEO" not in result.stdout
