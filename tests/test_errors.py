@@ -198,16 +198,16 @@ def test_disk_full_while_saving_a_checkpoint(cli, home, trained_run, monkeypatch
 
 
 def test_resume_in_a_read_only_home_is_one_line(cli, home, trained_run, monkeypatch):
-    import builtins
+    import nanogpt_cli.paths as paths
 
-    import nanogpt_cli.runlock as runlock
+    open_own = paths.open_own
 
     def read_only(path, *args, **kwargs):
         if str(path).endswith(".lock"):
             raise OSError(30, "Read-only file system")
-        return builtins.open(path, *args, **kwargs)
+        return open_own(path, *args, **kwargs)
 
-    monkeypatch.setattr(runlock, "open", read_only, raising=False)
+    monkeypatch.setattr(paths, "open_own", read_only)
     result = cli("train", "--run", trained_run, "--resume", "--max-iters", "30", "--quiet")
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert result.stderr.strip() == (f"error: cannot write to run folder {home / 'runs' / trained_run}: Read-only file "

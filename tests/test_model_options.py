@@ -100,9 +100,10 @@ def test_gelu_tanh_exports_as_gpt2s_activation_and_imports_back(cli, home, train
     assert json.loads((tmp_path / "out" / "config.json").read_text())["activation_function"] == "gelu_new"
 
     from nanogpt_cli.checkpoint import load_model
-    from nanogpt_cli.pretrained import load_init
+    from nanogpt_cli.pretrained import load_source
 
-    config, weights, _, _ = load_init(str(tmp_path / "out"))
+    found = load_source(str(tmp_path / "out"))
+    config, weights = found.config, found.weights
     assert config.mlp == "gelu-tanh"
     theirs = GPT(config).eval()
     theirs.load_state_dict(weights)

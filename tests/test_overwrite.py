@@ -1,6 +1,7 @@
-"""`train --run X --overwrite` is a transaction: the old run stays whole until the new one has written its
-first checkpoint. A new run that fails before that, in any of the ways a user can make it fail, or a
-process killed before that, leaves the old run as it was."""
+"""A run folder loses nothing. `train --run X --overwrite` is a transaction: the old run stays whole
+until the new one has written its first checkpoint. A new run that fails before that, in any of the
+ways a user can make it fail, or a process killed before that, leaves the old run as it was. And no
+file of a run is written through a symbolic link that leads out of its folder."""
 
 from __future__ import annotations
 
@@ -89,3 +90,29 @@ def test_an_overwrite_killed_before_its_first_checkpoint_gives_the_old_run_back(
     lines = metrics.read_text()
     assert lines.startswith(old_metrics) and '"iter": 21' in lines and '"iter": 100' not in lines
     assert old_best in _snapshot(trained_run).values() or "best.pt" in _snapshot(trained_run)
+
+
+@pytest.mark.parametrize("name", ["config.json", "config.toml", "metrics.jsonl", ".lock"])
+def test_a_run_file_that_is_a_link_out_of_the_folder_is_never_written_through(cli, home, trained_run, tmp_path, name):
+    outside = tmp_path / "elsewhere.txt"
+    outside.write_text("not nanogpt's\n")
+    link = paths.run_dir(trained_run) / name
+    link.unlink(missing_ok=True)
+    link.symlink_to(outside)
+    result = cli("train", "--run", trained_run, "--resume", "--max-iters", "30", "--quiet", "--sample-tokens", "0")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.stderr.strip() == (f"error: {link} is a symbolic link; nanogpt writes only files of its own in run "
+                                     "and dataset folders: remove the link (its target is left alone)")
+    assert outside.read_text() == "not nanogpt's\n"
+
+
+def test_mv_and_rm_of_a_linked_run_act_on_the_link_only(cli, home, trained_run, tmp_path):
+    elsewhere = tmp_path / "kept-elsewhere"
+    paths.run_dir(trained_run).rename(elsewhere)
+    paths.run_dir("linked").symlink_to(elsewhere, target_is_directory=True)
+    config = (elsewhere / "config.json").read_text()
+    assert cli("mv", "linked", "renamed").exit_code == 0
+    assert paths.run_dir("renamed").is_symlink() and (elsewhere / "config.json").read_text() == config
+    assert cli("rm", "renamed", "--yes").exit_code == 0
+    assert not paths.run_dir("renamed").exists() and (elsewhere / "config.json").read_text() == config
+

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import save_file
 
 from nanogpt_cli.model import build_model
-from nanogpt_cli.pretrained import load_init
+from nanogpt_cli.pretrained import load_source
 
 D, LAYERS, HEADS, POSITIONS, VOCAB = 8, 2, 2, 16, 50257
 
@@ -71,7 +71,8 @@ def _reference_logits(t: dict[str, torch.Tensor], idx: torch.Tensor, gelu: str =
 def test_gpt2_layout_imports_with_the_same_logits(tmp_path, prefix):
     tensors = _gpt2_tensors()
     folder = _write_folder(tmp_path / "gpt2-tiny", tensors, prefix)
-    config, weights, tokenizer, _ = load_init(str(folder))
+    found = load_source(str(folder))
+    config, weights, tokenizer = found.config, found.weights, found.tokenizer
     assert (config.n_layer, config.n_head, config.n_embd, config.block_size, config.bias) == (
         LAYERS,
         HEADS,
@@ -179,7 +180,8 @@ def test_export_then_import_is_identical(cli, home, trained_run, tmp_path):
     assert raw["h.0.mlp.c_fc.weight"].shape == (16, 64)  # Conv1D layout: [in, out]
     assert "h.0.attn.c_attn.bias" in raw  # zero biases stand in for a bias-free model
 
-    config, weights, tokenizer, _ = load_init(str(tmp_path / "out"))
+    found = load_source(str(tmp_path / "out"))
+    config, weights, tokenizer = found.config, found.weights, found.tokenizer
     assert tokenizer["kind"] == "char"
     from nanogpt_cli.checkpoint import load_model
 
@@ -221,3 +223,12 @@ def test_exported_weights_get_the_users_usual_file_mode(cli, home, trained_run, 
     finally:
         os.umask(umask)
     assert stat.S_IMODE((tmp_path / "out" / "model.safetensors").stat().st_mode) == 0o644
+
+
+def test_init_from_a_rope_run_with_a_smaller_block(cli, home, trained_run, tiny):
+    """A model without a learned position table (rope) still takes a smaller --block-size."""
+    assert cli("train", "--dataset", "poems", "--run", "rope", *tiny, "--pos", "rope").exit_code == 0
+    result = cli("train", "--init-from", "rope", "--dataset", "poems", "--run", "ft", *tiny, "--block-size", "8")
+    assert result.exit_code == 0, result.output
+    config = json.loads((home / "runs" / "ft" / "config.json").read_text())["model_config"]
+    assert (config["pos"], config["block_size"]) == ("rope", 8)

@@ -110,7 +110,7 @@ def test_eval_reports_its_progress_per_stage(trained_run):
     from nanogpt_cli.evaluate import evaluate
 
     calls = []
-    result = evaluate("tiny", device="cpu", quantize="int8", progress=lambda *call: calls.append(call))
+    result = evaluate(run="tiny", device="cpu", quantize="int8", progress=lambda *call: calls.append(call))
     stages = [stage for stage, _, _ in calls]
     assert stages == sorted(stages, key=["float32", "int8"].index) and set(stages) == {"float32", "int8"}
     for stage in ("float32", "int8"):

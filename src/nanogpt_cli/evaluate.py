@@ -64,6 +64,7 @@ def _loss_over_stream(model: torch.nn.Module, tokens: np.ndarray, block_size: in
 
 
 def evaluate(
+    *,
     run: str | None = None,
     checkpoint: str = "best",
     split: str = "val",

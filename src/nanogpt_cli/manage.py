@@ -96,8 +96,10 @@ def rename_run(old: str, new: str) -> Path:
         os.rename(source, target)
     except OSError as exc:
         raise NanoGPTError(f"cannot rename {source} to {target}: {exc.strerror or exc}") from None
-    config = read_json(target / "config.json")
+    # A run that is a link to a folder elsewhere: the link is renamed, and what it points to is left alone.
+    config = None if target.is_symlink() else read_json(target / "config.json")
     if config is not None:
         config.update(run=new, run_dir=str(target))
-        (target / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        with paths.open_own(target / "config.json", "w") as f:
+            f.write(json.dumps(config, indent=2) + "\n")
     return target

@@ -1,12 +1,11 @@
 """The networks: nanoGPT's GPT (a GPT-2 shaped decoder-only transformer) and the bigram baseline.
 
-Read top to bottom: small helpers (normalisation, position tables, rotary embeddings), the
+Read top to bottom: small helpers (dropout, normalisation, position tables, rotary embeddings), the
 KV cache used for fast sampling, attention, MLP, block, then the GPT that stacks them. Training and
 sampling run through the same layer code; sampling passes a cache. Each option beyond nanoGPT
 (`ModelConfig.pos`, `norm`, `mlp`, `qk_norm`, `tie`, `softcap`, `residual`) is a small switch where it
-acts; the defaults are nanoGPT's network. This module knows token ids and tensors only; it never sees text,
-files or devices chosen by the user. Its layers are plain torch modules; what makes CPU sampling fast
-lives in fastpath.py, which turns a loaded model into its sampling form.
+acts; the defaults are nanoGPT's network. It knows token ids and tensors only, never text or files.
+Its layers are plain torch modules; fastpath.py turns a loaded model into its fast CPU sampling form.
 """
 
 from __future__ import annotations
@@ -18,6 +17,11 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from nanogpt_cli.config import ModelConfig
+
+
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Dropout while training; nothing at all otherwise (F.dropout's checks cost 9% of a sampling step)."""
+    return F.dropout(x, p, training) if training and p > 0 else x
 
 
 def make_norm(config: ModelConfig) -> nn.Module:
@@ -43,11 +47,9 @@ def sinusoids(length: int, width: int) -> torch.Tensor:
 
 class Rotary(nn.Module):
     """Rotary position embeddings (RoPE): each pair of a head's query/key channels is rotated by an
-    angle proportional to the position, so attention scores depend on relative positions only.
-
-    Channel i of the first half pairs with channel i of the second: (x1, x2) becomes
-    (x1 cos - x2 sin, x2 cos + x1 sin). As whole rows that is x * [cos, cos] + swap(x) * [-sin, sin],
-    where swap exchanges the halves (a roll by half the head): three ops on the tables below."""
+    angle proportional to the position, so attention scores depend on relative positions only. Channel
+    i of the first half pairs with channel i of the second: (x1, x2) becomes (x1 cos - x2 sin, x2 cos +
+    x1 sin), that is x * [cos, cos] + swap(x) * [-sin, sin] with the halves swapped by a roll."""
 
     def __init__(self, head_size: int, block_size: int, base: float = 10000.0):
         super().__init__()
@@ -65,17 +67,16 @@ class Rotary(nn.Module):
 
 
 class KVCache:
-    """Keys and values of the tokens a GPT has already processed, preallocated for block_size positions
-    in every layer: tensors and a length, nothing else. With it, each new token costs one position's
-    work instead of the whole context's. Training never uses it."""
+    """Keys and values of the tokens a GPT has already processed, for block_size positions in every
+    layer: tensors and a length, nothing else. Each new token then costs one position's work."""
 
     def __init__(self, config: ModelConfig, batch_size: int, device: torch.device, dtype: torch.dtype):
-        # One tensor per layer, keys and values stacked as attention reads them: (2, B, n_head, block, head_size)
+        # one tensor a layer, keys and values stacked as attention reads them: (2, B, n_head, block, head_size)
         shape = (2, batch_size, config.n_head, config.block_size, config.n_embd // config.n_head)
         self.layers = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
         self.length = 0  # positions filled so far
 
-    def reset(self) -> None:
+    def reset(self) -> None:  # the next tokens start a new context
         self.length = 0
 
     def append(self, layer: int, kv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -132,7 +133,7 @@ class CausalSelfAttention(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
                                            is_causal=queries > 1 and not past)
         y = y.transpose(1, 2).reshape(B, queries, C)  # re-join the heads
-        return F.dropout(self.c_proj(y), self.dropout, self.training)
+        return dropout(self.c_proj(y), self.dropout, self.training)
 
 
 class MLP(nn.Module):
@@ -159,7 +160,7 @@ class MLP(nn.Module):
             h = F.relu(h)
         else:  # gelu, or gelu-tanh: the approximation GPT-2 was trained with
             h = F.gelu(h, approximate="tanh" if self.kind == "gelu-tanh" else "none")
-        return F.dropout(self.c_proj(h), self.dropout, self.training)
+        return dropout(self.c_proj(h), self.dropout, self.training)
 
 
 class Block(nn.Module):
@@ -236,7 +237,7 @@ class GPT(nn.Module):
             x = x + self.transformer.wpe.weight[past : past + T]
         elif self.config.pos == "sinusoidal":
             x = x + self.position_table[past : past + T]
-        x = F.dropout(x, self.config.dropout, self.training)  # (rope acts inside attention; none: no positions)
+        x = dropout(x, self.config.dropout, self.training)  # (rope acts inside attention; none: no positions)
         *blocks, last = self.transformer.h
         for block in blocks:
             x = block(x, cache)
@@ -302,8 +303,7 @@ class _SkipInit(torch.overrides.TorchFunctionMode):
 
 
 def build_model(config: ModelConfig, weights: dict[str, torch.Tensor] | None = None) -> nn.Module:
-    """A new model, randomly initialised, or carrying `weights` (a state dict) when given. The config
-    was validated where it was made (plan.py, or the file it was read from)."""
+    """A new model, randomly initialised, or carrying `weights` (a state dict) when given."""
     kind = BigramLanguageModel if config.model == "bigram" else GPT
     if weights is None:
         return kind(config)

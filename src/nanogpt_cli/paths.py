@@ -7,6 +7,7 @@ $NANOGPT_HOME/cache. Nothing here creates directories except `ensure_dir`.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from pathlib import Path
@@ -80,3 +81,27 @@ def ensure_dir(path: Path) -> Path:
             "set NANOGPT_HOME to a writable folder"
         ) from exc
     return path
+
+
+def check_own(path: Path) -> Path:
+    """`path`, a file nanogpt writes inside a run or dataset folder, unless it is a symbolic link: a link
+    there could point anywhere, and writing through it would change a file outside the folder."""
+    if os.path.islink(path):
+        raise NanoGPTError(f"{path} is a symbolic link; nanogpt writes only files of its own in run and dataset "
+                           "folders: remove the link (its target is left alone)")
+    return path
+
+
+def open_own(path: Path, mode: str):
+    """Open such a file for writing ("w", "a" or "a+"), never through a symbolic link (O_NOFOLLOW, where
+    the OS has it, also catches a link made after the check)."""
+    flags = {"w": os.O_WRONLY | os.O_CREAT | os.O_TRUNC, "a": os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+             "a+": os.O_RDWR | os.O_CREAT | os.O_APPEND}[mode]
+    try:
+        fd = os.open(check_own(path), flags | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            check_own(Path(path))  # a link made since the check: the same one line
+            raise NanoGPTError(f"{path} is a symbolic link; remove it (its target is left alone)") from None
+        raise
+    return os.fdopen(fd, mode, encoding="utf-8")

@@ -10,7 +10,6 @@ module builds no model and trains nothing.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -35,7 +34,7 @@ from nanogpt_cli.device import resolve_device, resolve_dtype
 from nanogpt_cli.errors import NanoGPTError
 from nanogpt_cli.loggers import check_loggers
 from nanogpt_cli.optim import lr_at
-from nanogpt_cli.pretrained import load_init
+from nanogpt_cli.pretrained import Pretrained, load_source
 from nanogpt_cli.sources import bundled_dataset
 from nanogpt_cli.tokenizer import same_tokenizer, spec_name
 
@@ -65,16 +64,6 @@ RESUMABLE_CHANGES = {
 
 
 @dataclass
-class InitWeights:
-    """What --init-from loaded: a model config, its weights, the tokenizer they were trained with."""
-
-    config: ModelConfig
-    weights: dict[str, torch.Tensor]
-    tokenizer: dict[str, Any]
-    description: str
-
-
-@dataclass
 class RunPlan:
     """What `nanogpt train` will do, settled before any work starts."""
 
@@ -84,7 +73,7 @@ class RunPlan:
     run: str | None = None
     bundled: tuple[str, str] | None = None  # (source, tokenizer) to prepare first when the dataset is missing
     resume: dict[str, Any] | None = None  # the checkpoint to continue from
-    init: InitWeights | None = None  # weights to start from (--init-from)
+    init: Pretrained | None = None  # weights to start from (--init-from)
     dataset: Dataset | None = None  # set by attach_dataset
     notes: list[str] = field(default_factory=list)  # things the user should know before training starts
 
@@ -165,24 +154,26 @@ def check_world(grad_accum: int, world: int, explicit: bool) -> int:
     return -(-grad_accum // world) * world
 
 
-def _load_init(spec: str, given: dict[str, Any], progress=None) -> InitWeights:
+def _load_init(spec: str, given: dict[str, Any], progress=None) -> Pretrained:
     """Load --init-from weights; the model's shape is theirs, but dropout may be set and the block size
-    shrunk (the position table is cropped, as nanoGPT does)."""
-    config, weights, tokenizer, description = load_init(spec, progress)
+    shrunk (a learned position table is cropped, as nanoGPT does)."""
+    found = load_source(spec, progress=progress)
+    config, weights = found.config, found.weights
     for key in SHAPE_FIELDS:
         if given.get(key) is not None and given[key] != getattr(config, key):
             raise NanoGPTError(
-                f"--{key.replace('_', '-')} cannot change the shape of a model started from {description} "
+                f"--{key.replace('_', '-')} cannot change the shape of a model started from {found.description} "
                 f"(it has {getattr(config, key)}); leave it out"
             )
     block_size = given.get("block_size")
     if block_size is not None:
         if block_size > config.block_size:
-            raise NanoGPTError(f"--block-size {block_size} is larger than {description}'s ({config.block_size})")
-        weights = {**weights, "transformer.wpe.weight": weights["transformer.wpe.weight"][:block_size].clone()}
+            raise NanoGPTError(f"--block-size {block_size} is larger than {found.description}'s ({config.block_size})")
+        if "transformer.wpe.weight" in weights:
+            weights = {**weights, "transformer.wpe.weight": weights["transformer.wpe.weight"][:block_size].clone()}
         config.block_size = block_size
     config.dropout = given.get("dropout") or 0.0  # validated with the other flags
-    return InitWeights(config, weights, tokenizer, description)
+    return replace(found, config=config, weights=weights)
 
 
 def plan_resume(run: str | None, preset: str | None, flags: dict[str, Any], world: int = 1) -> RunPlan:
@@ -226,7 +217,8 @@ def plan_resume(run: str | None, preset: str | None, flags: dict[str, Any], worl
             f"run {run_dir.name!r} already finished {done} of {train_config.max_iters} iterations; "
             f"pass a larger --max-iters to train it further"
         )
-    preset = json.loads((run_dir / "config.json").read_text(encoding="utf-8")).get("preset")
+    config = read_json(paths.check_own(run_dir / "config.json"))  # rewritten when the run starts again
+    preset = config.get("preset") if isinstance(config, dict) else None
     notes = [note] if (note := schedule_change(run_dir.name, done, before, train_config)) else []
     return RunPlan(preset, model_config, train_config, run=run_dir.name, resume=ckpt, notes=notes)
 

@@ -171,12 +171,6 @@ def _is_run(name: str) -> bool:
         return False
 
 
-def load_init(spec: str, progress=None) -> tuple[ModelConfig, dict[str, torch.Tensor], dict[str, Any], str]:
-    """(model config, weights, tokenizer spec, description) of what --init-from names."""
-    found = load_source(spec, progress=progress)
-    return found.config, found.weights, found.tokenizer, found.description
-
-
 # ------------------------------------------------------------------------------- nanoGPT checkpoints
 
 

@@ -12,6 +12,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from nanogpt_cli import paths
 from nanogpt_cli.errors import NanoGPTError
 
 RUN_FILES = ("config.json", "config.toml", "metrics.jsonl")
@@ -28,7 +29,7 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         return
     path = run_dir / ".lock"
     try:
-        handle = open(path, "a+", encoding="utf-8")
+        handle = paths.open_own(path, "a+")
     except OSError as exc:
         raise NanoGPTError(
             f"cannot write to run folder {run_dir}: {exc.strerror or exc}; set NANOGPT_HOME to a writable folder"

@@ -78,9 +78,11 @@ def write_config(run_dir: Path, info: dict[str, Any], model: ModelConfig, train:
                  preset: str | None) -> None:
     """config.json (settings and what was measured) and config.toml (`nanogpt train --config` repeats
     the run from it)."""
-    (run_dir / "config.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    with paths.open_own(run_dir / "config.json", "w") as f:
+        f.write(json.dumps(info, indent=2) + "\n")
     header = f"# The resolved config of run {run_dir.name}.\n"
-    (run_dir / "config.toml").write_text(header + to_toml(model, train, preset), encoding="utf-8")
+    with paths.open_own(run_dir / "config.toml", "w") as f:
+        f.write(header + to_toml(model, train, preset))
 
 
 class MetricsLog:
@@ -95,7 +97,7 @@ class MetricsLog:
                 self.path.unlink(missing_ok=True)
             else:
                 self._trim(resume_from)
-        self._file = open(self.path if enabled else os.devnull, "a", encoding="utf-8")
+        self._file = paths.open_own(self.path, "a") if enabled else open(os.devnull, "a", encoding="utf-8")
 
     def _trim(self, iteration: int) -> None:
         if not self.path.is_file():
@@ -107,7 +109,8 @@ class MetricsLog:
                     kept.append(line)
             except (ValueError, KeyError, TypeError):
                 continue  # a line cut short by a crash
-        self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        with paths.open_own(self.path, "w") as f:
+            f.write("".join(line + "\n" for line in kept))
 
     def write(self, row: dict[str, Any]) -> None:
         self._file.write(json.dumps(row) + "\n")

@@ -71,9 +71,9 @@ def eval_(
 
     startup_done()
     with token_progress(quiet) as progress:
-        result = evaluate(
-            run, checkpoint, split, iters, batch_size, full, text_file, device, seed, dataset, dtype, quantize, progress
-        )
+        result = evaluate(run=run, checkpoint=checkpoint, split=split, iters=iters, batch_size=batch_size, full=full,
+                          text_file=text_file, device=device, seed=seed, dataset=dataset, dtype=dtype,
+                          quantize=quantize, progress=progress)
     if as_json:
         show_json(result)
         return
