@@ -17,29 +17,9 @@ R50K_URL = "https://openaipublic.blob.core.windows.net/encodings/r50k_base.tikto
 
 # A model small enough to train in about a second on one CPU core: nanoGPT's network and recipe (the
 # default `cpu` preset adds options that, for one, GPT-2's layout cannot express), at a tiny size.
-_TINY = [
-    "--preset",
-    "nanogpt-cpu",
-    "--n-layer",
-    "1",
-    "--n-head",
-    "2",
-    "--n-embd",
-    "16",
-    "--block-size",
-    "16",
-    "--batch-size",
-    "4",
-    "--max-iters",
-    "20",
-    "--eval-interval",
-    "10",
-    "--eval-iters",
-    "2",
-    "--sample-tokens",
-    "20",
-    "--quiet",
-]
+_TINY = ["--preset", "nanogpt-cpu", "--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "16",
+         "--batch-size", "4", "--max-iters", "20", "--eval-interval", "10", "--eval-iters", "2", "--sample-tokens",
+         "20", "--quiet"]
 
 
 @pytest.fixture(autouse=True)

@@ -11,35 +11,9 @@ import sys
 import pytest
 import torch
 
-ARGS = [
-    "--preset",
-    "nanogpt-cpu",
-    "--dataset",
-    "poems",
-    "--n-layer",
-    "2",
-    "--n-head",
-    "2",
-    "--n-embd",
-    "32",
-    "--block-size",
-    "32",
-    "--batch-size",
-    "4",
-    "--grad-accum",
-    "2",
-    "--eval-interval",
-    "5",
-    "--eval-iters",
-    "2",
-    "--log-interval",
-    "1",
-    "--seed",
-    "3",
-    "--sample-tokens",
-    "0",
-    "--quiet",
-]
+ARGS = ["--preset", "nanogpt-cpu", "--dataset", "poems", "--n-layer", "2", "--n-head", "2", "--n-embd", "32",
+        "--block-size", "32", "--batch-size", "4", "--grad-accum", "2", "--eval-interval", "5", "--eval-iters", "2",
+        "--log-interval", "1", "--seed", "3", "--sample-tokens", "0", "--quiet"]
 
 
 def _curve(home, run):

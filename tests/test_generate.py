@@ -202,18 +202,8 @@ def test_top_p_flag_is_checked(cli, trained_run):
 
 
 def test_escapes_in_prompt_and_stop(cli, trained_run):
-    args = [
-        "sample",
-        "--prompt",
-        "the\\nto be",
-        "--max-new-tokens",
-        "200",
-        "--temperature",
-        "1",
-        "--seed",
-        "4",
-        "--json",
-    ]
+    args = ["sample", "--prompt", "the\\nto be", "--max-new-tokens", "200", "--temperature", "1", "--seed", "4",
+            "--json"]
     free = json.loads(cli(*args).stdout)
     assert free["prompt"] == "the\nto be"  # a real newline
     assert "\n" in free["text"]  # the continuation reaches the end of a line

@@ -12,39 +12,10 @@ from nanogpt_cli.config import ModelConfig, TrainConfig
 from nanogpt_cli.model import GPT
 from nanogpt_cli.optim import lr_at, make_optimizer
 
-ARGS = [
-    "--dataset",
-    "poems",
-    "--n-layer",
-    "2",
-    "--n-head",
-    "2",
-    "--n-embd",
-    "32",
-    "--block-size",
-    "32",
-    "--batch-size",
-    "8",
-    "--max-iters",
-    "60",
-    "--eval-interval",
-    "20",
-    "--eval-iters",
-    "2",
-    "--log-interval",
-    "1",
-    "--seed",
-    "5",
-    "--sample-tokens",
-    "0",
-    "--quiet",
-    "--optimizer",
-    "muon",
-    "--schedule",
-    "wsd",
-    "--warmup-iters",
-    "5",
-]
+ARGS = ["--dataset", "poems", "--n-layer", "2", "--n-head", "2", "--n-embd", "32", "--block-size", "32",
+        "--batch-size", "8", "--max-iters", "60", "--eval-interval", "20", "--eval-iters", "2", "--log-interval", "1",
+        "--seed", "5", "--sample-tokens", "0", "--quiet", "--optimizer", "muon", "--schedule", "wsd", "--warmup-iters",
+        "5"]
 
 
 def test_wsd_warms_up_holds_then_decays_linearly():

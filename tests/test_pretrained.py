@@ -122,29 +122,9 @@ def test_init_from_gpt2_downloads_from_the_hub_then_finetunes(
     threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
     try:
-        result = cli(
-            "train",
-            "--init-from",
-            "gpt2",
-            "--dataset",
-            "shakespeare-gpt2",
-            "--run",
-            "ft",
-            "--block-size",
-            "8",
-            "--batch-size",
-            "2",
-            "--max-iters",
-            "4",
-            "--eval-interval",
-            "2",
-            "--eval-iters",
-            "1",
-            "--lr",
-            "1e-4",
-            "--sample-tokens",
-            "5",
-        )
+        result = cli("train", "--init-from", "gpt2", "--dataset", "shakespeare-gpt2", "--run", "ft", "--block-size",
+                     "8", "--batch-size", "2", "--max-iters", "4", "--eval-interval", "2", "--eval-iters", "1", "--lr",
+                     "1e-4", "--sample-tokens", "5")
     finally:
         server.shutdown()
         server.server_close()

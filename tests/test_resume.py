@@ -188,39 +188,10 @@ def test_a_second_train_of_the_same_run_is_refused(cli, home, trained_run):
 def test_nan_loss_stops_the_run_unless_allowed(cli, home, small_text):
     cli("prepare", small_text)
     # An absurd learning rate without clipping blows the weights up within a few steps.
-    args = [
-        "--dataset",
-        "poems",
-        "--n-layer",
-        "1",
-        "--n-head",
-        "2",
-        "--n-embd",
-        "16",
-        "--block-size",
-        "16",
-        "--batch-size",
-        "4",
-        "--max-iters",
-        "30",
-        "--eval-interval",
-        "10",
-        "--eval-iters",
-        "1",
-        "--log-interval",
-        "1",
-        "--warmup-iters",
-        "0",
-        "--lr",
-        "1e30",
-        "--min-lr",
-        "1e30",
-        "--grad-clip",
-        "0",
-        "--sample-tokens",
-        "0",
-        "-q",
-    ]
+    args = ["--dataset", "poems", "--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "16",
+            "--batch-size", "4", "--max-iters", "30", "--eval-interval", "10", "--eval-iters", "1", "--log-interval",
+            "1", "--warmup-iters", "0", "--lr", "1e30", "--min-lr", "1e30", "--grad-clip", "0", "--sample-tokens", "0",
+            "-q"]
     result = cli("train", "--run", "boom", *args)
     assert result.exit_code == 1
     line = result.stderr.strip()

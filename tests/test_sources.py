@@ -127,32 +127,9 @@ def test_uint32_tokens_round_trip_through_training_and_sampling(cli, home, tmp_p
     train, meta = _tokens(home, "wide")
     assert meta["dtype"] == "uint32" and meta["vocab_size"] == len(alphabet) > 65536
     assert "".join(meta["tokenizer"]["chars"][i] for i in train[:50]) == text[:50]
-    result = cli(
-        "train",
-        "--dataset",
-        "wide",
-        "--run",
-        "wide",
-        "--n-layer",
-        "1",
-        "--n-head",
-        "1",
-        "--n-embd",
-        "8",
-        "--block-size",
-        "8",
-        "--batch-size",
-        "2",
-        "--max-iters",
-        "2",
-        "--eval-interval",
-        "1",
-        "--eval-iters",
-        "1",
-        "--sample-tokens",
-        "5",
-        "-q",
-    )
+    result = cli("train", "--dataset", "wide", "--run", "wide", "--n-layer", "1", "--n-head", "1", "--n-embd", "8",
+                 "--block-size", "8", "--batch-size", "2", "--max-iters", "2", "--eval-interval", "1", "--eval-iters",
+                 "1", "--sample-tokens", "5", "-q")
     assert result.exit_code == 0, result.output
     sample = cli("sample", "--run", "wide", "--prompt", text[:3], "--max-new-tokens", "4", "--seed", "1")
     assert sample.exit_code == 0 and sample.stdout.startswith(text[:3]) and len(sample.stdout.strip()) == 7

@@ -27,35 +27,9 @@ def test_train_writes_checkpoints_config_and_metrics(cli, home, trained_run):
 
 def test_training_lowers_the_loss(cli, home, small_text):
     cli("prepare", small_text)
-    result = cli(
-        "train",
-        "--dataset",
-        "poems",
-        "--run",
-        "learn",
-        "--n-layer",
-        "2",
-        "--n-head",
-        "2",
-        "--n-embd",
-        "32",
-        "--block-size",
-        "32",
-        "--batch-size",
-        "16",
-        "--max-iters",
-        "150",
-        "--lr",
-        "1e-2",
-        "--eval-interval",
-        "50",
-        "--eval-iters",
-        "4",
-        "--warmup-iters",
-        "10",
-        "--sample-tokens",
-        "0",
-    )
+    result = cli("train", "--dataset", "poems", "--run", "learn", "--n-layer", "2", "--n-head", "2", "--n-embd", "32",
+                 "--block-size", "32", "--batch-size", "16", "--max-iters", "150", "--lr", "1e-2", "--eval-interval",
+                 "50", "--eval-iters", "4", "--warmup-iters", "10", "--sample-tokens", "0")
     assert result.exit_code == 0, result.output
     evals = [m for m in _metrics(home, "learn") if m["kind"] == "eval"]
     assert evals[0]["val_loss"] > 3.0  # about ln(vocab) at initialisation

@@ -11,6 +11,7 @@ from rich.table import Table
 from nanogpt_cli.commands import startup_done
 from nanogpt_cli.commands.complete import complete_dataset, complete_run
 from nanogpt_cli.commands.console import fmt, out, show_json, token_progress
+from nanogpt_cli.commands.options import DeviceOption, WeightsDtypeOption
 
 
 def eval_(
@@ -39,14 +40,8 @@ def eval_(
             autocompletion=complete_dataset,
         ),
     ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
-    dtype: Annotated[
-        str,
-        typer.Option(
-            help="Weights' precision: auto (bfloat16 on CUDA GPUs that have it, else float32), float32, bfloat16 or "
-                 "float16 (GPU)."
-        ),
-    ] = "auto",
+    device: DeviceOption = "auto",
+    dtype: WeightsDtypeOption = "auto",
     quantize: Annotated[
         Optional[str],
         typer.Option(help="int8: int8 block weights on the CPU; shows the float32 loss beside, on the same tokens."),

@@ -15,6 +15,7 @@ from rich.markup import escape
 from nanogpt_cli.commands import startup_done
 from nanogpt_cli.commands.complete import complete_run
 from nanogpt_cli.commands.console import err
+from nanogpt_cli.commands.options import DeviceOption, WeightsDtypeOption
 from nanogpt_cli.errors import NanoGPTError
 
 
@@ -53,14 +54,8 @@ def sample(
         ),
     ] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed for repeatable samples.")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
-    dtype: Annotated[
-        str,
-        typer.Option(
-            help="Weights' precision: auto (bfloat16 on CUDA GPUs that have it, else float32), float32, bfloat16 or "
-                 "float16 (GPU)."
-        ),
-    ] = "auto",
+    device: DeviceOption = "auto",
+    dtype: WeightsDtypeOption = "auto",
     quantize: Annotated[
         Optional[str],
         typer.Option(
