@@ -116,3 +116,20 @@ def test_mv_and_rm_of_a_linked_run_act_on_the_link_only(cli, home, trained_run, 
     assert cli("rm", "renamed", "--yes").exit_code == 0
     assert not paths.run_dir("renamed").exists() and (elsewhere / "config.json").read_text() == config
 
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ("dtype", "meta.json is corrupt: dtype 'object' is not one of uint16, uint32; prepare the dataset 'poems' again"),
+    ("truncate", "val.bin is corrupt: 0 bytes, where meta.json says"),
+    ("odd", "val.bin is corrupt: 3 bytes"),
+])
+def test_a_corrupt_dataset_is_one_line_not_a_crash(cli, home, trained_run, change, message):
+    folder = home / "datasets" / "poems"
+    if change == "dtype":
+        meta = json.loads((folder / "meta.json").read_text())
+        (folder / "meta.json").write_text(json.dumps({**meta, "dtype": "object"}))
+    else:
+        (folder / "val.bin").write_bytes(b"" if change == "truncate" else b"abc")
+    result = cli("eval", "--run", trained_run, "--iters", "1")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -11,7 +11,7 @@ import numpy as np
 from nanogpt_cli import paths
 from nanogpt_cli.catalog import read_json, read_metrics, run_summary
 from nanogpt_cli.errors import NanoGPTError
-from nanogpt_cli.publish import META_VERSION
+from nanogpt_cli.publish import META_VERSION, TOKEN_DTYPES
 from nanogpt_cli.tasks import Task, task_of
 from nanogpt_cli.tokenizer import Tokenizer, spec_name, tokenizer_from_spec
 
@@ -28,9 +28,13 @@ class Dataset:
             raise NanoGPTError(f"dataset {name!r} is not prepared; run `{hint}` first (`nanogpt info` lists datasets)")
         try:
             self.meta: dict[str, Any] = json.loads(meta_path.read_text(encoding="utf-8"))
-            self.dtype = np.dtype(self.meta["dtype"])
+            dtype = self.meta["dtype"]
         except (ValueError, KeyError, TypeError) as exc:
             raise NanoGPTError(f"dataset {name!r} has an unreadable meta.json ({exc}); prepare it again") from None
+        if dtype not in TOKEN_DTYPES:  # a name numpy would take for anything else could crash the reader
+            raise NanoGPTError(f"{meta_path} is corrupt: dtype {dtype!r} is not one of {', '.join(TOKEN_DTYPES)}; "
+                               f"prepare the dataset {name!r} again")
+        self.dtype = np.dtype(dtype)
         if self.meta.get("format_version", 0) > META_VERSION:
             raise NanoGPTError(f"dataset {name!r} was written by a newer nanogpt-cli; upgrade to read it")
         self._tokenizer: Tokenizer | None = None
@@ -53,7 +57,12 @@ class Dataset:
     def tokens(self, split: str) -> np.ndarray:
         path = self.path / f"{split}.bin"
         try:
-            if path.stat().st_size == 0:
+            size = path.stat().st_size
+            expected = self.meta.get(f"{split}_tokens")
+            if size % self.dtype.itemsize or (isinstance(expected, int) and size != expected * self.dtype.itemsize):
+                raise NanoGPTError(f"{path} is corrupt: {size:,} bytes, where meta.json says {expected} "
+                                   f"{self.dtype.name} tokens; prepare the dataset {self.name!r} again")
+            if size == 0:
                 return np.zeros(0, dtype=self.dtype)
             return np.memmap(path, dtype=self.dtype, mode="r")
         except (OSError, ValueError) as exc:

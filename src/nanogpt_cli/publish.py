@@ -19,6 +19,7 @@ from nanogpt_cli import paths
 from nanogpt_cli.catalog import check_replaceable
 
 META_VERSION = 1  # meta.json's format_version; a reader refuses a newer one
+TOKEN_DTYPES = ("uint16", "uint32")  # the only ones a token file is written in
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
