@@ -186,7 +186,3 @@ def prepare_for_sampling(model: nn.Module) -> nn.Module:
             vars(module).update(registry)
         module.__class__ = _straight_class(type(module))
     return model
-
-
-def is_prepared(model: nn.Module) -> bool:
-    return isinstance(model, _Prepared)

@@ -9,10 +9,10 @@ checkpointed and restored together as one `Optimizers`.
 orthogonalisation runs in the dtype it is given. torch's always runs it in bfloat16, which is the
 fast choice only where bfloat16 products are native (device.native_bfloat16); on an AVX2 CPU it made
 a whole training step about ten times slower than float32. Its state (a momentum buffer per matrix)
-and hyperparameters have torch's names, so checkpoints written with torch's Muon resume with it. `lr_at` is the
-schedule: linear
-warmup, then cosine decay or warmup-stable-decay (WSD) to min_lr. Muon's rate follows the same
-schedule, scaled to its own peak.
+and hyperparameters have torch's names, so checkpoints written with torch's Muon resume with it.
+
+`lr_at` is the schedule: linear warmup, then cosine decay or warmup-stable-decay (WSD) to min_lr.
+Muon's rate follows the same schedule, scaled to its own peak.
 """
 
 from __future__ import annotations
@@ -54,11 +54,15 @@ def _lr_by_fraction(fraction: float, cfg: TrainConfig) -> float:
     return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * fraction)) * (cfg.lr - cfg.min_lr)
 
 
+# The quintic's coefficients (Keller Jordan's, as torch.optim.Muon has them).
+NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+
+
 def orthogonalize(update: torch.Tensor, dtype: torch.dtype, steps: int = 5, eps: float = 1e-7,
-                  coefficients: tuple[float, float, float] = (3.4445, -4.7750, 2.0315)) -> torch.Tensor:
+                  coefficients: tuple[float, float, float] = NS_COEFFICIENTS) -> torch.Tensor:
     """The quintic Newton-Schulz iteration: a matrix with the update's singular vectors and singular
-    values near 1 (Keller Jordan's coefficients, chosen for a steep slope at zero rather than exact
-    convergence). It works on the wide orientation, where the Gram matrix is the smaller one."""
+    values near 1 (coefficients chosen for a steep slope at zero rather than exact convergence). It
+    works on the wide orientation, where the Gram matrix is the smaller one."""
     a, b, c = coefficients
     x = update.to(dtype)
     tall = update.size(0) > update.size(1)
@@ -78,7 +82,7 @@ class Muon(torch.optim.Optimizer):
     is not a hyperparameter: it depends on the machine, so it is neither saved nor restored."""
 
     def __init__(self, params, lr: float = 1e-3, weight_decay: float = 0.1, momentum: float = 0.95,
-                 nesterov: bool = True, ns_coefficients: tuple[float, float, float] = (3.4445, -4.7750, 2.0315),
+                 nesterov: bool = True, ns_coefficients: tuple[float, float, float] = NS_COEFFICIENTS,
                  eps: float = 1e-7, ns_steps: int = 5, adjust_lr_fn: str | None = None,
                  orthogonalize_dtype: torch.dtype = torch.bfloat16):
         if adjust_lr_fn not in (None, "original"):

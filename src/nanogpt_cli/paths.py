@@ -87,9 +87,13 @@ def check_own(path: Path) -> Path:
     """`path`, a file nanogpt writes inside a run or dataset folder, unless it is a symbolic link: a link
     there could point anywhere, and writing through it would change a file outside the folder."""
     if os.path.islink(path):
-        raise NanoGPTError(f"{path} is a symbolic link; nanogpt writes only files of its own in run and dataset "
-                           "folders: remove the link (its target is left alone)")
+        raise _link_error(path)
     return path
+
+
+def _link_error(path: Path) -> NanoGPTError:
+    return NanoGPTError(f"{path} is a symbolic link; nanogpt writes only files of its own in run and dataset "
+                        "folders: remove the link (its target is left alone)")
 
 
 def open_own(path: Path, mode: str):
@@ -100,8 +104,7 @@ def open_own(path: Path, mode: str):
     try:
         fd = os.open(check_own(path), flags | getattr(os, "O_NOFOLLOW", 0), 0o666)
     except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            check_own(Path(path))  # a link made since the check: the same one line
-            raise NanoGPTError(f"{path} is a symbolic link; remove it (its target is left alone)") from None
+        if exc.errno == errno.ELOOP:  # a link made since the check
+            raise _link_error(path) from None
         raise
     return os.fdopen(fd, mode, encoding="utf-8")
