@@ -140,24 +140,12 @@ def write_text():
 
 
 # Every model option beyond nanoGPT, alone and in the combinations the presets and the ladder use.
-MODEL_OPTIONS = [
-    dict(pos="sinusoidal"),
-    dict(pos="rope"),
-    dict(pos="none"),
-    dict(norm="rmsnorm"),
-    dict(mlp="gelu-tanh"),
-    dict(mlp="relu2"),
-    dict(mlp="swiglu"),
-    dict(qk_norm=True),
-    dict(tie=False),
-    dict(softcap=3.0),
-    dict(pos="rope", norm="rmsnorm", mlp="relu2", qk_norm=True, tie=False, softcap=15.0, bias=True),
-    dict(mlp="relu"),
-    dict(mlp="none"),
-    dict(norm="none"),
-    dict(residual=False),
-    dict(mlp="none", norm="none", residual=False, tie=False),
-]  # the lecture ladder's first steps
+MODEL_OPTIONS = [dict(pos="sinusoidal"), dict(pos="rope"), dict(pos="none"), dict(norm="rmsnorm"),
+                 dict(mlp="gelu-tanh"), dict(mlp="relu2"), dict(mlp="swiglu"), dict(qk_norm=True), dict(tie=False),
+                 dict(softcap=3.0),
+                 dict(pos="rope", norm="rmsnorm", mlp="relu2", qk_norm=True, tie=False, softcap=15.0, bias=True),
+                 dict(mlp="relu"), dict(mlp="none"), dict(norm="none"), dict(residual=False),
+                 dict(mlp="none", norm="none", residual=False, tie=False)]  # the lecture ladder's first steps
 
 
 def pytest_generate_tests(metafunc):

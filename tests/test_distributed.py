@@ -25,15 +25,8 @@ def _curve(home, run):
 def _nanogpt(home, *args, torchrun: int = 0):
     """`nanogpt ARGS` in a subprocess; with torchrun=N, `torchrun --nproc_per_node=N -m nanogpt_cli -- ARGS`."""
     env = {**os.environ, "NANOGPT_HOME": str(home)}
-    launcher = [
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={torchrun}",
-        "-m",
-        "nanogpt_cli",
-        "--",
-    ]
+    launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={torchrun}", "-m", "nanogpt_cli",
+                "--"]
     return subprocess.run([sys.executable, *(launcher if torchrun else ["-m", "nanogpt_cli"]), *args], env=env,
                           capture_output=True, text=True, timeout=300)
 

@@ -251,18 +251,9 @@ def test_print_config_with_init_from_prints_what_the_weights_fix(cli, home, trai
     result = cli("train", "--print-config", "--init-from", trained_run, "--dataset", "poems")
     assert result.exit_code == 0, result.output
     text = result.output
-    for line in (
-        'pos = "learned"',
-        'norm = "layernorm"',
-        'mlp = "gelu"',
-        "n_layer = 1",
-        "n_embd = 16",
-        'optimizer = "adamw"',
-        "lr = 3e-05",
-        "min_lr = 3e-05",
-        "warmup_iters = 0",
-        f'init_from = "{trained_run}"',
-    ):
+    for line in ('pos = "learned"', 'norm = "layernorm"', 'mlp = "gelu"', "n_layer = 1", "n_embd = 16",
+                 'optimizer = "adamw"', "lr = 3e-05", "min_lr = 3e-05", "warmup_iters = 0",
+                 f'init_from = "{trained_run}"'):
         assert f"\n{line}\n" in text, line
     # and the printed file trains as printed
     (home / "ft.toml").write_text(text)

@@ -73,13 +73,8 @@ def test_gpt2_layout_imports_with_the_same_logits(tmp_path, prefix):
     folder = _write_folder(tmp_path / "gpt2-tiny", tensors, prefix)
     found = load_source(str(folder))
     config, weights, tokenizer = found.config, found.weights, found.tokenizer
-    assert (config.n_layer, config.n_head, config.n_embd, config.block_size, config.bias) == (
-        LAYERS,
-        HEADS,
-        D,
-        POSITIONS,
-        True,
-    )
+    assert (config.n_layer, config.n_head, config.n_embd, config.block_size, config.bias) == (LAYERS, HEADS, D,
+                                                                                              POSITIONS, True)
     assert weights["transformer.h.0.attn.c_attn.weight"].shape == (3 * D, D)  # transposed into Linear's [out, in]
     assert tokenizer["encoding"] == "r50k_base"
     model = build_model(config, weights).eval()

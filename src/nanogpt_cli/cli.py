@@ -142,19 +142,10 @@ def _root(
         raise typer.Exit()
 
 
-for name, command in [
-    ("prepare", prepare.prepare),
-    ("train", train.train),
-    ("sample", sample.sample),
-    ("eval", evaluate.eval_),
-    ("import", import_.import_),
-    ("export", export.export),
-    ("info", info.info),
-    ("plot", plot.plot),
-    ("rm", manage.rm),
-    ("mv", manage.mv),
-    ("ladder", ladder.ladder),
-]:
+for name, command in [("prepare", prepare.prepare), ("train", train.train), ("sample", sample.sample),
+                      ("eval", evaluate.eval_), ("import", import_.import_), ("export", export.export),
+                      ("info", info.info), ("plot", plot.plot), ("rm", manage.rm), ("mv", manage.mv),
+                      ("ladder", ladder.ladder)]:
     app.command(name=name, cls=Command)(friendly_errors(command))
 
 

@@ -42,25 +42,9 @@ from nanogpt_cli.tokenizer import same_tokenizer, spec_name
 SHAPE_FIELDS = [k.name for k in KNOBS.values() if k.section == "model" and k.name not in ("block_size", "dropout")]
 
 # Settings a resumed run may change: they alter the schedule or bookkeeping, not the model or data.
-RESUMABLE_CHANGES = {
-    "max_iters",
-    "time",
-    "lr_decay_iters",
-    "min_lr",
-    "schedule",
-    "decay_frac",
-    "eval_interval",
-    "eval_iters",
-    "log_interval",
-    "device",
-    "dtype",
-    "keep",
-    "allow_nan",
-    "compile",
-    "peak_flops",
-    "log",
-    "wandb_project",
-}
+RESUMABLE_CHANGES = {"max_iters", "time", "lr_decay_iters", "min_lr", "schedule", "decay_frac", "eval_interval",
+                     "eval_iters", "log_interval", "device", "dtype", "keep", "allow_nan", "compile", "peak_flops",
+                     "log", "wandb_project"}
 
 
 @dataclass
@@ -260,8 +244,7 @@ def attach_dataset(plan: RunPlan, run_name: str) -> RunPlan:
             raise NanoGPTError(
                 f"{plan.init.description} was trained with the {spec_name(plan.init.tokenizer)} tokenizer but dataset "
                 f"{dataset.name!r} uses {spec_name(dataset.meta['tokenizer'])}; prepare the data with the same "
-                "tokenizer "
-                "(`nanogpt prepare ... --tokenizer gpt2` for GPT-2 weights)"
+                "tokenizer (`nanogpt prepare ... --tokenizer gpt2` for GPT-2 weights)"
             )
     elif plan.resume is None:
         model_config = replace(model_config, vocab_size=model_vocab_size(dataset))

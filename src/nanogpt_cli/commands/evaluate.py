@@ -77,29 +77,15 @@ def eval_(
     table = Table(title=f"{result['run']} ({result['checkpoint']}) on {result['source']}{how}")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in (
-        "accuracy",
-        "problems",
-        "loss",
-        "float32_loss",
-        "quantize_cost",
-        "perplexity",
-        "bits_per_char",
-        "bits_per_token",
-        "tokens",
-    ):
+    for key in ("accuracy", "problems", "loss", "float32_loss", "quantize_cost", "perplexity", "bits_per_char",
+                "bits_per_token", "tokens"):
         if key in result:
             label = {
                 "loss": f"loss ({result['quantize']})" if result.get("quantize") else "loss",
                 "float32_loss": "loss (float32)",
                 "quantize_cost": f"{result.get('quantize')} costs",
             }.get(key, key)
-            value = (
-                f"{result[key]:.2%}"
-                if key == "accuracy"
-                else f"{result[key]:+.4f}"
-                if key == "quantize_cost"
+            value = f"{result[key]:.2%}" if key == "accuracy" else f"{result[key]:+.4f}" if key == "quantize_cost" \
                 else fmt(result[key])
-            )
             table.add_row(label.replace("_", " ") + (" (exact answers)" if key == "accuracy" else ""), value)
     out.print(table)

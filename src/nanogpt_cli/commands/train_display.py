@@ -45,8 +45,7 @@ class TrainDisplay:
             err.print(f"starting from the weights of {info['init_from']}")
         err.print(
             f"run [bold]{info['run']}[/]: {info['parameters'] / 1e6:.2f}M parameters ({shape}, block "
-            f"{m['block_size']}), "
-            f"dataset {info['dataset']}, preset {info['preset'] or 'none'}",
+            f"{m['block_size']}), dataset {info['dataset']}, preset {info['preset'] or 'none'}",
             markup=True,
         )
         length = f"{t['time']} of training (its results depend on this machine's speed)" if t.get("time") \
