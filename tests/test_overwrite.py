@@ -29,7 +29,7 @@ def _snapshot(run: str) -> dict[str, str]:
     [
         (["--dataset", "nope"], "dataset 'nope' is not prepared"),
         (["--dataset", "poems", "--block-size", "100000"], "needs more than 100000 tokens"),
-        (["--dataset", "broken"], "unreadable meta.json"),
+        (["--dataset", "broken"], "meta.json is corrupt: it is not valid JSON"),
         (["--dataset", "poems", "--init-from", "other-tokens"], "tokenizer"),
     ],
 )

@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from nanogpt_cli.errors import NanoGPTError
+
 
 class BatchSampler:
     """Random windows of block_size + 1 tokens from one token stream, as (inputs, targets).
@@ -17,10 +19,11 @@ class BatchSampler:
     Owns its random generator so a run's data order depends only on the seed (and can be saved)."""
 
     def __init__(self, tokens: np.ndarray, batch_size: int, block_size: int, device: Any, seed: int,
-                 rank: int = 0, world: int = 1, task: Any = None):
+                 rank: int = 0, world: int = 1, task: Any = None, vocab_size: int | None = None):
         # A task dataset (tasks.py): each window is one whole problem, and only its answer is a target.
         self.task = task
         self.tokens = tokens
+        self.vocab_size = vocab_size  # checked in every batch when given (token files too big to scan on open)
         self.batch_size = batch_size
         # Data-parallel ranks share the seed: each draws the same world-sized batch and keeps its own
         # rows, so together they see exactly what one process with world x the accumulation would.
@@ -52,6 +55,9 @@ class BatchSampler:
             )
         starts = starts[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
         windows = torch.from_numpy(self.tokens[starts[:, None] + self._offsets].astype(np.int64))
+        if self.vocab_size is not None and int(windows.max()) >= self.vocab_size:
+            raise NanoGPTError(f"the token file holds id {int(windows.max())}, beyond the vocabulary of "
+                               f"{self.vocab_size}: it is corrupt; prepare the dataset again")
         x, y = windows[:, :-1].contiguous(), windows[:, 1:].contiguous()
         if self.task is not None:
             self.task.mask_problem(y)

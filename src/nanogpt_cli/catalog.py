@@ -12,16 +12,46 @@ from pathlib import Path
 from typing import Any
 
 from nanogpt_cli import paths
+from nanogpt_cli.config import InvalidValue, ModelConfig, TrainConfig, config_from_dict
 from nanogpt_cli.errors import NanoGPTError
+from nanogpt_cli.readers import Corrupt, check_type, read_json_object, require
 from nanogpt_cli.runlock import settle
 from nanogpt_cli.tokenizer import spec_name
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
+    """A run's config.json or a dataset's meta.json for listing: None if it is missing or unreadable
+    (a listing shows what it can; commands that use the file read it with readers.read_json_object)."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return read_json_object(path, "file", "")
+    except (OSError, NanoGPTError):
         return None
+
+
+# config.json's fields that readers use, by type (absent or null is fine: older runs lack some)
+RUN_CONFIG_FIELDS = {"run": str, "dataset": str, "preset": str, "parameters": int, "device": str, "dtype": str,
+                     "muon_orthogonalize": str, "tokenizer": dict, "imported_from": dict, "init_from": str,
+                     "created": str, "nanogpt_version": str, "resumed_from": int, "time_budget": float}
+
+
+def read_run_config(path: Path) -> dict[str, Any] | None:
+    """A run's config.json with every field the readers use checked (None if there is none); a
+    malformed one is Corrupt, naming the field."""
+    remedy = f"remove the run (`nanogpt rm {path.parent.name}`) or move the file away"
+    try:
+        config = read_json_object(path, "run config", remedy)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise NanoGPTError(f"cannot read {path}: {exc.strerror or exc}") from None
+    for name, kind in RUN_CONFIG_FIELDS.items():
+        require(config, name, kind, path, remedy, optional=True)
+    for name, cls in (("model_config", ModelConfig), ("train_config", TrainConfig)):
+        try:
+            config_from_dict(cls, require(config, name, dict, path, remedy, optional=True, default={}))
+        except InvalidValue as exc:
+            raise Corrupt(path, f"{name}.{exc.name} {exc.requirement}", remedy) from None
+    return config
 
 
 def disk_size(folder: Path) -> int:
@@ -43,28 +73,49 @@ def list_datasets() -> list[dict[str, Any]]:
     found = []
     for folder in sorted(root.iterdir()) if root.is_dir() else []:
         meta = read_json(folder / "meta.json") if not folder.name.startswith(".") else None
-        if meta:
+        if meta and _listable(meta):
             found.append({**meta, "path": str(folder), "size_bytes": disk_size(folder)})
     return found
+
+
+def _listable(meta: dict[str, Any]) -> bool:
+    """Whether the fields a dataset listing shows have their types (a corrupt meta.json is left out of
+    the list; using the dataset says what is wrong with it)."""
+    kinds = {"name": str, "vocab_size": int, "train_tokens": int, "val_tokens": int, "dtype": str, "tokenizer": dict}
+    return all(check_type(meta.get(k), kind, k, optional=True) is None for k, kind in kinds.items())
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     rows = []
     try:
-        lines = (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+        with open(run_dir / "metrics.jsonl", "rb") as f:
+            lines = f.read().splitlines()
     except OSError:
         return rows
     for line in lines:
         try:
-            rows.append(json.loads(line))
-        except ValueError:
-            continue  # a line cut short by a crash
+            row = json.loads(line)  # bytes: decoded as UTF-8, and a line that is not UTF-8 is a ValueError
+        except (ValueError, RecursionError):
+            continue  # a line cut short by a crash, or damaged since
+        if isinstance(row, dict) and _row_ok(row):
+            rows.append(row)
     return rows
 
 
+def _row_ok(row: dict[str, Any]) -> bool:
+    """A metrics row whose fields the readers use have their types: the kind a string, the iteration
+    an integer, the losses and times numbers (a row that is not is skipped, like a truncated one)."""
+    if not isinstance(row.get("kind"), str):
+        return False
+    needed = {"eval": ("val_loss", "train_loss"), "train": ("loss",)}.get(row["kind"], ())
+    return (type(row.get("iter")) is int and all(k in row for k in needed)
+            and all(type(v) in (int, float, type(None)) for k, v in row.items() if k != "kind"))
+
+
 def run_summary(run_dir: Path) -> dict[str, Any] | None:
+    """What `info` lists of a run (None: not a run; a corrupt config.json is Corrupt)."""
     settle(run_dir)
-    config = read_json(run_dir / "config.json")
+    config = read_run_config(run_dir / "config.json")
     if config is None:
         return None
     metrics = read_metrics(run_dir)
@@ -93,8 +144,19 @@ def run_summary(run_dir: Path) -> dict[str, Any] | None:
 
 def list_runs() -> list[dict[str, Any]]:
     root = paths.runs_dir()
-    runs = [run_summary(d) for d in sorted(root.iterdir()) if d.is_dir()] if root.is_dir() else []
+    runs = [_listed(d) for d in sorted(root.iterdir()) if d.is_dir()] if root.is_dir() else []
     return [r for r in runs if r is not None]
+
+
+def _listed(run_dir: Path) -> dict[str, Any] | None:
+    """A run's summary for a listing; a run whose config.json is corrupt is listed as such, by name."""
+    try:
+        return run_summary(run_dir)
+    except NanoGPTError as exc:
+        return {"name": run_dir.name, "path": str(run_dir), "dataset": None, "model": None, "parameters": None,
+                "iterations": 0, "max_iters": None, "time": None, "best_val_loss": None, "last_modified": "corrupt",
+                "modified_ts": 0.0, "has_checkpoint": False, "imported": False, "size_bytes": disk_size(run_dir),
+                "problem": str(exc)}
 
 
 def runs_using_dataset(dataset: str) -> list[str]:
@@ -179,7 +241,8 @@ def compare_runs(names: list[str]) -> dict[str, Any]:
     runs = []
     for name in names:
         run_dir = resolve_run(name)
-        summary, config, metrics = run_summary(run_dir), read_json(run_dir / "config.json") or {}, read_metrics(run_dir)
+        summary, metrics = run_summary(run_dir), read_metrics(run_dir)
+        config = read_run_config(run_dir / "config.json") or {}
         speeds = sorted(
             m["tokens_per_second"] for m in metrics if m.get("kind") == "train" and "tokens_per_second" in m
         )

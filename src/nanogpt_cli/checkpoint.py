@@ -23,11 +23,14 @@ from typing import Any
 import torch
 
 from nanogpt_cli import distributed
-from nanogpt_cli.config import ModelConfig, model_config_from_dict
+from nanogpt_cli.config import InvalidValue, ModelConfig, TrainConfig, config_from_dict, model_config_from_dict
 from nanogpt_cli.errors import NanoGPTError
+from nanogpt_cli.memory import check_fits, fixed_tables, model_bytes
 from nanogpt_cli.model import build_model
 from nanogpt_cli.quantize import check_quantize, quantize_int8
-from nanogpt_cli.tokenizer import tokenizer_from_spec
+from nanogpt_cli.readers import Corrupt, require
+from nanogpt_cli.tasks import task_of
+from nanogpt_cli.tokenizer import spec_problem, tokenizer_from_spec
 
 FORMAT_VERSION = 1
 CHECKPOINT_FILES = {"last": "ckpt.pt", "best": "best.pt"}
@@ -135,17 +138,104 @@ def read_tensors_file(path: Path, what: str = "checkpoint", map_location: Any = 
 
 
 def load_checkpoint(path: Path, map_location: Any = "cpu", map_file: bool = False) -> dict[str, Any]:
-    """Read a nanogpt checkpoint safely, or raise NanoGPTError saying why it cannot be used."""
+    """Read a nanogpt checkpoint safely and check everything in it that nanogpt reads (see
+    `check_checkpoint`), or raise NanoGPTError saying why it cannot be used."""
     ckpt = read_tensors_file(path, "checkpoint", map_location, map_file)
     if not isinstance(ckpt, dict) or "format_version" not in ckpt or "model" not in ckpt:
         hint = "; bring it in with `nanogpt import`" if isinstance(ckpt, dict) and "model_args" in ckpt else ""
         raise NanoGPTError(f"{path} is not a nanogpt checkpoint (no format version or model weights){hint}")
-    if ckpt["format_version"] > FORMAT_VERSION:
+    version = ckpt["format_version"]
+    if type(version) is int and version > FORMAT_VERSION:
         raise NanoGPTError(
-            f"checkpoint {path} has format version {ckpt['format_version']}, newer than this nanogpt-cli "
-            f"reads ({FORMAT_VERSION}); upgrade nanogpt-cli"
+            f"checkpoint {path} has format version {version}, newer than this nanogpt-cli reads ({FORMAT_VERSION}); "
+            "upgrade nanogpt-cli"
         )
+    check_checkpoint(ckpt, path)
     return ckpt
+
+
+def _remedy(path: Path) -> str:
+    other = "best" if Path(path).name == CHECKPOINT_FILES["last"] else "last"
+    return (f"use the run's other checkpoint (--checkpoint {other}) if it has one, or remove the run "
+            "(`nanogpt rm RUN`) and train it again")
+
+
+def check_checkpoint(ckpt: dict[str, Any], path: Path) -> None:
+    """Every part of a checkpoint that nanogpt reads, checked for type and range, so code past here can
+    trust it: the model config and weights (their shapes, before a model is built from them), the
+    tokenizer and task specs, and for a full checkpoint the training state and the optimizer's."""
+    remedy = _remedy(path)
+    require(ckpt, "format_version", int, path, remedy)
+    weights = ckpt["model"]
+    if not isinstance(weights, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                for k, v in weights.items()):
+        raise Corrupt(path, "its model weights are not a table of named tensors", remedy)
+    config = _section(ModelConfig, ckpt, "model_config", path, remedy)
+    problem = weights_problem(config, weights) or spec_problem(ckpt.get("tokenizer"))
+    if problem:
+        raise Corrupt(path, problem, remedy)
+    try:
+        task_of(ckpt)
+    except NanoGPTError as exc:
+        raise Corrupt(path, str(exc).split(";")[0], remedy) from None
+    for name in ("dataset", "init_from"):
+        require(ckpt, name, str, path, remedy, optional=True)
+    if "train_config" in ckpt:
+        _section(TrainConfig, ckpt, "train_config", path, remedy)
+    state = require(ckpt, "train_state", dict, path, remedy, optional=True, default={})
+    for name, kind in (("iteration", int), ("elapsed", float), ("loss_count", int)):
+        if (value := require(state, name, kind, path, remedy, optional=True)) is not None and value < 0:
+            raise Corrupt(path, f"train_state.{name} is negative", remedy)
+    for name in ("best_val_loss", "loss_sum"):  # inf before the first eval, nan in a run that allows it
+        if type(state.get(name, 0.0)) not in (int, float):
+            raise Corrupt(path, f"train_state.{name} is not a number", remedy)
+    if "optimizer" in ckpt and not _optimizer_ok(ckpt["optimizer"]):
+        raise Corrupt(path, "its optimizer state is malformed", remedy)
+    rng = require(state, "rng", dict, path, remedy, optional=True)
+    if rng is not None and not (isinstance(rng.get("torch"), torch.Tensor) and rng["torch"].dtype == torch.uint8
+                                and isinstance(rng.get("sampler"), torch.Tensor)
+                                and all(isinstance(rng.get(k, []), list) for k in ("cuda", "torch_by_rank"))):
+        raise Corrupt(path, "its random generator states are malformed", remedy)
+
+
+def _section(cls: type, ckpt: dict[str, Any], name: str, path: Path, remedy: str) -> Any:
+    """The checkpoint's model_config or train_config, type-checked (and the model's validated)."""
+    data = require(ckpt, name, dict, path, remedy)
+    try:
+        return model_config_from_dict(data) if cls is ModelConfig else config_from_dict(cls, data)
+    except InvalidValue as exc:
+        raise Corrupt(path, f"{name}.{exc.name} {exc.requirement}", remedy) from None
+
+
+def weights_problem(config: ModelConfig, weights: dict[str, torch.Tensor]) -> str | None:
+    """Whether the weights can be the model the config describes, checked before the model is built:
+    the embedding's shape, the number of blocks and the size of the position tables. (The model's
+    strict load_state_dict then checks every other shape.)"""
+    if config.model == "bigram":
+        table = weights.get("token_embedding_table.weight")
+        expected = (config.vocab_size, config.vocab_size)
+    else:
+        table = weights.get("transformer.wte.weight")
+        expected = (config.vocab_size, config.n_embd)
+        blocks = {key.split(".")[2] for key in weights if key.startswith("transformer.h.")}
+        if blocks != {str(i) for i in range(config.n_layer)}:
+            return f"model_config.n_layer is {config.n_layer}, but the weights hold {len(blocks)} blocks"
+    if table is None or tuple(table.shape) != expected:
+        shape = "none" if table is None else "x".join(map(str, table.shape))
+        return f"its model_config needs a {'x'.join(map(str, expected))} embedding, but the weights hold {shape}"
+    stored = sum(t.numel() for t in weights.values())
+    if fixed_tables(config) > 4 * stored + 2**24:  # position tables made from block_size alone
+        return (f"model_config.block_size {config.block_size:,} would need position tables far larger than the "
+                f"model ({fixed_tables(config):,} values)")
+    return None
+
+
+def _optimizer_ok(state: Any) -> bool:
+    """A torch optimizer's state dict, or (since AdamW and Muon can share a run) a dict of them by name."""
+    if isinstance(state, dict) and "param_groups" not in state:
+        return bool(state) and all(isinstance(k, str) and _optimizer_ok(v) for k, v in state.items())
+    return (isinstance(state, dict) and isinstance(state.get("state"), dict)
+            and isinstance(state.get("param_groups"), list) and all(isinstance(g, dict) for g in state["param_groups"]))
 
 
 def _drop_pages(tensor: torch.Tensor) -> None:
@@ -195,8 +285,9 @@ def load_model(path: Path, device: torch.device, dtype: torch.dtype = torch.floa
     mapped = (
         {t.data_ptr() for t in ckpt.get("model", {}).values() if isinstance(t, torch.Tensor)} if quantize else set()
     )
+    config = model_config_from_dict(ckpt["model_config"])  # checked by load_checkpoint
+    check_fits(model_bytes(config), device, f"the model in {path}", "it cannot be loaded on this machine")
     try:
-        config = model_config_from_dict(ckpt["model_config"])
         model = build_model(config, ckpt["model"])
     except (KeyError, RuntimeError, TypeError) as exc:
         raise NanoGPTError(f"checkpoint {path} does not match its model config ({type(exc).__name__}); it is "

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable
 from typing import Annotated, Any, Optional
 
+import click
 import typer
 from rich.markup import escape
 from typer.core import TyperCommand
@@ -95,9 +96,9 @@ def friendly_errors(command: Callable) -> Callable:
         except NanoGPTError as exc:
             if _debug():
                 raise
-            if os.environ.get("RANK", "0") == "0":  # under torchrun, every process has the same error
-                err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True)
-            raise typer.Exit(1) from None
+            _fail(str(exc))
+        except (click.ClickException, click.exceptions.Exit, click.Abort, typer.Exit, typer.Abort, SystemExit):
+            raise  # exits and usage errors: click reports them
         except KeyboardInterrupt:
             if _debug():
                 raise
@@ -106,8 +107,29 @@ def friendly_errors(command: Callable) -> Callable:
         except BrokenPipeError:  # `nanogpt sample | head`: the reader has all it wanted
             _silence_stdout()
             raise typer.Exit(0) from None
+        except OSError as exc:  # the file system said no: a path too long, no permission, a full disk
+            if _debug():
+                raise
+            where = f"{exc.filename}: " if exc.filename else ""
+            _fail(f"{where}{exc.strerror or exc}; check the path and its permissions (--debug shows where)")
+        except MemoryError:
+            if _debug():
+                raise
+            _fail("out of memory; use a smaller model, batch or context")
+        except Exception as exc:  # a bug of ours: still one line (the traceback with --debug)
+            if _debug():
+                raise
+            _fail(f"internal error ({type(exc).__name__}: {str(exc)[:200]}); this is a bug in nanogpt-cli: rerun with "
+                  "--debug and report the traceback")
 
     return wrapper
+
+
+def _fail(message: str) -> None:
+    """One red line on stderr (from the first process only under torchrun), exit 1."""
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, every process has the same error
+        err.print(f"[bold red]error:[/] {escape(message)}", markup=True)
+    raise typer.Exit(1) from None
 
 
 def _silence_stdout() -> None:

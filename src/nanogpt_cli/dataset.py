@@ -3,17 +3,17 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
 
 from nanogpt_cli import paths
-from nanogpt_cli.catalog import read_json, read_metrics, run_summary
+from nanogpt_cli.catalog import read_metrics, read_run_config, run_summary
 from nanogpt_cli.errors import NanoGPTError
 from nanogpt_cli.publish import META_VERSION, TOKEN_DTYPES
-from nanogpt_cli.tasks import Task, task_of
-from nanogpt_cli.tokenizer import Tokenizer, spec_name, tokenizer_from_spec
+from nanogpt_cli.readers import Corrupt, read_json_object, require
+from nanogpt_cli.tasks import task_of
+from nanogpt_cli.tokenizer import Tokenizer, spec_name, spec_problem, tokenizer_from_spec
 
 
 class Dataset:
@@ -22,21 +22,15 @@ class Dataset:
     def __init__(self, name: str):
         self.name = name
         self.path = paths.dataset_dir(name)
+        self.remedy = (f"prepare the dataset {name!r} again (`nanogpt prepare "
+                       f"{'shakespeare' if name == 'shakespeare' else '...'}`)")
         meta_path = self.path / "meta.json"
         if not meta_path.is_file():
             hint = "nanogpt prepare shakespeare" if name == "shakespeare" else "nanogpt prepare FILE --name " + name
             raise NanoGPTError(f"dataset {name!r} is not prepared; run `{hint}` first (`nanogpt info` lists datasets)")
-        try:
-            self.meta: dict[str, Any] = json.loads(meta_path.read_text(encoding="utf-8"))
-            dtype = self.meta["dtype"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise NanoGPTError(f"dataset {name!r} has an unreadable meta.json ({exc}); prepare it again") from None
-        if dtype not in TOKEN_DTYPES:  # a name numpy would take for anything else could crash the reader
-            raise NanoGPTError(f"{meta_path} is corrupt: dtype {dtype!r} is not one of {', '.join(TOKEN_DTYPES)}; "
-                               f"prepare the dataset {name!r} again")
-        self.dtype = np.dtype(dtype)
-        if self.meta.get("format_version", 0) > META_VERSION:
-            raise NanoGPTError(f"dataset {name!r} was written by a newer nanogpt-cli; upgrade to read it")
+        self.meta: dict[str, Any] = read_meta(meta_path, self.remedy)
+        self.dtype = np.dtype(self.meta["dtype"])
+        self.task = task_of(self.meta)
         self._tokenizer: Tokenizer | None = None
 
     @property
@@ -46,27 +40,84 @@ class Dataset:
     @property
     def tokenizer(self) -> Tokenizer:
         if self._tokenizer is None:
-            self._tokenizer = tokenizer_from_spec(self.meta["tokenizer"])
+            tokenizer = tokenizer_from_spec(self.meta["tokenizer"])
+            if tokenizer.vocab_size != self.vocab_size:
+                raise Corrupt(self.path / "meta.json", f"vocab_size {self.vocab_size} is not its tokenizer's "
+                                                       f"{tokenizer.vocab_size}", self.remedy)
+            self._tokenizer = tokenizer
         return self._tokenizer
 
-    @property
-    def task(self) -> Task | None:
-        """The task of a task dataset, else None."""
-        return task_of(self.meta)
-
     def tokens(self, split: str) -> np.ndarray:
+        """A split's tokens, memory-mapped. The file must hold as many tokens as meta.json says and, when
+        it is small enough to scan in a blink, only ids below the vocabulary size (a bigger one is checked
+        batch by batch, see batches.BatchSampler)."""
         path = self.path / f"{split}.bin"
         try:
             size = path.stat().st_size
             expected = self.meta.get(f"{split}_tokens")
             if size % self.dtype.itemsize or (isinstance(expected, int) and size != expected * self.dtype.itemsize):
-                raise NanoGPTError(f"{path} is corrupt: {size:,} bytes, where meta.json says {expected} "
-                                   f"{self.dtype.name} tokens; prepare the dataset {self.name!r} again")
+                raise Corrupt(path, f"{size:,} bytes, where meta.json says {expected} {self.dtype.name} tokens",
+                              self.remedy)
             if size == 0:
                 return np.zeros(0, dtype=self.dtype)
-            return np.memmap(path, dtype=self.dtype, mode="r")
+            tokens = np.memmap(path, dtype=self.dtype, mode="r")
         except (OSError, ValueError) as exc:
             raise NanoGPTError(f"cannot read {path} ({exc}); prepare the dataset {self.name!r} again") from None
+        if size <= SCAN_ON_OPEN_BYTES:
+            check_token_ids(tokens, self.vocab_size, path, self.remedy)
+        return tokens
+
+
+SCAN_ON_OPEN_BYTES = 256 * 2**20  # about a tenth of a second to scan
+
+
+def check_token_ids(tokens: np.ndarray, vocab_size: int, where: object, remedy: str) -> None:
+    """Refuse token ids at or above the vocabulary size (a flipped byte), which no model can embed."""
+    top = int(tokens.max()) if len(tokens) else 0
+    if top >= vocab_size:
+        position = int(np.argmax(np.asarray(tokens) >= vocab_size))
+        raise Corrupt(where, f"token {position:,} is id {top if tokens[position] == top else tokens[position]}, "
+                             f"beyond the vocabulary of {vocab_size}", remedy)
+
+
+COVERAGE_KEYS = ("distinct_characters", "kept_characters", "unknown_characters", "mapped_characters", "mapped_share")
+
+
+def read_meta(path, remedy: str) -> dict[str, Any]:
+    """A dataset's meta.json, every field the readers use checked: the token dtype (from a fixed list:
+    a name numpy would take for anything else could crash the reader), the vocabulary (which that dtype
+    must hold), the tokenizer and task specs and the token counts."""
+    meta = read_json_object(path, "dataset metadata", remedy)
+    version = require(meta, "format_version", int, path, remedy, optional=True, default=0)
+    if version > META_VERSION:
+        raise NanoGPTError(f"{path} was written by a newer nanogpt-cli (format {version}); upgrade to read it")
+    dtype = meta.get("dtype")
+    if dtype not in TOKEN_DTYPES:
+        raise Corrupt(path, f"dtype {str(dtype)[:40]!r} is not one of {', '.join(TOKEN_DTYPES)}", remedy)
+    vocab = require(meta, "vocab_size", int, path, remedy)
+    if not 1 <= vocab <= np.iinfo(dtype).max + 1:
+        raise Corrupt(path, f"vocab_size {vocab} does not fit its {dtype} tokens", remedy)
+    for split in ("train", "val"):
+        if require(meta, f"{split}_tokens", int, path, remedy) < 0:
+            raise Corrupt(path, f"{split}_tokens is negative", remedy)
+    for name, kind in (("name", str), ("source", dict), ("char_coverage", dict), ("task", dict)):
+        require(meta, name, kind, path, remedy, optional=name != "name")
+    for name, kind in (("description", str), ("sha256", str)):
+        require(meta.get("source") or {}, name, kind, path, remedy, optional=True)
+    coverage = meta.get("char_coverage")
+    if coverage is not None and not all(type(coverage.get(k)) in (int, float) for k in COVERAGE_KEYS):
+        raise Corrupt(path, "char_coverage lacks a count or holds one that is not a number", remedy)
+    spec = meta.get("tokenizer")
+    problem = spec_problem(spec)
+    if problem is None and spec["kind"] == "char" and len(spec["chars"]) + ("unknown" in spec) != vocab:
+        problem = f"vocab_size {vocab} is not the char tokenizer's {len(spec['chars']) + ('unknown' in spec)}"
+    if problem:
+        raise Corrupt(path, problem, remedy)
+    try:
+        task_of(meta)
+    except NanoGPTError as exc:
+        raise Corrupt(path, str(exc).split(";")[0], remedy) from None
+    return meta
 
 
 def load_dataset(name: str) -> Dataset:
@@ -98,7 +149,7 @@ def describe_item(name: str) -> dict[str, Any]:
         return {
             "type": "run",
             "summary": summary,
-            "config": (config := read_json(run_dir / "config.json")),
+            "config": (config := read_run_config(run_dir / "config.json")),
             "tokenizer_name": spec_name(config.get("tokenizer", {})),
             "evals": [m for m in metrics if m.get("kind") == "eval"],
         }

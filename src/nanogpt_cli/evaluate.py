@@ -25,6 +25,8 @@ from nanogpt_cli.checkpoint import checkpoint_path, load_model
 from nanogpt_cli.dataset import load_dataset
 from nanogpt_cli.device import resolve_device, resolve_dtype
 from nanogpt_cli.errors import NanoGPTError
+from nanogpt_cli.generate import check_seed
+from nanogpt_cli.memory import check_fits, inference_bytes
 from nanogpt_cli.quantize import check_quantize, quantize_int8
 from nanogpt_cli.sources import read_text_file
 from nanogpt_cli.tasks import accuracy
@@ -85,6 +87,7 @@ def evaluate(
         raise NanoGPTError(f"--split must be train or val, got {split!r}")
     if (iters is not None and iters < 1) or batch_size < 1:
         raise NanoGPTError("--iters and --batch-size must be at least 1")
+    check_seed(seed)
     run_dir = resolve_run(run)
     path = checkpoint_path(run_dir, checkpoint)
     where = resolve_device(device)
@@ -92,6 +95,8 @@ def evaluate(
     check_quantize(quantize, where, weights_dtype)
     loaded = load_model(path, where, weights_dtype)  # quantized below, after the float32 loss
     model, tokenizer, block_size = loaded.model, loaded.tokenizer, loaded.config.block_size
+    check_fits(inference_bytes(loaded.config, batch_size), where, f"evaluating batches of {batch_size}",
+               "lower --batch-size")
     is_char = tokenizer.per_character
     characters = None
     task = None  # an arithmetic dataset's (tasks.py): measured on its answers

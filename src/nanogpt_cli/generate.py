@@ -31,8 +31,9 @@ from nanogpt_cli.tokenizer import StreamDecoder
 WINDOW_KEEP = 0.5  # fraction of block_size kept when the context window slides
 
 
-def check_sampling_args(temperature: float, top_k: int | None, top_p: float | None, max_new_tokens: int) -> None:
-    if temperature < 0:
+def check_sampling_args(temperature: float, top_k: int | None, top_p: float | None, max_new_tokens: int,
+                        seed: int | None = None) -> None:
+    if not math.isfinite(temperature) or temperature < 0:
         raise NanoGPTError(f"--temperature must be 0 (greedy) or positive, got {temperature}")
     if top_k is not None and top_k < 1:
         raise NanoGPTError(f"--top-k must be at least 1, got {top_k}")
@@ -40,6 +41,13 @@ def check_sampling_args(temperature: float, top_k: int | None, top_p: float | No
         raise NanoGPTError(f"--top-p must be in (0, 1], got {top_p}")
     if max_new_tokens < 0:
         raise NanoGPTError(f"--max-new-tokens must not be negative, got {max_new_tokens}")
+    check_seed(seed)
+
+
+def check_seed(seed: int | None) -> None:
+    """A seed torch's generators take: a 64-bit integer."""
+    if seed is not None and not -(2**63) <= seed < 2**64:
+        raise NanoGPTError(f"--seed must be a 64-bit integer (from -2**63 to 2**64 - 1), got {seed}")
 
 
 def next_token(
@@ -189,7 +197,7 @@ class SampleSession:
     ) -> Generation:
         """A Generation that yields the continuation of `prompt` piece by piece as it is sampled
         (not the prompt itself). Generation ends after max_new_tokens or just before a stop string."""
-        check_sampling_args(temperature, top_k, top_p, max_new_tokens)
+        check_sampling_args(temperature, top_k, top_p, max_new_tokens, seed)
         stops = [s for s in (stop or []) if s]
         ids = self.tokenizer.encode(prompt) if prompt else self.tokenizer.default_prompt()
         generator = torch.Generator().manual_seed(seed) if seed is not None else None

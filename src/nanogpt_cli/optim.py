@@ -166,6 +166,11 @@ class Optimizers:
             state = {"adamw": state}
         for name, optimizer in self.parts.items():
             optimizer.load_state_dict(state[name])
+            for param, kept in optimizer.state.items():  # torch loads any tensors; the next step would fail
+                needed = {"momentum_buffer"} if isinstance(optimizer, Muon) else {"step", "exp_avg", "exp_avg_sq"}
+                if not needed <= kept.keys() or any(isinstance(v, torch.Tensor) and v.dim() and v.shape != param.shape
+                                                    for v in kept.values()):
+                    raise ValueError(f"{name}'s state for a {tuple(param.shape)} parameter is incomplete")
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> Optimizers:

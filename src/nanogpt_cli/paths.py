@@ -84,10 +84,13 @@ def ensure_dir(path: Path) -> Path:
 
 
 def check_own(path: Path) -> Path:
-    """`path`, a file nanogpt writes inside a run or dataset folder, unless it is a symbolic link: a link
-    there could point anywhere, and writing through it would change a file outside the folder."""
+    """`path`, a file nanogpt writes inside a run or dataset folder, unless it is a symbolic link (a link
+    there could point anywhere, and writing through it would change a file outside the folder) or
+    something else that is not a regular file (a folder, a FIFO)."""
     if os.path.islink(path):
         raise _link_error(path)
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise NanoGPTError(f"{path} is not a regular file; nanogpt keeps its own files there: move it away")
     return path
 
 

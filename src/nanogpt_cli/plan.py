@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from nanogpt_cli import paths
-from nanogpt_cli.catalog import read_json, resolve_run
+from nanogpt_cli.catalog import read_json, read_run_config, resolve_run
 from nanogpt_cli.checkpoint import load_checkpoint
 from nanogpt_cli.config import (
     DEFAULT_PRESET_FOR_DEVICE,
@@ -33,6 +33,7 @@ from nanogpt_cli.dataset import Dataset, load_dataset
 from nanogpt_cli.device import resolve_device, resolve_dtype
 from nanogpt_cli.errors import NanoGPTError
 from nanogpt_cli.loggers import check_loggers
+from nanogpt_cli.memory import biggest_setting, check_fits, training_bytes
 from nanogpt_cli.optim import lr_at
 from nanogpt_cli.pretrained import Pretrained, load_source
 from nanogpt_cli.sources import bundled_dataset
@@ -45,6 +46,10 @@ SHAPE_FIELDS = [k.name for k in KNOBS.values() if k.section == "model" and k.nam
 RESUMABLE_CHANGES = {"max_iters", "time", "lr_decay_iters", "min_lr", "schedule", "decay_frac", "eval_interval",
                      "eval_iters", "log_interval", "device", "dtype", "keep", "allow_nan", "compile", "peak_flops",
                      "log", "wandb_project"}
+
+
+# What a checkpoint's train_state must hold to be resumed (a best.pt holds weights only).
+RESUME_STATE = {"iteration", "best_val_loss", "loss_sum", "loss_count", "rng"}
 
 
 @dataclass
@@ -166,9 +171,11 @@ def plan_resume(run: str | None, preset: str | None, flags: dict[str, Any], worl
     if preset is not None:
         raise NanoGPTError("--preset cannot be combined with --resume: a resumed run keeps its own settings")
     run_dir = resolve_run(run, need="ckpt.pt")
+    for name in ("ckpt.pt", "best.pt", "config.json", "config.toml", "metrics.jsonl"):
+        paths.check_own(run_dir / name)  # each is rewritten as the run goes on
     path = run_dir / "ckpt.pt"
     ckpt = load_checkpoint(path)
-    if "optimizer" not in ckpt or "rng" not in ckpt.get("train_state", {}):
+    if "optimizer" not in ckpt or not RESUME_STATE <= ckpt.get("train_state", {}).keys():
         raise NanoGPTError(f"{path} holds weights only, not a full training state; it cannot be resumed")
     model_config = model_config_from_dict(ckpt["model_config"])
     before = train_config_from_dict(ckpt["train_config"])
@@ -201,8 +208,8 @@ def plan_resume(run: str | None, preset: str | None, flags: dict[str, Any], worl
             f"run {run_dir.name!r} already finished {done} of {train_config.max_iters} iterations; "
             f"pass a larger --max-iters to train it further"
         )
-    config = read_json(paths.check_own(run_dir / "config.json"))  # rewritten when the run starts again
-    preset = config.get("preset") if isinstance(config, dict) else None
+    config = read_run_config(paths.check_own(run_dir / "config.json"))  # rewritten when the run starts again
+    preset = config.get("preset") if config else None
     notes = [note] if (note := schedule_change(run_dir.name, done, before, train_config)) else []
     return RunPlan(preset, model_config, train_config, run=run_dir.name, resume=ckpt, notes=notes)
 
@@ -257,5 +264,9 @@ def attach_dataset(plan: RunPlan, run_name: str) -> RunPlan:
                 f"--block-size {model_config.block_size} needs more than {model_config.block_size} tokens in each "
                 f"split, but the {split} split of {dataset.name!r} has {n}; use a smaller --block-size or more text"
             )
+    batch = plan.train_config.batch_size
+    check_fits(training_bytes(model_config, batch), resolve_device(plan.train_config.device),
+               f"training a {model_config.n_layer}-layer, {model_config.n_embd}-wide model on batches of {batch}",
+               f"lower {biggest_setting(model_config, batch)}")
     return replace(plan, model_config=model_config, dataset=dataset)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from nanogpt_cli.catalog import read_json, read_metrics, resolve_run
+from nanogpt_cli.catalog import read_metrics, read_run_config, resolve_run
 from nanogpt_cli.errors import NanoGPTError
 
 X_AXES = {"iter": "iteration", "tokens": "tokens seen", "time": "training time (s)"}
@@ -67,7 +67,7 @@ def run_losses(name: str | None, x: str = "iter") -> RunLosses:
     if x not in X_AXES:
         raise NanoGPTError(f"--x must be one of {', '.join(X_AXES)}, got {x!r}")
     run_dir = resolve_run(name)
-    config = read_json(run_dir / "config.json") or {}
+    config = read_run_config(run_dir / "config.json") or {}
     rows = read_metrics(run_dir)
     train = [r for r in rows if r.get("kind") == "train" and "loss" in r]
     val = [r for r in rows if r.get("kind") == "eval" and "val_loss" in r]

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from nanogpt_cli import paths
+from nanogpt_cli.catalog import read_metrics
 from nanogpt_cli.config import ModelConfig, TrainConfig, to_toml
 from nanogpt_cli.errors import NanoGPTError
 from nanogpt_cli.runlock import REPLACED, finish_replacement, run_files, run_lock
@@ -102,15 +103,9 @@ class MetricsLog:
     def _trim(self, iteration: int) -> None:
         if not self.path.is_file():
             return
-        kept = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            try:
-                if json.loads(line)["iter"] <= iteration:
-                    kept.append(line)
-            except (ValueError, KeyError, TypeError):
-                continue  # a line cut short by a crash
+        kept = [row for row in read_metrics(self.path.parent) if row["iter"] <= iteration]  # well-formed rows only
         with paths.open_own(self.path, "w") as f:
-            f.write("".join(line + "\n" for line in kept))
+            f.write("".join(json.dumps(row) + "\n" for row in kept))
 
     def write(self, row: dict[str, Any]) -> None:
         self._file.write(json.dumps(row) + "\n")

@@ -84,9 +84,22 @@ class Task:
         return value.lstrip("0") or ("0" if value else "")
 
 
+MAX_DIGITS = 18  # operands and answers stay exact in int64 and in a block a model can hold
+
+
 def task_of(meta: dict[str, Any] | None) -> Task | None:
+    """The task a meta.json or checkpoint describes (None: not a task dataset); NanoGPTError if its spec
+    is malformed."""
     spec = (meta or {}).get("task")
-    return Task(spec["ops"], spec["digits"], spec["reverse"], spec.get("reverse_operands", False)) if spec else None
+    if spec is None:
+        return None
+    ok = (isinstance(spec, dict) and isinstance(spec.get("ops"), str) and spec["ops"]
+          and set(spec["ops"]) <= OPS.keys() and type(spec.get("digits")) is int and 1 <= spec["digits"] <= MAX_DIGITS
+          and isinstance(spec.get("reverse"), bool) and isinstance(spec.get("reverse_operands", False), bool))
+    if not ok:
+        raise NanoGPTError("the task spec (operations, digits, answer order) is malformed; prepare the task dataset "
+                           "again")
+    return Task(spec["ops"], spec["digits"], spec["reverse"], spec.get("reverse_operands", False))
 
 
 def _problems(task: Task, count: int, rng: np.random.Generator, exclude: set[tuple] | None = None) -> list[tuple]:
@@ -116,8 +129,8 @@ def prepare_task(name: str | None, ops: str = "+", digits: int = 3, reverse: boo
     """Write a task dataset (train.bin, val.bin, meta.json) of disjoint random problems."""
     if not ops or any(op not in OPS for op in ops) or len(set(ops)) != len(ops):
         raise NanoGPTError(f"--ops takes some of {' '.join(OPS)} (e.g. + or +-*), got {ops!r}")
-    if not 1 <= digits <= 18:
-        raise NanoGPTError(f"--digits must be from 1 to 18, got {digits}")
+    if not 1 <= digits <= MAX_DIGITS:
+        raise NanoGPTError(f"--digits must be from 1 to {MAX_DIGITS}, got {digits}")
     if val_problems < 1000:
         raise NanoGPTError(f"--val-problems must be at least 1,000 (accuracy is measured on them), got {val_problems}")
     task = Task(ops, digits, reverse, reverse_operands)

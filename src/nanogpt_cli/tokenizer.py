@@ -319,15 +319,46 @@ def same_tokenizer(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return a == b
 
 
-def tokenizer_from_spec(spec: dict[str, Any]) -> Tokenizer:
+def spec_problem(spec: Any) -> str | None:
+    """What makes a stored tokenizer spec (meta.json's, a checkpoint's) unusable, or None. The spec's
+    shape is checked here; a BPE's JSON is checked when it is loaded."""
+    if not isinstance(spec, dict):
+        return "the tokenizer spec is not an object"
     kind = spec.get("kind")
+    if kind == "char":
+        chars, unknown = spec.get("chars"), spec.get("unknown")
+        if not isinstance(chars, str) or not chars:
+            return "the char tokenizer has no characters"
+        if len(set(chars)) != len(chars):
+            return "the char tokenizer lists a character twice"
+        if unknown is not None and (not isinstance(unknown, str) or len(unknown) != 1):
+            return "the char tokenizer's unknown token is not one character"
+    elif kind == "tiktoken":
+        if not isinstance(spec.get("name"), str) or not spec["name"]:
+            return "the tiktoken tokenizer has no name"
+    elif kind == "bpe":
+        if not isinstance(spec.get("json"), str):
+            return "the BPE tokenizer has no JSON"
+    else:
+        return f"unknown tokenizer kind {str(kind)[:40]!r} (written by a newer nanogpt-cli?)"
+    return None
+
+
+def tokenizer_from_spec(spec: dict[str, Any]) -> Tokenizer:
+    """The tokenizer a spec describes, or NanoGPTError saying why it cannot be built."""
+    problem = spec_problem(spec)
+    if problem:
+        raise NanoGPTError(f"{problem}; prepare the dataset again (or use another checkpoint)")
+    kind = spec["kind"]
     if kind == "char":
         return CharTokenizer(spec["chars"], spec.get("unknown"))
     if kind == "tiktoken":
         return TiktokenTokenizer(spec["name"])
-    if kind == "bpe":
+    try:
         return BPETokenizer(spec["json"])
-    raise NanoGPTError(f"unknown tokenizer kind {kind!r} in metadata; was it written by a newer nanogpt?")
+    except Exception:  # the tokenizers library raises its own exception types for malformed JSON
+        raise NanoGPTError("the BPE tokenizer's JSON is damaged; prepare the dataset again (or use another "
+                           "checkpoint)") from None
 
 
 class StreamDecoder:

@@ -73,12 +73,11 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.model = build_model(model_config, plan.init.weights if plan.init else None).to(self.device)
         block = model_config.block_size
+        data = dict(task=dataset.task, vocab_size=dataset.vocab_size)
         self.train_batches = BatchSampler(dataset.tokens("train"), cfg.batch_size, block, self.device, cfg.seed,
-                                          self.group.rank, self.group.world, dataset.task)
-        self.eval_batches = {
-            split: BatchSampler(dataset.tokens(split), cfg.batch_size, block, self.device, cfg.seed, task=dataset.task)
-            for split in ("train", "val")
-        }
+                                          self.group.rank, self.group.world, **data)
+        self.eval_batches = {split: BatchSampler(dataset.tokens(split), cfg.batch_size, block, self.device, cfg.seed,
+                                                 **data) for split in ("train", "val")}
         use_compile = cfg.compile if cfg.compile is not None else default_compile(self.device)
         self.compiled = self._compile() if use_compile else None
         self.parallel = self._wrap_ddp()
@@ -169,10 +168,15 @@ class Trainer:
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
         state = ckpt["train_state"]
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        if ckpt.get("scaler"):
-            self.scaler.load_state_dict(ckpt["scaler"])
+        try:
+            self.model.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            if ckpt.get("scaler"):
+                self.scaler.load_state_dict(ckpt["scaler"])
+        except (KeyError, ValueError, RuntimeError, TypeError, IndexError) as exc:
+            raise NanoGPTError(f"the checkpoint of run {self.run_dir.name!r} does not fit its own model or optimizer "
+                               f"({type(exc).__name__}): it is corrupt; remove the run (`nanogpt rm`) and train it "
+                               "again") from None
         self.step = state["iteration"]
         self.elapsed_before = state.get("elapsed", 0.0)  # checkpoints before 0.2 lack it
         self.best_val_loss = state["best_val_loss"]

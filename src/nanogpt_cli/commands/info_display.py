@@ -124,7 +124,9 @@ def run_info(item: dict[str, Any]) -> None:
     for column in ("iter", "train loss", "val loss", "lr", "elapsed s"):
         evals.add_column(column, justify="right")
     for m in item["evals"]:
-        evals.add_row(fmt(m["iter"]), fmt(m["train_loss"]), fmt(m["val_loss"]), f"{m['lr']:.2e}", f"{m['elapsed']:.0f}")
+        lr, elapsed = m.get("lr"), m.get("elapsed")  # rows of older versions may lack them
+        evals.add_row(fmt(m["iter"]), fmt(m["train_loss"]), fmt(m["val_loss"]), "-" if lr is None else f"{lr:.2e}",
+                      "-" if elapsed is None else f"{elapsed:.0f}")
     out.print(evals)
 
 
@@ -140,12 +142,14 @@ def dataset_info(item: dict[str, Any]) -> None:
     out.print(f"tokenizer {item['tokenizer_name']}, vocab {meta['vocab_size']:,}, {meta['dtype']}; "
               f"train {meta['train_tokens']:,} tokens, val {meta['val_tokens']:,} tokens; "
               f"{item['chars_per_token']:.2f} characters per token on val")
+    source = meta.get("source") or {}
     if meta.get("task"):
         task = meta["task"]
-        out.print(f"source: {meta['source']['description']}; {task['train_problems']:,} train and "
-                  f"{task['val_problems']:,} val problems of {task['length']} characters, the loss on the answers only")
+        out.print(f"source: {source.get('description', '-')}; {fmt(task.get('train_problems'))} train and "
+                  f"{fmt(task.get('val_problems'))} val problems of {fmt(task.get('length'))} characters, the loss on "
+                  "the answers only")
     else:
-        out.print(f"source: {meta['source']['description']} (sha256 {meta['source']['sha256'][:16]}...)")
+        out.print(f"source: {source.get('description', '-')} (sha256 {source.get('sha256', '-')[:16]}...)")
     if meta.get("char_coverage"):
         out.print(char_coverage(meta["char_coverage"]))
     out.print("[dim]--- the first train tokens, decoded ---[/]", markup=True)

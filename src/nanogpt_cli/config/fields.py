@@ -15,6 +15,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 from nanogpt_cli.errors import NanoGPTError
+from nanogpt_cli.readers import check_type
 
 MODEL_TYPES = ("gpt", "bigram")
 POSITIONS = ("learned", "sinusoidal", "rope", "none")
@@ -39,6 +40,16 @@ class InvalidValue(NanoGPTError):
         super().__init__(message or f"--{name.replace('_', '-')} {requirement}")
         self.name = name
         self.requirement = requirement
+
+
+def _finite(config: Any) -> None:
+    """Every number field holds a finite number (nan fails no `<` test and inf passes every `>` one, so
+    they are refused before the range checks) and every text field encodable text."""
+    for f in fields(config):
+        value = getattr(config, f.name)
+        problem = check_type(value, type(value), f.name) if isinstance(value, (float, str)) else None
+        if problem:
+            raise InvalidValue(f.name, problem.removeprefix(f"{f.name} "))
 
 
 def _at_least(config: Any, minimum: int, *names: str) -> None:
@@ -76,6 +87,7 @@ class ModelConfig:
             choices = ", ".join(MODEL_TYPES)
             raise InvalidValue("model", f"must be one of {choices}, got {self.model!r}",
                                f"unknown model {self.model!r}: choose one of {choices}")
+        _finite(self)
         _at_least(self, 1, "vocab_size", "block_size", "n_layer", "n_head", "n_embd")
         if self.n_embd % self.n_head:
             suggestion = self.n_head * max(1, round(self.n_embd / self.n_head))
@@ -149,10 +161,13 @@ class TrainConfig:
         return self.lr_decay_iters if self.lr_decay_iters is not None else self.max_iters
 
     def validate(self) -> None:
+        _finite(self)
         _at_least(
             self, 1, "batch_size", "grad_accum", "max_iters", "eval_interval", "eval_iters", "log_interval", "keep"
         )
         _at_least(self, 0, "warmup_iters")
+        if not -(2**63) <= self.seed < 2**64:
+            raise InvalidValue("seed", f"must be a 64-bit integer (from -2**63 to 2**64 - 1), got {self.seed}")
         if self.lr_decay_iters is not None:
             _at_least(self, 1, "lr_decay_iters")
         if self.lr <= 0:
@@ -235,12 +250,31 @@ KNOBS: dict[str, Knob] = knobs_of(SECTIONS)
 DERIVED = {f.name for cls in SECTIONS.values() for f in fields(cls) if f.metadata.get("derived")}
 
 
+def config_from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """A ModelConfig or TrainConfig from a stored dict (a checkpoint's, config.json's, a TOML file's),
+    each value checked against its field's type first: InvalidValue names the first that is wrong.
+    Fields the dict lacks (older files) keep their defaults; keys nanogpt does not know are ignored."""
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for f in fields(cls):
+        if f.name not in data:
+            continue
+        args = [a for a in typing.get_args(hints[f.name]) if a is not type(None)]
+        problem = check_type(data[f.name], args[0] if args else hints[f.name], f.name, optional=bool(args))
+        if problem:
+            raise InvalidValue(f.name, problem.removeprefix(f"{f.name} "))
+        values[f.name] = data[f.name]
+    return cls(**values)
+
+
 def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
-    """A ModelConfig from a checkpoint's dict; fields it lacks (older checkpoints) keep their defaults."""
-    names = {f.name for f in fields(ModelConfig)}
-    return ModelConfig(**{k: v for k, v in data.items() if k in names})
+    """A checked ModelConfig from a stored dict (see config_from_dict), validated."""
+    config = config_from_dict(ModelConfig, data)
+    config.validate()
+    return config
 
 
 def train_config_from_dict(data: dict[str, Any]) -> TrainConfig:
-    names = {f.name for f in fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in data.items() if k in names})
+    """A TrainConfig from a stored dict, its values' types checked (validate() is the caller's: a resumed
+    run may still change some of them)."""
+    return config_from_dict(TrainConfig, data)

@@ -3,6 +3,7 @@ named by file, key and line; written with every field and its help as a comment.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import sys
@@ -13,6 +14,7 @@ from typing import Any
 from nanogpt_cli.config.fields import DERIVED, KNOBS, SECTIONS, Knob, ModelConfig, TrainConfig
 from nanogpt_cli.config.presets import get_preset
 from nanogpt_cli.errors import NanoGPTError
+from nanogpt_cli.readers import MAX_TOML_BYTES, check_type, read_text
 
 # ----------------------------------------------------------------------------------- run config files
 
@@ -44,14 +46,17 @@ def read_run_file(path: str | Path) -> RunFile:
     path = Path(path).expanduser()
     if path.is_dir() and (path / "config.toml").is_file():
         path = path / "config.toml"  # a run folder stands for its config
+    remedy = "give a run config written by `nanogpt train --print-config`"
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path, "config file", MAX_TOML_BYTES, remedy)
     except FileNotFoundError:
         raise NanoGPTError(f"config file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise NanoGPTError(f"cannot read config file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    except OSError as exc:
+        raise NanoGPTError(f"cannot read config file {path}: {exc.strerror or exc}") from None
     try:
         data = _load_toml(text)
+    except RecursionError:
+        raise NanoGPTError(f"{path} is not valid TOML: its tables or arrays are nested too deeply") from None
     except ValueError as exc:  # tomllib.TOMLDecodeError says where: "(at line 3, column 9)"
         raise NanoGPTError(f"{path} is not valid TOML: {exc}") from None
     lines = _key_lines(text)
@@ -95,13 +100,10 @@ def _close_match(key: str) -> str:
 
 
 def _check_type(knob_: Knob, value: Any, where: str) -> Any:
-    kind = knob_.type
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
-        return value
-    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
-    raise NanoGPTError(f"{where}: {knob_.name} must be {names[kind]}, got {value!r}")
+    problem = check_type(value, knob_.type, knob_.name)
+    if problem:
+        raise NanoGPTError(f"{where}: {problem}")
+    return float(value) if knob_.type is float else value
 
 
 def _toml_value(value: Any) -> str:
@@ -109,8 +111,8 @@ def _toml_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, float):
         return repr(value) if math.isfinite(value) else ("nan" if math.isnan(value) else "inf" if value > 0 else "-inf")
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, str):  # JSON's escapes are TOML's, but for DEL, which TOML wants escaped too
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
     return str(value)
 
 
