@@ -6,7 +6,8 @@ refused input that first took gigabytes of memory.
     python benchmarks/fuzz.py [--cases 2000] [--seed 0] [--show 10]
 
 Surfaces: a dataset's meta.json and token files, a run's config.json, metrics.jsonl and checkpoints,
-TOML run configs, command-line values and sampling prompts, --overwrite onto a good run. Each case
+TOML run configs, command-line values and sampling prompts, --overwrite onto a good run, and
+`import` of an exported folder (config.json + model.safetensors). Each case
 starts from a fresh copy of one trained home (a tiny run 'golden' on the 'poems' dataset), breaks one
 thing and runs the commands that read it, in this process (typer's CliRunner), each under a 60 s
 alarm. tests/test_fuzz.py runs a few hundred cases of the same harness.
@@ -45,7 +46,8 @@ TEXTS = ["", "\x00", "a\nb", "\u202e", "\ud800", "x" * 3000, "ROMEO:", "\U0001f6
 TOML_VALUES = ["nan", "inf", "-1", "0", "1e308", "99999999999999999", "true", "[]", "{}", '"x"', "1.5", '"\\u0000"',
                "2e9", '"1h"', '"forever"']
 HUGE = {"1000000000000", "99999999999999999999999"}
-MORE_WORK = {"--max-iters", "--eval-iters", "--max-new-tokens", "--num-samples", "--grad-accum", "--time"}  # huge: just long
+# Flags where a huge value only asks for a very long run (legitimate): the fuzzer gives them no huge values.
+MORE_WORK = {"--max-iters", "--eval-iters", "--max-new-tokens", "--num-samples", "--grad-accum", "--time"}
 MAX_RSS_GB = 3.0
 
 
@@ -228,7 +230,7 @@ def case(h: Harness, rng: random.Random) -> tuple[str, str, list[str]]:
     home = h.fresh()
     run, data = home / "runs" / "golden", home / "datasets" / "poems"
     surface = rng.choice(["meta", "tokens", "config.json", "metrics", "checkpoint", "toml", "flags", "sample",
-                          "overwrite"])
+                          "overwrite", "import"])
     commands: list[list[str]] = []
     if surface == "meta":
         how = break_json(data / "meta.json", rng)
@@ -281,6 +283,13 @@ def case(h: Harness, rng: random.Random) -> tuple[str, str, list[str]]:
         value = rng.choice(TEXTS if flag == "--prompt" else _numbers(flag))
         how = f"{flag} {value!r}"
         commands = [["sample", "--run", "golden", "--max-new-tokens", "5", flag, value]]
+    elif surface == "import":  # a folder in the GPT-2 layout (what export writes), damaged
+        folder = home / "exported"
+        assert h.invoke(["export", "golden", str(folder)])[0] == "ok"
+        name = rng.choice(["config.json", "config.json", "model.safetensors"])
+        how = f"{name}:{break_json(folder / name, rng) if name.endswith('json') else break_bytes(folder / name, rng)}"
+        commands = [["import", str(folder), "--run", "imported"], ["import", str(folder), "--run", "golden",
+                                                                   "--overwrite"]]
     else:  # --overwrite onto a good run with something that must fail: the old run must survive whole
         bad = rng.choice([["--dataset", "missing"], ["--block-size", "100000"], ["--n-embd", "1000000000000"],
                           ["--lr", "nan"], ["--log", "nonsense"], ["--init-from", "missing-run"]])
@@ -290,7 +299,7 @@ def case(h: Harness, rng: random.Random) -> tuple[str, str, list[str]]:
     for command in commands:
         before = snapshot(home)
         verdict, output = h.invoke(command)
-        if verdict == "refused" and command[0] in ("train", "mv", "export"):
+        if verdict == "refused" and command[0] in ("train", "mv", "export", "import"):
             after = snapshot(home)
             lost = [p for p in before if after.get(p) != before[p] and not p.startswith("runs/new")]
             if lost:

@@ -35,8 +35,8 @@ def test_a_token_id_beyond_the_vocabulary_names_the_dataset(cli, home, trained_r
     data = bytearray(val.read_bytes())
     data[11] = 0xFF  # a high byte of one uint16 token: an id in the tens of thousands
     val.write_bytes(bytes(data))
-    line = _one_line_error(cli("eval", "--run", trained_run, "--iters", "1"), "val.bin is corrupt", "beyond the vocabulary",
-                           "prepare the dataset 'poems' again")
+    line = _one_line_error(cli("eval", "--run", trained_run, "--iters", "1"), "val.bin is corrupt",
+                           "beyond the vocabulary", "prepare the dataset 'poems' again")
     assert "token 5 " in line
 
 
@@ -204,5 +204,6 @@ def test_a_checkpoint_that_is_not_a_file_stops_resume_before_it_writes(cli, home
     (run / "best.pt").unlink()
     (run / "best.pt").mkdir()
     before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
-    _one_line_error(cli("train", "--resume", "--run", trained_run, "--max-iters", "30"), "best.pt is not a regular file")
+    result = cli("train", "--resume", "--run", trained_run, "--max-iters", "30")
+    _one_line_error(result, "best.pt is not a regular file")
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before

@@ -16,13 +16,13 @@ import os
 import pickle
 import shutil
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from nanogpt_cli import distributed
+from nanogpt_cli import __version__, distributed
 from nanogpt_cli.config import InvalidValue, ModelConfig, TrainConfig, config_from_dict, model_config_from_dict
 from nanogpt_cli.errors import NanoGPTError
 from nanogpt_cli.memory import check_fits, fixed_tables, model_bytes
@@ -99,6 +99,46 @@ def restore_random_state(rng: dict[str, Any], group, sampler) -> None:
     if rng.get("cuda") and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
     sampler.rewind(rng["sampler"])
+
+
+def restore_training(trainer, ckpt: dict[str, Any]) -> None:
+    """Put a Trainer back where a full checkpoint left it: weights, optimizer and loss scaler, the
+    iteration and best loss, the running loss and every random generator."""
+    state = ckpt["train_state"]
+    try:
+        trainer.model.load_state_dict(ckpt["model"])
+        trainer.optimizer.load_state_dict(ckpt["optimizer"])
+        if ckpt.get("scaler"):
+            trainer.scaler.load_state_dict(ckpt["scaler"])
+    except (KeyError, ValueError, RuntimeError, TypeError, IndexError) as exc:
+        raise NanoGPTError(f"the checkpoint of run {trainer.run_dir.name!r} does not fit its own model or optimizer "
+                           f"({type(exc).__name__}): it is corrupt; remove the run (`nanogpt rm`) and train it "
+                           "again") from None
+    trainer.step = state["iteration"]
+    trainer.elapsed_before = state.get("elapsed", 0.0)  # checkpoints before 0.2 lack it
+    trainer.best_val_loss = state["best_val_loss"]
+    trainer.loss_sum.fill_(state["loss_sum"])
+    trainer.loss_count = state["loss_count"]
+    restore_random_state(state["rng"], trainer.group, trainer.train_batches)
+
+def training_checkpoint(trainer, full: bool) -> dict[str, Any]:
+    """What a Trainer saves: weights, configs, tokenizer and task for best.pt; with `full`, for ckpt.pt,
+    also everything needed to continue exactly (optimizer, scaler, running loss, random generators)."""
+    train_state = {"iteration": trainer.step, "best_val_loss": trainer.best_val_loss,
+                   "elapsed": trainer.elapsed()}
+    payload = dict(format_version=FORMAT_VERSION, nanogpt_version=__version__, train_state=train_state,
+                   model_config=asdict(trainer.model_config), train_config=asdict(trainer.cfg),
+                   model=trainer.model.state_dict(),
+                   tokenizer=trainer.dataset.meta["tokenizer"], dataset=trainer.dataset.name,
+                   task=trainer.dataset.meta.get("task"))
+    if trainer.info["init_from"]:
+        payload["init_from"] = trainer.info["init_from"]
+    if full:  # everything needed to continue exactly
+        payload["optimizer"] = trainer.optimizer.state_dict()
+        payload["scaler"] = trainer.scaler.state_dict() if trainer.scaler.is_enabled() else {}
+        train_state.update(loss_sum=trainer.loss_sum.item(), loss_count=trainer.loss_count,
+                           rng=random_state(trainer.group, trainer.device, trainer.train_batches))
+    return payload
 
 
 def keep_history(run_dir: Path, step: int, keep: int) -> None:

@@ -166,11 +166,18 @@ class Optimizers:
             state = {"adamw": state}
         for name, optimizer in self.parts.items():
             optimizer.load_state_dict(state[name])
-            for param, kept in optimizer.state.items():  # torch loads any tensors; the next step would fail
-                needed = {"momentum_buffer"} if isinstance(optimizer, Muon) else {"step", "exp_avg", "exp_avg_sq"}
-                if not needed <= kept.keys() or any(isinstance(v, torch.Tensor) and v.dim() and v.shape != param.shape
-                                                    for v in kept.values()):
+            for param, kept in optimizer.state.items():  # torch loads any values; the next step would fail
+                moments = ["momentum_buffer"] if isinstance(optimizer, Muon) else ["exp_avg", "exp_avg_sq"]
+                ok = all(isinstance(kept.get(k), torch.Tensor) and kept[k].shape == param.shape
+                         and kept[k].dtype == param.dtype for k in moments)
+                if not ok or not (isinstance(optimizer, Muon) or isinstance(kept.get("step"), torch.Tensor)):
                     raise ValueError(f"{name}'s state for a {tuple(param.shape)} parameter is incomplete")
+            for group in optimizer.param_groups:
+                numbers = [group.get(k, 0.0) for k in ("lr", "eps", "weight_decay", "momentum")]
+                betas = group.get("betas", (0.0, 0.0) if isinstance(optimizer, Muon) else None)
+                numbers += list(betas) if isinstance(betas, (tuple, list)) and len(betas) == 2 else [None]
+                if not all(type(n) in (int, float) and math.isfinite(n) for n in numbers):
+                    raise ValueError(f"{name}'s settings are not numbers")
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> Optimizers:

@@ -175,7 +175,7 @@ def plan_resume(run: str | None, preset: str | None, flags: dict[str, Any], worl
         paths.check_own(run_dir / name)  # each is rewritten as the run goes on
     path = run_dir / "ckpt.pt"
     ckpt = load_checkpoint(path)
-    if "optimizer" not in ckpt or not RESUME_STATE <= ckpt.get("train_state", {}).keys():
+    if "optimizer" not in ckpt or "train_config" not in ckpt or not RESUME_STATE <= ckpt.get("train_state", {}).keys():
         raise NanoGPTError(f"{path} holds weights only, not a full training state; it cannot be resumed")
     model_config = model_config_from_dict(ckpt["model_config"])
     before = train_config_from_dict(ckpt["train_config"])

@@ -35,11 +35,13 @@ from safetensors.torch import load_file
 
 from nanogpt_cli import __version__, paths
 from nanogpt_cli.checkpoint import FORMAT_VERSION, checkpoint_path, load_checkpoint, read_tensors_file, save_checkpoint
-from nanogpt_cli.config import ModelConfig, model_config_from_dict
+from nanogpt_cli.config import InvalidValue, ModelConfig, model_config_from_dict
 from nanogpt_cli.errors import NanoGPTError
 from nanogpt_cli.model import GPT, count_parameters
+from nanogpt_cli.readers import Corrupt, read_json_object
 from nanogpt_cli.runs import open_run
 from nanogpt_cli.sources import download, no_progress
+from nanogpt_cli.tokenizer import spec_problem
 
 GPT2_SIZES = {  # name: (n_layer, n_head, n_embd)
     "gpt2": (12, 12, 768),
@@ -70,20 +72,31 @@ def _hub_folder(name: str, progress=None) -> Path:
 
 
 def read_hf_config(folder: Path) -> tuple[ModelConfig, dict[str, Any]]:
+    """The ModelConfig of a GPT-2-layout config.json, every field it needs checked, and the raw dict."""
+    path, remedy = folder / "config.json", "export the model again, or download it again"
     try:
-        raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        activation = raw.get("activation_function", HF_DEFAULT_ACTIVATION)
-        config = ModelConfig(
-            model="gpt", vocab_size=raw["vocab_size"], block_size=raw.get("n_positions", raw.get("n_ctx")),
-            n_layer=raw["n_layer"], n_head=raw["n_head"], n_embd=raw["n_embd"], dropout=0.0, bias=True,
-            mlp=ACTIVATIONS.get(activation, activation),
-        )
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise NanoGPTError(f"{folder} has no readable GPT-2 config.json ({type(exc).__name__}: {exc})") from None
-    if config.mlp not in ACTIVATIONS.values():
-        raise NanoGPTError(f"{folder}: activation_function {activation!r} is not one this GPT computes "
+        raw = read_json_object(path, "model config", remedy)
+    except OSError as exc:
+        raise NanoGPTError(f"{folder} has no readable GPT-2 config.json ({exc.strerror or exc})") from None
+    activation = raw.get("activation_function", HF_DEFAULT_ACTIVATION)
+    if not isinstance(activation, str) or ACTIVATIONS.get(activation, activation) not in ACTIVATIONS.values():
+        raise NanoGPTError(f"{folder}: activation_function {str(activation)[:40]!r} is not one this GPT computes "
                            f"(use one of {', '.join(ACTIVATIONS)})")
-    config.validate()
+    values = {"vocab_size": raw.get("vocab_size"), "block_size": raw.get("n_positions", raw.get("n_ctx")),
+              "n_layer": raw.get("n_layer"), "n_head": raw.get("n_head"), "n_embd": raw.get("n_embd")}
+    try:
+        for name, value in values.items():
+            if value is None:
+                raise Corrupt(path, f"{name} is missing", remedy)
+        config = model_config_from_dict({"model": "gpt", "dropout": 0.0, "bias": True, **values,
+                                         "mlp": ACTIVATIONS.get(activation, activation)})
+    except InvalidValue as exc:
+        raise Corrupt(path, f"{exc.name} {exc.requirement}", remedy) from None
+    ours = raw.get("nanogpt", {})
+    problem = (spec_problem(ours.get("tokenizer", GPT2_TOKENIZER)) if isinstance(ours, dict)
+               else "nanogpt is not an object")
+    if problem:
+        raise Corrupt(path, problem, remedy)
     return config, raw
 
 

@@ -25,13 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from nanogpt_cli import __version__, distributed, paths
 from nanogpt_cli.batches import BatchSampler, estimate_loss
-from nanogpt_cli.checkpoint import (
-    FORMAT_VERSION,
-    keep_history,
-    random_state,
-    restore_random_state,
-    save_checkpoint,
-)
+from nanogpt_cli.checkpoint import keep_history, restore_training, save_checkpoint, training_checkpoint
 from nanogpt_cli.device import (
     autocast,
     compile_with_fallback,
@@ -103,7 +97,7 @@ class Trainer:
         self.loss_count = 0
         self.last_eval: dict[str, Any] = {}
         if plan.resume is not None:
-            self._restore(plan.resume)
+            restore_training(self, plan.resume)
         self.preset = plan.preset
         # config.json: the settings and what was measured (Muon orthogonalises in bfloat16 only where native)
         self.info = dict(
@@ -166,49 +160,15 @@ class Trainer:
             return self.parallel(x, y)
         return self.runnable(x, y)
 
-    def _restore(self, ckpt: dict[str, Any]) -> None:
-        state = ckpt["train_state"]
-        try:
-            self.model.load_state_dict(ckpt["model"])
-            self.optimizer.load_state_dict(ckpt["optimizer"])
-            if ckpt.get("scaler"):
-                self.scaler.load_state_dict(ckpt["scaler"])
-        except (KeyError, ValueError, RuntimeError, TypeError, IndexError) as exc:
-            raise NanoGPTError(f"the checkpoint of run {self.run_dir.name!r} does not fit its own model or optimizer "
-                               f"({type(exc).__name__}): it is corrupt; remove the run (`nanogpt rm`) and train it "
-                               "again") from None
-        self.step = state["iteration"]
-        self.elapsed_before = state.get("elapsed", 0.0)  # checkpoints before 0.2 lack it
-        self.best_val_loss = state["best_val_loss"]
-        self.loss_sum.fill_(state["loss_sum"])
-        self.loss_count = state["loss_count"]
-        restore_random_state(state["rng"], self.group, self.train_batches)
-
-    def _payload(self, full: bool) -> dict[str, Any]:
-        train_state = {"iteration": self.step, "best_val_loss": self.best_val_loss, "elapsed": self.elapsed()}
-        payload = dict(format_version=FORMAT_VERSION, nanogpt_version=__version__, train_state=train_state,
-                       model_config=asdict(self.model_config), train_config=asdict(self.cfg),
-                       model=self.model.state_dict(),
-                       tokenizer=self.dataset.meta["tokenizer"], dataset=self.dataset.name,
-                       task=self.dataset.meta.get("task"))
-        if self.info["init_from"]:
-            payload["init_from"] = self.info["init_from"]
-        if full:  # everything needed to continue exactly
-            payload["optimizer"] = self.optimizer.state_dict()
-            payload["scaler"] = self.scaler.state_dict() if self.scaler.is_enabled() else {}
-            train_state.update(loss_sum=self.loss_sum.item(), loss_count=self.loss_count,
-                               rng=random_state(self.group, self.device, self.train_batches))
-        return payload
-
     def save(self, best: bool = False) -> None:
         """Write best.pt (weights) when asked, then ckpt.pt (full state). best.pt goes first: if the
         process dies in between, resuming from the older ckpt.pt redoes this eval and rewrites both.
         Every rank calls this (their RNG states are gathered); only rank 0 writes."""
-        payload = self._payload(full=True)
+        payload = training_checkpoint(self, full=True)
         if not self.group.is_main:
             return
         if best:
-            save_checkpoint(self.run_dir / "best.pt", self._payload(full=False))
+            save_checkpoint(self.run_dir / "best.pt", training_checkpoint(self, full=False))
         save_checkpoint(self.run_dir / "ckpt.pt", payload)
         if self.metrics is not None:  # `info` reads the last saved iteration from here
             self.metrics.write({"kind": "checkpoint", "iter": self.step, "elapsed": round(self.elapsed(), 3)})

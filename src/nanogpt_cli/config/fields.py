@@ -263,7 +263,8 @@ def config_from_dict(cls: type, data: dict[str, Any]) -> Any:
         problem = check_type(data[f.name], args[0] if args else hints[f.name], f.name, optional=bool(args))
         if problem:
             raise InvalidValue(f.name, problem.removeprefix(f"{f.name} "))
-        values[f.name] = data[f.name]
+        value = data[f.name]
+        values[f.name] = float(value) if float in args + [hints[f.name]] and type(value) is int else value
     return cls(**values)
 
 
