@@ -9,6 +9,7 @@ start instantly.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import os
@@ -17,10 +18,9 @@ import sys
 from collections.abc import Callable
 from typing import Annotated, Any, Optional
 
-import click
 import typer
 from rich.markup import escape
-from typer.core import TyperCommand
+from typer.core import TyperCommand, TyperGroup
 
 from nanogpt_cli import __version__
 from nanogpt_cli.commands import evaluate, export, import_, info, ladder, manage, plot, prepare, sample, train
@@ -72,8 +72,37 @@ class Command(TyperCommand):
         super().format_help(ctx, formatter)
 
 
+# click's usage and command-line exceptions, as the installed typer has them (it vendors click from 0.2x on)
+UsageError = typer.BadParameter.__mro__[1]
+ClickException = UsageError.__mro__[1]
+
+
+class Group(TyperGroup):
+    """The `nanogpt` command group: a malformed flag or an unknown command is one line too (typer would
+    draw a box around it), exit 2."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # the group's own options
+        with _usage_errors():
+            return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: Any) -> Any:  # the command's name and options
+        with _usage_errors():
+            return super().invoke(ctx)
+
+
+@contextlib.contextmanager
+def _usage_errors():
+    try:
+        yield
+    except UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else "nanogpt"
+        err.print(f"[bold red]error:[/] {escape(exc.format_message())} (see `{where} --help`)", markup=True)
+        raise typer.Exit(2) from None
+
+
 app = typer.Typer(
     name="nanogpt",
+    cls=Group,
     help="Build, train and sample small GPT language models (nanoGPT as one command).",
     add_completion=True,
     pretty_exceptions_enable=False,
@@ -97,7 +126,7 @@ def friendly_errors(command: Callable) -> Callable:
             if _debug():
                 raise
             _fail(str(exc))
-        except (click.ClickException, click.exceptions.Exit, click.Abort, typer.Exit, typer.Abort, SystemExit):
+        except (ClickException, typer.Exit, typer.Abort, SystemExit):
             raise  # exits and usage errors: click reports them
         except KeyboardInterrupt:
             if _debug():
