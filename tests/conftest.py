@@ -53,14 +53,34 @@ def fresh_tiktoken(monkeypatch):
     monkeypatch.setattr(tiktoken.registry, "ENCODINGS", {})
 
 
+class _Result:
+    """A CliRunner result that notes whether the test read its exit code."""
+
+    def __init__(self, result):
+        self._result, self.checked = result, False
+
+    def __getattr__(self, name: str):
+        if name == "exit_code":
+            self.checked = True
+        return getattr(self._result, name)
+
+
 @pytest.fixture
 def cli():
+    """cli(*args): run `nanogpt args` in this process. A test that never reads a call's exit code
+    expects 0: the fixture fails the test at its end if such a call exited otherwise."""
     runner = CliRunner()
+    results: list[_Result] = []
 
     def invoke(*args: str, input: str | None = None):
-        return runner.invoke(app, [str(a) for a in args], input=input)
+        results.append(_Result(runner.invoke(app, [str(a) for a in args], input=input)))
+        return results[-1]
 
-    return invoke
+    yield invoke
+    for result in results:
+        if not result.checked and result._result.exit_code != 0:
+            pytest.fail(f"a `nanogpt` call exited {result._result.exit_code} and the test never checked: "
+                        f"{result._result.output[-500:]}")
 
 
 def write_small_text(path: Path) -> Path:

@@ -8,10 +8,13 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from nanogpt_cli.cli import app
+
+pytest_plugins = ("pytester",)  # to run a small test session of its own (the cli fixture's own test)
 
 COMMANDS = ["prepare", "train", "sample", "eval", "import", "export", "info", "plot", "rm", "mv", "ladder"]
 
@@ -78,3 +81,14 @@ def test_shell_completion_of_run_and_dataset_names(cli, home, trained_run):
     assert _complete(home, "nanogpt train --dataset po") == ["poems"]
     assert _complete(home, "nanogpt info ") == ["poems", trained_run]
     assert _complete(home, "nanogpt plot t") == [trained_run]
+
+
+def test_the_cli_fixture_fails_a_test_that_ignores_a_failed_call(pytester):
+    pytester.makeconftest((Path(__file__).parent / "conftest.py").read_text(encoding="utf-8"))
+    pytester.makepyfile(
+        test_ignored="def test_ignored(cli):\n    cli('no-such-command')\n",
+        test_checked="def test_checked(cli):\n    assert cli('no-such-command').exit_code == 2\n",
+    )
+    result = pytester.runpytest_inprocess("-q", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2, errors=1)  # the ignored failure is an error at the fixture's end
+    assert "exited 2 and the test never checked" in result.stdout.str()
