@@ -10,7 +10,8 @@ import numpy as np
 
 from nanogpt_cli import paths
 from nanogpt_cli.dataset import load_dataset
-from nanogpt_cli.tokenizer import BPETokenizer, StreamDecoder
+from nanogpt_cli.generate import StreamDecoder
+from nanogpt_cli.tokenizer import BPETokenizer
 
 TEXT = ("Über den Wolken muss die Freiheit wohl grenzenlos sein. 🌍 naïve café — "
         "the quick brown fox jumps over the lazy dog; <|endoftext|> is just text here.\n")

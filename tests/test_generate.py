@@ -136,7 +136,8 @@ def test_top_p_keeps_the_smallest_set_reaching_p():
 
 
 def test_stream_decoder_never_splits_a_utf8_character(gpt2_cache, fresh_tiktoken):
-    from nanogpt_cli.tokenizer import StreamDecoder, TiktokenTokenizer
+    from nanogpt_cli.generate import StreamDecoder
+    from nanogpt_cli.tokenizer import TiktokenTokenizer
 
     tok = TiktokenTokenizer("gpt2")
     text = "naïve café 🙂 déjà vu — 東京"

@@ -53,7 +53,7 @@ def test_a_token_file_emptied_or_truncated_is_refused(cli, home, trained_run):
         (lambda m: m.update(vocab_size="65"), ["vocab_size must be an integer"]),
         (lambda m: m.update(vocab_size=10**6), ["does not fit its uint16 tokens"]),
         (lambda m: m.update(tokenizer=[1, 2]), ["tokenizer spec is not an object"]),
-        (lambda m: m.update(tokenizer={"kind": "char", "chars": "aab"}), ["lists a character twice"]),
+        (lambda m: m.update(tokenizer={"kind": "char", "chars": "aab"}), ["characters are missing, repeated"]),
         (lambda m: m.pop("train_tokens"), ["train_tokens is missing"]),
         (lambda m: m.update(task={"ops": "/", "digits": 3, "reverse": True}), ["task spec"]),
     ],

@@ -12,6 +12,7 @@ strings and timing. This module knows token ids and a tokenizer; it never reads 
 
 from __future__ import annotations
 
+import codecs
 import math
 import time
 from collections.abc import Iterator
@@ -26,7 +27,7 @@ from nanogpt_cli.device import resolve_device, resolve_dtype
 from nanogpt_cli.errors import NanoGPTError
 from nanogpt_cli.fastpath import prepare_for_sampling, sampling_step
 from nanogpt_cli.tasks import task_of
-from nanogpt_cli.tokenizer import StreamDecoder
+from nanogpt_cli.tokenizer import Tokenizer
 
 WINDOW_KEEP = 0.5  # fraction of block_size kept when the context window slides
 
@@ -123,6 +124,24 @@ def generate_tokens(
             window = window[-keep:]
             if cache is not None:
                 cache.reset()
+
+
+class StreamDecoder:
+    """Turns token ids into text one token at a time. A BPE token can end in the middle of a UTF-8
+    character; those bytes are held back until the character is complete."""
+
+    def __init__(self, tokenizer: Tokenizer):
+        self._tokenizer = tokenizer
+        self._bytes = hasattr(tokenizer, "decode_bytes")  # BPE: a token may end inside a character
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def push(self, token: int) -> str:
+        if not self._bytes:
+            return self._tokenizer.decode([token])
+        return self._utf8.decode(self._tokenizer.decode_bytes([token]))
+
+    def flush(self) -> str:
+        return self._utf8.decode(b"", final=True) if self._bytes else ""
 
 
 @dataclass

@@ -3,15 +3,13 @@
 Three tokenizers: `CharTokenizer` (one id per character, the lecture's choice), `TiktokenTokenizer`
 (OpenAI's BPE encodings through tiktoken; "gpt2" is served by r50k_base, which has the same ranks)
 and `BPETokenizer` (a byte-level BPE of the size you choose, trained on your dataset's train split
-with Hugging Face `tokenizers`). Each describes itself as a JSON-able "spec" stored in meta.json and
-in checkpoints (a trained BPE's spec holds the whole tokenizer), and `tokenizer_from_spec` rebuilds it. Nothing here
-touches the network except tiktoken's own first
-download of a rank file, which lands in our cache dir.
+with Hugging Face `tokenizers`). Each describes itself as a JSON-able "spec" stored in meta.json and in
+checkpoints (a trained BPE's spec holds the whole tokenizer), and `tokenizer_from_spec` rebuilds it.
+Nothing here touches the network except tiktoken's own first download of a rank file (to our cache).
 """
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import hashlib
 import os
@@ -41,13 +39,9 @@ class Tokenizer(Protocol):
     eot_token: int | None  # the end-of-text token that separates documents, if the vocabulary has one
 
     def encode(self, text: str) -> list[int]: ...
-
     def encode_array(self, text: str) -> np.ndarray: ...
-
     def decode(self, ids: Iterable[int]) -> str: ...
-
     def default_prompt(self) -> list[int]: ...
-
     def spec(self) -> dict[str, Any]: ...
 
 
@@ -324,24 +318,18 @@ def spec_problem(spec: Any) -> str | None:
     shape is checked here; a BPE's JSON is checked when it is loaded."""
     if not isinstance(spec, dict):
         return "the tokenizer spec is not an object"
-    kind = spec.get("kind")
-    if kind == "char":
-        chars, unknown = spec.get("chars"), spec.get("unknown")
-        if not isinstance(chars, str) or not chars:
-            return "the char tokenizer has no characters"
-        if len(set(chars)) != len(chars):
-            return "the char tokenizer lists a character twice"
-        if unknown is not None and (not isinstance(unknown, str) or len(unknown) != 1):
-            return "the char tokenizer's unknown token is not one character"
-    elif kind == "tiktoken":
-        if not isinstance(spec.get("name"), str) or not spec["name"]:
-            return "the tiktoken tokenizer has no name"
-    elif kind == "bpe":
-        if not isinstance(spec.get("json"), str):
-            return "the BPE tokenizer has no JSON"
-    else:
+    kind, chars, unknown = spec.get("kind"), spec.get("chars"), spec.get("unknown")
+    problems = {
+        "char": (not isinstance(chars, str) or not chars or len(set(chars)) != len(chars)
+                 or (unknown is not None and (not isinstance(unknown, str) or len(unknown) != 1)),
+                 "the char tokenizer's characters are missing, repeated, or its unknown token is not one character"),
+        "tiktoken": (not isinstance(spec.get("name"), str) or not spec["name"], "the tiktoken tokenizer has no name"),
+        "bpe": (not isinstance(spec.get("json"), str), "the BPE tokenizer has no JSON"),
+    }
+    if kind not in problems:
         return f"unknown tokenizer kind {str(kind)[:40]!r} (written by a newer nanogpt-cli?)"
-    return None
+    failed, problem = problems[kind]
+    return problem if failed else None
 
 
 def tokenizer_from_spec(spec: dict[str, Any]) -> Tokenizer:
@@ -360,20 +348,3 @@ def tokenizer_from_spec(spec: dict[str, Any]) -> Tokenizer:
         raise NanoGPTError("the BPE tokenizer's JSON is damaged; prepare the dataset again (or use another "
                            "checkpoint)") from None
 
-
-class StreamDecoder:
-    """Turns token ids into text one token at a time. A BPE token can end in the middle of a UTF-8
-    character; those bytes are held back until the character is complete."""
-
-    def __init__(self, tokenizer: Tokenizer):
-        self._tokenizer = tokenizer
-        self._bytes = hasattr(tokenizer, "decode_bytes")  # BPE: a token may end inside a character
-        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-
-    def push(self, token: int) -> str:
-        if not self._bytes:
-            return self._tokenizer.decode([token])
-        return self._utf8.decode(self._tokenizer.decode_bytes([token]))
-
-    def flush(self) -> str:
-        return self._utf8.decode(b"", final=True) if self._bytes else ""
