@@ -15,20 +15,23 @@ class Preset:
     values: dict[str, Any]
 
 
+# The `cpu` preset's recipe; `mps` is the same at a larger size.
+_CPU_RECIPE = dict(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0, batch_size=16, max_iters=1500,
+                   lr=3e-3, min_lr=1e-4, warmup_iters=50, schedule="wsd", decay_frac=0.3, optimizer="muon",
+                   muon_lr=0.04, pos="rope", norm="rmsnorm", mlp="relu2", qk_norm=True, eval_interval=250,
+                   eval_iters=20)
+
 PRESETS: dict[str, Preset] = {
     "cpu": Preset(
         "learns the most on a laptop CPU in under 3 minutes: nanoGPT's 4x128 shape with rotary positions, "
         "RMSNorm, squared ReLU, QK-norm, Muon and a warmup-stable-decay schedule",
-        dict(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0, batch_size=16, max_iters=1500,
-             lr=3e-3, min_lr=1e-4, warmup_iters=50, schedule="wsd", decay_frac=0.3, optimizer="muon", muon_lr=0.04,
-             pos="rope", norm="rmsnorm", mlp="relu2", qk_norm=True, eval_interval=250, eval_iters=20),
+        _CPU_RECIPE,
     ),
     "mps": Preset(
         "the cpu preset's recipe at the size a laptop GPU trains in minutes: 6 layers, 192 wide, block 128 "
         "(Muon orthogonalises in float32 there; not yet timed on Apple hardware)",
-        dict(n_layer=6, n_head=6, n_embd=192, block_size=128, dropout=0.0, batch_size=32, max_iters=2000,
-             lr=3e-3, min_lr=1e-4, warmup_iters=50, schedule="wsd", decay_frac=0.3, optimizer="muon", muon_lr=0.04,
-             pos="rope", norm="rmsnorm", mlp="relu2", qk_norm=True, eval_interval=250, eval_iters=20),
+        {**_CPU_RECIPE, "n_layer": 6, "n_head": 6, "n_embd": 192, "block_size": 128, "batch_size": 32,
+         "max_iters": 2000},
     ),
     "shakespeare-char": Preset(
         "nanoGPT's GPU recipe for Tiny Shakespeare (6 layers, 384 wide, block 256; val ~1.47)",
