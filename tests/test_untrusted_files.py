@@ -208,3 +208,13 @@ def test_a_checkpoint_that_is_not_a_file_stops_resume_before_it_writes(cli, home
     result = cli("train", "--resume", "--run", trained_run, "--max-iters", "30")
     _one_line_error(result, "best.pt is not a regular file")
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
+def test_a_token_file_too_big_to_scan_is_checked_batch_by_batch(cli, home, trained_run, monkeypatch, tiny):
+    import nanogpt_cli.dataset
+
+    monkeypatch.setattr(nanogpt_cli.dataset, "SCAN_ON_OPEN_BYTES", 0)  # every file counts as big
+    path = home / "datasets" / "poems" / "train.bin"
+    path.write_bytes(b"\xff\xff" * (path.stat().st_size // 2))  # every id out of range: the first batch meets one
+    _one_line_error(cli("train", "--dataset", "poems", "--run", "other", *tiny), "beyond the vocabulary")
+    _one_line_error(cli("eval", "--run", trained_run, "--split", "train", "--iters", "1"), "beyond the vocabulary")

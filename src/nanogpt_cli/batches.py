@@ -23,7 +23,7 @@ class BatchSampler:
         # A task dataset (tasks.py): each window is one whole problem, and only its answer is a target.
         self.task = task
         self.tokens = tokens
-        self.vocab_size = vocab_size  # checked in every batch when given (token files too big to scan on open)
+        self.vocab_size = vocab_size  # given for token files too big to scan on open: each batch is checked
         self.batch_size = batch_size
         # Data-parallel ranks share the seed: each draws the same world-sized batch and keeps its own
         # rows, so together they see exactly what one process with world x the accumulation would.

@@ -29,7 +29,7 @@ from nanogpt_cli.memory import check_fits, fixed_tables, model_bytes
 from nanogpt_cli.model import build_model
 from nanogpt_cli.quantize import check_quantize, quantize_int8
 from nanogpt_cli.readers import Corrupt, require
-from nanogpt_cli.tasks import task_of
+from nanogpt_cli.tasks import task_problem
 from nanogpt_cli.tokenizer import spec_problem, tokenizer_from_spec
 
 FORMAT_VERSION = 1
@@ -211,13 +211,9 @@ def check_checkpoint(ckpt: dict[str, Any], path: Path) -> None:
                                                 for k, v in weights.items()):
         raise Corrupt(path, "its model weights are not a table of named tensors", remedy)
     config = _section(ModelConfig, ckpt, "model_config", path, remedy)
-    problem = weights_problem(config, weights) or spec_problem(ckpt.get("tokenizer"))
+    problem = weights_problem(config, weights) or spec_problem(ckpt.get("tokenizer")) or task_problem(ckpt.get("task"))
     if problem:
         raise Corrupt(path, problem, remedy)
-    try:
-        task_of(ckpt)
-    except NanoGPTError as exc:
-        raise Corrupt(path, str(exc).split(";")[0], remedy) from None
     for name in ("dataset", "init_from"):
         require(ckpt, name, str, path, remedy, optional=True)
     if "train_config" in ckpt:

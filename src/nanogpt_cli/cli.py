@@ -122,10 +122,6 @@ def friendly_errors(command: Callable) -> Callable:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
-        except NanoGPTError as exc:
-            if _debug():
-                raise
-            _fail(str(exc))
         except (ClickException, typer.Exit, typer.Abort, SystemExit):
             raise  # exits and usage errors: click reports them
         except KeyboardInterrupt:
@@ -136,22 +132,26 @@ def friendly_errors(command: Callable) -> Callable:
         except BrokenPipeError:  # `nanogpt sample | head`: the reader has all it wanted
             _silence_stdout()
             raise typer.Exit(0) from None
-        except OSError as exc:  # the file system said no: a path too long, no permission, a full disk
+        except Exception as exc:
             if _debug():
                 raise
-            where = f"{exc.filename}: " if exc.filename else ""
-            _fail(f"{where}{exc.strerror or exc}; check the path and its permissions (--debug shows where)")
-        except MemoryError:
-            if _debug():
-                raise
-            _fail("out of memory; use a smaller model, batch or context")
-        except Exception as exc:  # a bug of ours: still one line (the traceback with --debug)
-            if _debug():
-                raise
-            _fail(f"internal error ({type(exc).__name__}: {str(exc)[:200]}); this is a bug in nanogpt-cli: rerun with "
-                  "--debug and report the traceback")
+            _fail(_one_line(exc))
 
     return wrapper
+
+
+def _one_line(exc: Exception) -> str:
+    """What an error says in its one line: a user's mistake its own message; the file system's refusal
+    (a path too long, no permission, a full disk) with the path; anything else as a bug of ours."""
+    if isinstance(exc, NanoGPTError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror or exc}; check the path and its permissions (--debug shows where)"
+    if isinstance(exc, MemoryError):
+        return "out of memory; use a smaller model, batch or context"
+    return (f"internal error ({type(exc).__name__}: {str(exc)[:200]}); this is a bug in nanogpt-cli: rerun with "
+            "--debug and report the traceback")
 
 
 def _fail(message: str) -> None:

@@ -22,10 +22,10 @@ from torch.nn import functional as F
 from nanogpt_cli.batches import BatchSampler
 from nanogpt_cli.catalog import resolve_run
 from nanogpt_cli.checkpoint import checkpoint_path, load_model
+from nanogpt_cli.config import check_seed
 from nanogpt_cli.dataset import load_dataset
 from nanogpt_cli.device import resolve_device, resolve_dtype
 from nanogpt_cli.errors import NanoGPTError
-from nanogpt_cli.generate import check_seed
 from nanogpt_cli.memory import check_fits, inference_bytes
 from nanogpt_cli.quantize import check_quantize, quantize_int8
 from nanogpt_cli.sources import read_text_file
@@ -150,7 +150,8 @@ def evaluate(
             return *_answers_loss(model, tokens, task, done), {"accuracy": accuracy(model, tokens, task)[0]}
         if every_token:
             return *_loss_over_stream(model, tokens, block_size, batch_size, done), {}
-        sampler = BatchSampler(tokens, batch_size, block_size, next(model.parameters()).device, seed)
+        sampler = BatchSampler(tokens, batch_size, block_size, next(model.parameters()).device, seed,
+                               vocab_size=data.unscanned_vocab(split) if text_file is None else None)
         total = 0.0
         with torch.no_grad():
             for _ in range(iters):

@@ -23,6 +23,7 @@ from torch.nn import functional as F
 
 from nanogpt_cli.catalog import resolve_run
 from nanogpt_cli.checkpoint import checkpoint_path, load_model
+from nanogpt_cli.config import check_seed
 from nanogpt_cli.device import resolve_device, resolve_dtype
 from nanogpt_cli.errors import NanoGPTError
 from nanogpt_cli.fastpath import prepare_for_sampling, sampling_step
@@ -43,12 +44,6 @@ def check_sampling_args(temperature: float, top_k: int | None, top_p: float | No
     if max_new_tokens < 0:
         raise NanoGPTError(f"--max-new-tokens must not be negative, got {max_new_tokens}")
     check_seed(seed)
-
-
-def check_seed(seed: int | None) -> None:
-    """A seed torch's generators take: a 64-bit integer."""
-    if seed is not None and not -(2**63) <= seed < 2**64:
-        raise NanoGPTError(f"--seed must be a 64-bit integer (from -2**63 to 2**64 - 1), got {seed}")
 
 
 def next_token(

@@ -87,18 +87,22 @@ class Task:
 MAX_DIGITS = 18  # operands and answers stay exact in int64 and in a block a model can hold
 
 
+def task_problem(spec: Any) -> str | None:
+    """What makes a stored task spec (meta.json's, a checkpoint's `task`) unusable, or None; a missing
+    one (None) is fine: not a task dataset."""
+    ok = spec is None or (
+        isinstance(spec, dict) and isinstance(spec.get("ops"), str) and spec["ops"]
+        and set(spec["ops"]) <= OPS.keys() and type(spec.get("digits")) is int and 1 <= spec["digits"] <= MAX_DIGITS
+        and isinstance(spec.get("reverse"), bool) and isinstance(spec.get("reverse_operands", False), bool))
+    return None if ok else "the task spec (operations, digits, answer order) is malformed"
+
+
 def task_of(meta: dict[str, Any] | None) -> Task | None:
-    """The task a meta.json or checkpoint describes (None: not a task dataset); NanoGPTError if its spec
-    is malformed."""
+    """The task a meta.json or checkpoint describes (None: not a task dataset), whose spec its reader
+    has checked (task_problem)."""
     spec = (meta or {}).get("task")
     if spec is None:
         return None
-    ok = (isinstance(spec, dict) and isinstance(spec.get("ops"), str) and spec["ops"]
-          and set(spec["ops"]) <= OPS.keys() and type(spec.get("digits")) is int and 1 <= spec["digits"] <= MAX_DIGITS
-          and isinstance(spec.get("reverse"), bool) and isinstance(spec.get("reverse_operands", False), bool))
-    if not ok:
-        raise NanoGPTError("the task spec (operations, digits, answer order) is malformed; prepare the task dataset "
-                           "again")
     return Task(spec["ops"], spec["digits"], spec["reverse"], spec.get("reverse_operands", False))
 
 

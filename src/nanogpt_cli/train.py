@@ -67,11 +67,12 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.model = build_model(model_config, plan.init.weights if plan.init else None).to(self.device)
         block = model_config.block_size
-        data = dict(task=dataset.task, vocab_size=dataset.vocab_size)
         self.train_batches = BatchSampler(dataset.tokens("train"), cfg.batch_size, block, self.device, cfg.seed,
-                                          self.group.rank, self.group.world, **data)
+                                          self.group.rank, self.group.world, dataset.task,
+                                          dataset.unscanned_vocab("train"))
         self.eval_batches = {split: BatchSampler(dataset.tokens(split), cfg.batch_size, block, self.device, cfg.seed,
-                                                 **data) for split in ("train", "val")}
+                                                 task=dataset.task, vocab_size=dataset.unscanned_vocab(split))
+                             for split in ("train", "val")}
         use_compile = cfg.compile if cfg.compile is not None else default_compile(self.device)
         self.compiled = self._compile() if use_compile else None
         self.parallel = self._wrap_ddp()

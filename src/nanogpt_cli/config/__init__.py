@@ -21,6 +21,7 @@ from nanogpt_cli.config.fields import (
     Knob,
     ModelConfig,
     TrainConfig,
+    check_seed,
     config_from_dict,
     knob,
     knobs_of,
@@ -34,6 +35,7 @@ from nanogpt_cli.config.runfile import RunFile, read_run_file, to_toml
 
 __all__ = ["DERIVED", "KNOBS", "LOGGERS", "MLPS", "MODEL", "MODEL_TYPES", "NORMS", "OPTIMIZERS", "POSITIONS", "RUN",
            "SCHEDULES", "SECTIONS", "TRAINING", "InvalidValue", "Knob", "ModelConfig", "TrainConfig",
-           "config_from_dict", "knob", "knobs_of", "model_config_from_dict", "parse_duration", "train_config_from_dict",
+           "check_seed", "config_from_dict", "knob", "knobs_of", "model_config_from_dict", "parse_duration",
+           "train_config_from_dict",
            "DEFAULT_PRESET_FOR_DEVICE", "FINETUNE", "PRESETS", "Preset", "build_configs", "get_preset", "RunFile",
            "read_run_file", "to_toml", "asdict"]

@@ -52,6 +52,12 @@ def _finite(config: Any) -> None:
             raise InvalidValue(f.name, problem.removeprefix(f"{f.name} "))
 
 
+def check_seed(seed: int | None) -> None:
+    """A seed torch's generators take (train's, sample's and eval's --seed): a 64-bit integer."""
+    if seed is not None and not -(2**63) <= seed < 2**64:
+        raise InvalidValue("seed", f"must be a 64-bit integer (from -2**63 to 2**64 - 1), got {seed}")
+
+
 def _at_least(config: Any, minimum: int, *names: str) -> None:
     for name in names:
         if getattr(config, name) < minimum:
@@ -166,8 +172,7 @@ class TrainConfig:
             self, 1, "batch_size", "grad_accum", "max_iters", "eval_interval", "eval_iters", "log_interval", "keep"
         )
         _at_least(self, 0, "warmup_iters")
-        if not -(2**63) <= self.seed < 2**64:
-            raise InvalidValue("seed", f"must be a 64-bit integer (from -2**63 to 2**64 - 1), got {self.seed}")
+        check_seed(self.seed)
         if self.lr_decay_iters is not None:
             _at_least(self, 1, "lr_decay_iters")
         if self.lr <= 0:
