@@ -204,7 +204,7 @@ def test_the_progress_rate_is_the_summarys_rate(home, small_text, cli):
              "max_iters": 30, "log_interval": 5, "eval_interval": 15, "eval_iters": 1}
     summary = run_training(TrainOptions(flags=flags, run="rate"), lambda kind, info: events.append((kind, info)))
     last_step = [info for kind, info in events if kind == "step"][-1]
-    assert last_step["average_tokens_per_second"] == summary["tokens_per_second"]
+    assert last_step["average_tokens_per_second"] == summary.tokens_per_second
 
 
 def test_info_never_cuts_a_run_name(cli, home, trained_run):

@@ -131,8 +131,8 @@ def training_checkpoint(trainer, full: bool) -> dict[str, Any]:
                    model=trainer.model.state_dict(),
                    tokenizer=trainer.dataset.meta["tokenizer"], dataset=trainer.dataset.name,
                    task=trainer.dataset.meta.get("task"))
-    if trainer.info["init_from"]:
-        payload["init_from"] = trainer.info["init_from"]
+    if trainer.info.init_from:
+        payload["init_from"] = trainer.info.init_from
     if full:  # everything needed to continue exactly
         payload["optimizer"] = trainer.optimizer.state_dict()
         payload["scaler"] = trainer.scaler.state_dict() if trainer.scaler.is_enabled() else {}

@@ -77,7 +77,7 @@ def run_ladder(dataset: str, prefix: str, iters: int | None, time: str | None, d
         flags = {**stage_flags(number - 1, device), **budget, "dataset": dataset, "device": device}
         options = TrainOptions("lecture", flags, run=f"{prefix}-{number}-{stage.slug}", overwrite=overwrite)
         summary = run_training(options, on_event, progress)
-        yield {"stage": number, "slug": stage.slug, "change": stage.change, "run": summary["run"],
-               "parameters": summary["parameters"], "iterations": summary["iterations"],
-               "val_loss": summary["best_val_loss"], "seconds": summary["total_elapsed"],
+        yield {"stage": number, "slug": stage.slug, "change": stage.change, "run": summary.run,
+               "parameters": summary.parameters, "iterations": summary.iterations,
+               "val_loss": summary.best_val_loss, "seconds": summary.total_elapsed,
                "lecture_val_loss": stage.lecture_val_loss}

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from nanogpt_cli.errors import NanoGPTError
+from nanogpt_cli.runinfo import RunInfo
 
 # metrics.jsonl fields -> the scalar names the tools show, by kind of row
 SCALARS = {
@@ -33,10 +34,10 @@ def scalars(row: dict[str, Any]) -> dict[str, float]:
     return {names[k]: float(v) for k, v in row.items() if k in names and v is not None}
 
 
-def _config(info: dict[str, Any]) -> dict[str, Any]:
-    return {"run": info["run"], "dataset": info["dataset"], "preset": info["preset"], "parameters": info["parameters"],
-            "device": info["device"], **{f"model.{k}": v for k, v in info["model_config"].items()},
-            **{f"train.{k}": v for k, v in info["train_config"].items()}}
+def _config(info: RunInfo) -> dict[str, Any]:
+    return {"run": info.run, "dataset": info.dataset, "preset": info.preset, "parameters": info.parameters,
+            "device": info.device, **{f"model.{k}": v for k, v in info.model_config.items()},
+            **{f"train.{k}": v for k, v in info.train_config.items()}}
 
 
 EXTRAS = {"tensorboard": ("torch.utils.tensorboard", "TensorBoard", "tensorboard"),
@@ -58,7 +59,7 @@ def check_loggers(names: list[str]) -> None:
 class TensorBoardLogger:
     """Event files in <run>/tensorboard: `tensorboard --logdir <runs folder>` shows every run."""
 
-    def __init__(self, run_dir: Path, info: dict[str, Any]):
+    def __init__(self, run_dir: Path, info: RunInfo):
         check_loggers(["tensorboard"])
         from torch.utils.tensorboard import SummaryWriter
 
@@ -79,7 +80,7 @@ class TensorBoardLogger:
 class WandbLogger:
     """A W&B run named after the run; a resumed run continues the same W&B run."""
 
-    def __init__(self, run_dir: Path, info: dict[str, Any], project: str | None):
+    def __init__(self, run_dir: Path, info: RunInfo, project: str | None):
         check_loggers(["wandb"])
         import wandb
 
@@ -87,7 +88,7 @@ class WandbLogger:
         run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:12]
         id_file.write_text(run_id + "\n")
         try:
-            self.run = wandb.init(project=project or "nanogpt", name=info["run"], id=run_id, resume="allow",
+            self.run = wandb.init(project=project or "nanogpt", name=info.run, id=run_id, resume="allow",
                                   dir=str(run_dir), config=_config(info))
         except Exception as exc:  # no login, no network, a bad project name: wandb raises many kinds
             raise NanoGPTError(
@@ -104,7 +105,7 @@ class WandbLogger:
         self.run.finish()
 
 
-def open_loggers(names: list[str], run_dir: Path, info: dict[str, Any], wandb_project: str | None = None) -> list[Any]:
+def open_loggers(names: list[str], run_dir: Path, info: RunInfo, wandb_project: str | None = None) -> list[Any]:
     loggers = []
     try:
         for name in names:

@@ -17,8 +17,16 @@ from nanogpt_cli.errors import NanoGPTError
 from nanogpt_cli.plan import plan_resume, plan_run
 from nanogpt_cli.prepare import prepare_dataset
 from nanogpt_cli.runcontrol import TrainingInterrupted
+from nanogpt_cli.runinfo import RunSummary
 from nanogpt_cli.sources import no_progress
 from nanogpt_cli.train import EventHandler, train
+
+
+@dataclass(frozen=True)
+class Relaunched:
+    """What the command that started torchrun gets back: the processes' exit code."""
+
+    exit_code: int
 
 
 @dataclass
@@ -35,10 +43,11 @@ class TrainOptions:
     relaunch_args: list[str] = field(default_factory=list)  # the command's own arguments, for torchrun
 
 
-def run_training(options: TrainOptions, on_event: EventHandler | None = None, progress=None) -> dict[str, Any]:
+def run_training(options: TrainOptions, on_event: EventHandler | None = None,
+                 progress=None) -> RunSummary | Relaunched | None:
     """All of `nanogpt train`: join the process group (or start torchrun with options.nproc processes,
     once every flag is checked), plan, prepare the bundled dataset when it is missing, train, leave the
-    group. Returns the run's summary, {"relaunched": exit code} after torchrun, or {} on a rank > 0."""
+    group. Returns the run's summary, Relaunched(exit code) after torchrun, or None on a rank > 0."""
     emit = on_event or (lambda kind, info: None)
     if options.resume and options.overwrite:
         raise NanoGPTError("--resume continues a run and --overwrite replaces it; choose one")
@@ -57,7 +66,7 @@ def run_training(options: TrainOptions, on_event: EventHandler | None = None, pr
     if launching:
         command = "torchrun " + " ".join(distributed.torchrun_command(options.nproc, options.relaunch_args)[3:])
         emit("launch", {"nproc": options.nproc, "command": command})
-        return {"relaunched": distributed.launch(options.nproc, options.relaunch_args)}
+        return Relaunched(distributed.launch(options.nproc, options.relaunch_args))
     finished = False  # whether every process reached the same end (then they leave the group together)
     try:
         if plan.bundled is not None:
@@ -74,6 +83,6 @@ def run_training(options: TrainOptions, on_event: EventHandler | None = None, pr
             finished = True
             raise
         finished = True
-        return summary if group.is_main else {}
+        return summary if group.is_main else None
     finally:
         distributed.teardown(finished=finished)

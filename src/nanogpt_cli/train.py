@@ -7,7 +7,8 @@ best.pt whenever val loss improves and ckpt.pt at each eval, and a metrics.jsonl
 and eval. A resumed run continues exactly where its checkpoint left it (weights, optimizer, scaler,
 counters and every random generator); on the CPU it is bit-for-bit the run that never stopped.
 `train(plan)` claims the run folder (runs.py) and runs a Trainer. It reports progress through
-`on_event(kind, info)` and never prints.
+`on_event(kind, info)` (a RunInfo at the start, a metrics row at each log and eval, a RunSummary at
+the end) and never prints.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 from nanogpt_cli import __version__, distributed, paths
 from nanogpt_cli.batches import BatchSampler, estimate_loss
 from nanogpt_cli.checkpoint import keep_history, restore_training, save_checkpoint, training_checkpoint
+from nanogpt_cli.dataset import Dataset
 from nanogpt_cli.device import (
     autocast,
     compile_with_fallback,
@@ -41,12 +43,10 @@ from nanogpt_cli.model import build_model, count_parameters, flops_per_token
 from nanogpt_cli.optim import describe_orthogonalize, lr_at, make_optimizer
 from nanogpt_cli.plan import RunPlan, attach_dataset
 from nanogpt_cli.runcontrol import EvalSchedule, StopRequests, TrainingInterrupted
+from nanogpt_cli.runinfo import RunInfo, RunSummary
 from nanogpt_cli.runs import MetricsLog, new_run_name, open_run, write_config
 
-EventHandler = Callable[[str, dict[str, Any]], None]
-
-
-# --------------------------------------------------------------------------------------- training
+EventHandler = Callable[[str, Any], None]
 
 
 class Trainer:
@@ -66,13 +66,8 @@ class Trainer:
 
         torch.manual_seed(cfg.seed)
         self.model = build_model(model_config, plan.init.weights if plan.init else None).to(self.device)
-        block = model_config.block_size
-        self.train_batches = BatchSampler(dataset.tokens("train"), cfg.batch_size, block, self.device, cfg.seed,
-                                          self.group.rank, self.group.world, dataset.task,
-                                          dataset.unscanned_vocab("train"))
-        self.eval_batches = {split: BatchSampler(dataset.tokens(split), cfg.batch_size, block, self.device, cfg.seed,
-                                                 task=dataset.task, vocab_size=dataset.unscanned_vocab(split))
-                             for split in ("train", "val")}
+        self.train_batches, self.eval_batches = _samplers(dataset, cfg, model_config.block_size, self.device,
+                                                          self.group)
         use_compile = cfg.compile if cfg.compile is not None else default_compile(self.device)
         self.compiled = self._compile() if use_compile else None
         self.parallel = self._wrap_ddp()
@@ -83,9 +78,6 @@ class Trainer:
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
-        n_params = count_parameters(self.model)
-        self.flops_per_step = flops_per_token(model_config, n_params) * cfg.batch_size * block * cfg.grad_accum
-        self.peak_flops = cfg.peak_flops or peak_flops(self.device, self.dtype)
         self.step = 0
         self.elapsed_before = 0.0  # training time of earlier sessions of this run (resumed runs)
         self.started: float | None = None  # when this session's training began
@@ -94,23 +86,14 @@ class Trainer:
         self.evals = EvalSchedule(cfg.eval_interval, timed=self.budget is not None)
         self.best_val_loss = math.inf
         # Training loss summed on the device since the last log line, and over how many steps.
-        self.loss_sum = torch.zeros((), device=self.device)
-        self.loss_count = 0
+        self.loss_sum, self.loss_count = torch.zeros((), device=self.device), 0
         self.last_eval: dict[str, Any] = {}
         if plan.resume is not None:
             restore_training(self, plan.resume)
-        self.preset = plan.preset
-        # config.json: the settings and what was measured (Muon orthogonalises in bfloat16 only where native)
-        self.info = dict(
-            run=run_dir.name, run_dir=str(run_dir), dataset=dataset.name, preset=plan.preset, parameters=n_params,
-            compile=self.compiled is not None, peak_flops=self.peak_flops, device=describe(self.device),
-            dtype=str(self.dtype).removeprefix("torch."),
-            muon_orthogonalize=describe_orthogonalize(self.device) if "muon" in self.optimizer.parts else None,
-            model_config=asdict(model_config), train_config=asdict(cfg), tokenizer=dataset.meta["tokenizer"],
-            nanogpt_version=__version__, torch_version=torch.__version__, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            resumed_from=self.step if plan.resume is not None else None, time_budget=self.budget,
-            init_from=plan.init.description if plan.init else (plan.resume or {}).get("init_from"),
-        )
+        self.info = _run_info(self, plan)
+        self.speed = Throughput(cfg.batch_size * model_config.block_size * cfg.grad_accum,
+                                flops_per_token(model_config, self.info.parameters),
+                                cfg.peak_flops or peak_flops(self.device, self.dtype), self.group.world)
 
     def elapsed(self) -> float:
         """Seconds this run has trained, over all its sessions."""
@@ -125,7 +108,7 @@ class Trainer:
             return self.step >= self.cfg.max_iters
         return distributed.any_rank(self.elapsed() >= self.budget, self.device)  # all processes stop together
 
-    def autocast(self):
+    def autocast(self):  # mixed precision where the device and dtype have it
         return autocast(self.device, self.dtype)
 
     def _compile(self):
@@ -146,20 +129,13 @@ class Trainer:
         if not self.group.active:
             return None
         ids = [self.device.index] if self.device.type == "cuda" else None
-        return DistributedDataParallel(self.runnable, device_ids=ids)
-
-    @property
-    def runnable(self) -> torch.nn.Module:
-        """The compiled model when there is one, else the model. Not `self.compiled or self.model`: a
-        compiled module's truth value asks for its len(), which torch.compile's wrapper refuses
-        (TypeError) for a model that is not a container."""
-        return self.model if self.compiled is None else self.compiled
+        return DistributedDataParallel(self.model if self.compiled is None else self.compiled, device_ids=ids)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, parallel: bool = False):
-        """The model's forward pass: through DDP for training steps when distributed, compiled when asked."""
+        """The forward pass: through DDP for training steps when distributed, compiled when asked."""
         if parallel and self.parallel is not None:
             return self.parallel(x, y)
-        return self.runnable(x, y)
+        return (self.model if self.compiled is None else self.compiled)(x, y)
 
     def save(self, best: bool = False) -> None:
         """Write best.pt (weights) when asked, then ckpt.pt (full state). best.pt goes first: if the
@@ -178,47 +154,27 @@ class Trainer:
 
     # -- the loop
 
-    def _check_finite(self, value: float, what: str) -> None:
-        if not math.isfinite(value) and not self.cfg.allow_nan:
-            kept = (f"its last good checkpoint is kept in {self.run_dir}" if (self.run_dir / "ckpt.pt").exists()
-                    else "no checkpoint had been written yet")
-            raise NanoGPTError(
-                f"the {what} became {value} at iteration {self.step}; the run stopped and {kept}. "
-                "Lower --lr, use --dtype float32, or pass --allow-nan to go on"
-            )
-
-    def evaluate(self, log) -> None:
+    def evaluate(self) -> None:
         cfg = self.cfg
         self.evals.done(self.step, self.fraction())
-        train_loss = estimate_loss(self.model, self.eval_batches["train"], cfg.eval_iters, self.autocast, cfg.seed + 1,
-                                   self.forward)
-        val_loss = estimate_loss(self.model, self.eval_batches["val"], cfg.eval_iters, self.autocast, cfg.seed + 2,
-                                 self.forward)
-        self._check_finite(val_loss, "validation loss")
+        losses = [estimate_loss(self.model, self.eval_batches[split], cfg.eval_iters, self.autocast, cfg.seed + n,
+                                self.forward) for n, split in ((1, "train"), (2, "val"))]
+        train_loss, val_loss = losses
+        _check_finite(self, val_loss, "validation loss")
         improved = val_loss < self.best_val_loss
         self.best_val_loss = min(self.best_val_loss, val_loss)
         row = {"kind": "eval", "iter": self.step, "train_loss": train_loss, "val_loss": val_loss,
                "lr": lr_at(self.step, cfg, self.fraction()), "elapsed": round(self.elapsed(), 3)}
-        log(row)
+        self.metrics.write(row)
         if self.step > 0:
             self.save(best=improved)
         self.last_eval = row
         self.emit("eval", {**row, "best_val_loss": self.best_val_loss, "improved": improved})
 
-    def throughput(self, steps: int, seconds: float) -> dict[str, float]:
-        """Tokens per second over `steps` optimizer steps, and model FLOPs utilisation when the
-        device's peak is known (every process has its own device)."""
-        seconds = max(seconds, 1e-9)
-        tokens = self.cfg.batch_size * self.model_config.block_size * self.cfg.grad_accum * steps
-        result = {"tokens_per_second": round(tokens / seconds, 1)}
-        if self.peak_flops:
-            result["mfu"] = round(self.flops_per_step * steps / seconds / (self.peak_flops * self.group.world), 4)
-        return result
-
-    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
-        """One optimizer step over grad_accum micro-batches; returns the next batch and the mean loss."""
-        cfg = self.cfg
-        self.optimizer.set_lr(lr_at(self.step, cfg, self.fraction()))
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step over grad_accum micro-batches; returns the next batch. The mean loss is
+        added to the running sum on the device (read once per log line)."""
+        self.optimizer.set_lr(lr_at(self.step, self.cfg, self.fraction()))
         total = torch.zeros((), device=self.device)
         for micro in range(self.micro_steps):
             # Under DDP, gradients are averaged across processes only after the last micro-step.
@@ -231,81 +187,156 @@ class Trainer:
                 x, y = self.train_batches.next()  # fetch the next batch while the GPU works
                 self.scaler.scale(loss).backward()
             total += loss.detach()
-        if cfg.grad_clip > 0:
+        if self.cfg.grad_clip > 0:
             self.optimizer.unscale_(self.scaler)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         self.optimizer.step(self.scaler)
         self.optimizer.zero_grad()
         self.step += 1
-        return x, y, total
+        self.loss_sum += total
+        self.loss_count += 1
+        return x, y
 
-    def run(self) -> dict[str, Any]:
-        cfg = self.cfg
-        resumed = self.info["resumed_from"] is not None
-        main = self.group.is_main
+    def log_step(self) -> None:
+        """A train row: the mean loss since the last one, the rate, and the progress bar's event."""
+        mean = distributed.mean(self.loss_sum).item() / self.loss_count  # one sync per log line
+        _check_finite(self, mean, "training loss")
+        lap, average = self.speed.lap()
+        row = {"kind": "train", "iter": self.step, "loss": mean, "lr": self.optimizer.param_groups[0]["lr"],
+               "elapsed": round(self.elapsed(), 3), **lap}
+        self.metrics.write(row)
+        # The progress bar shows the rate averaged over the session, as the summary does.
+        self.emit("step", {**row, **{f"average_{k}": v for k, v in average.items()}, "max_iters": self.cfg.max_iters,
+                           "elapsed": self.elapsed(), "time_budget": self.budget,
+                           "val_loss": self.last_eval.get("val_loss")})
+        self.loss_sum.zero_()
+        self.loss_count = 0
+
+    def run(self) -> RunSummary:
+        cfg, main, resumed = self.cfg, self.group.is_main, self.info.resumed_from is not None
         if main:
-            write_config(self.run_dir, self.info, self.model_config, cfg, self.preset)
+            write_config(self.run_dir, self.info.as_json(), self.model_config, cfg, self.info.preset)
         self.emit("start", self.info)
-
-        timer, timed_steps = time.perf_counter(), 0
-        total_steps, total_seconds = 0, 0.0  # training time only, for the summary's throughput
         self.started = time.perf_counter()
+        self.speed.restart()
         self.evals.start(self.step, self.fraction(), resumed)
         x, y = self.train_batches.next()
         self.model.train()
         loggers = open_loggers(cfg.loggers, self.run_dir, self.info, cfg.wandb_project) if main else []
         with MetricsLog(self.run_dir, self.step if resumed else None, enabled=main, loggers=loggers) as self.metrics, \
                 StopRequests() as stop:
-            log = self.metrics.write
             skip_eval = resumed  # a checkpoint at an eval step was written after that eval
             while True:
                 done = self.finished()
                 due = self.evals.due(self.step, self.fraction())
                 if (distributed.any_rank(due, self.device) or done) and not skip_eval:
-                    self.evaluate(log)
-                    timer, timed_steps = time.perf_counter(), 0  # tokens/s counts training time only
+                    self.evaluate()
+                    self.speed.restart()  # tokens/s counts training time only
                 skip_eval = False
                 if done:
                     break
                 if distributed.any_rank(stop.requested, self.device):
                     self.save()
                     raise TrainingInterrupted(self.run_dir.name, self.step, self.run_dir / "ckpt.pt", main)
-
-                x, y, loss = self.train_step(x, y)
-                self.loss_sum += loss
-                self.loss_count += 1
-                timed_steps += 1
+                x, y = self.train_step(x, y)
+                self.speed.count()
                 if self.step % cfg.log_interval == 0 or (self.budget is None and self.step == cfg.max_iters):
-                    mean = distributed.mean(self.loss_sum).item() / self.loss_count  # one sync per log line
-                    self._check_finite(mean, "training loss")
-                    seconds = time.perf_counter() - timer
-                    total_steps, total_seconds = total_steps + timed_steps, total_seconds + seconds
-                    row = {"kind": "train", "iter": self.step, "loss": mean, "lr": self.optimizer.param_groups[0]["lr"],
-                           "elapsed": round(self.elapsed(), 3), **self.throughput(timed_steps, seconds)}
-                    log(row)
-                    # The progress bar shows the rate averaged over the session, as the summary does.
-                    average = {f"average_{k}": v for k, v in self.throughput(total_steps, total_seconds).items()}
-                    self.emit("step", {**row, **average, "max_iters": cfg.max_iters, "elapsed": self.elapsed(),
-                                       "time_budget": self.budget, "val_loss": self.last_eval.get("val_loss")})
-                    self.loss_sum.zero_()
-                    self.loss_count = 0
-                    timer, timed_steps = time.perf_counter(), 0
-
-        self.metrics = None
-        resumed_from = self.info["resumed_from"]
-        summary = dict(
-            run=self.run_dir.name, run_dir=str(self.run_dir), iterations=self.step, resumed_from=resumed_from,
-            session_iterations=self.step - (resumed_from or 0), best_val_loss=self.best_val_loss,
-            final_train_loss=self.last_eval.get("train_loss"), final_val_loss=self.last_eval.get("val_loss"),
-            elapsed=time.perf_counter() - self.started, total_elapsed=self.elapsed(),  # this session, all sessions
-            parameters=self.info["parameters"], dataset=self.dataset.name, seed=cfg.seed,
-            checkpoint=str(self.run_dir / "best.pt"), **self.throughput(total_steps, total_seconds),
-        )
+                    self.log_step()
+        self.metrics, summary = None, _summary(self)
         self.emit("done", summary)
         return summary
 
 
-def train(plan: RunPlan, overwrite: bool = False, on_event: EventHandler | None = None) -> dict[str, Any]:
+class Throughput:
+    """Tokens per second (and model FLOPs utilisation, where the device's peak is known) of the steps
+    since the last lap, and averaged over the session, counting training time only."""
+
+    def __init__(self, tokens_per_step: int, flops_per_token: float, peak: float | None, world: int):
+        self.tokens_per_step, self.flops_per_token = tokens_per_step, flops_per_token
+        self.peak, self.world = peak, world
+        self.timer, self.steps = time.perf_counter(), 0
+        self.total_steps, self.total_seconds = 0, 0.0
+
+    def restart(self) -> None:
+        """Start a new lap (after an evaluation, which is not training time)."""
+        self.timer, self.steps = time.perf_counter(), 0
+
+    def count(self) -> None:
+        self.steps += 1
+
+    def rate(self, steps: int, seconds: float) -> dict[str, float]:
+        seconds = max(seconds, 1e-9)
+        tokens = self.tokens_per_step * steps
+        result = {"tokens_per_second": round(tokens / seconds, 1)}
+        if self.peak:  # every process has its own device
+            result["mfu"] = round(self.flops_per_token * tokens / seconds / (self.peak * self.world), 4)
+        return result
+
+    def lap(self) -> tuple[dict[str, float], dict[str, float]]:
+        """The rate of this lap and of the session so far; a new lap starts."""
+        seconds = time.perf_counter() - self.timer
+        self.total_steps, self.total_seconds = self.total_steps + self.steps, self.total_seconds + seconds
+        lap = self.rate(self.steps, seconds)
+        self.restart()
+        return lap, self.session()
+
+    def session(self) -> dict[str, float]:
+        return self.rate(self.total_steps, self.total_seconds)
+
+
+def _samplers(dataset: Dataset, cfg, block: int, device: torch.device, group) -> tuple[BatchSampler, dict]:
+    """The training batches (this process's share) and the eval batches of each split."""
+    train = BatchSampler(dataset.tokens("train"), cfg.batch_size, block, device, cfg.seed, group.rank, group.world,
+                         dataset.task, dataset.unscanned_vocab("train"))
+    evals = {split: BatchSampler(dataset.tokens(split), cfg.batch_size, block, device, cfg.seed, task=dataset.task,
+                                 vocab_size=dataset.unscanned_vocab(split))
+             for split in ("train", "val")}
+    return train, evals
+
+
+def _check_finite(trainer: Trainer, value: float, what: str) -> None:
+    if not math.isfinite(value) and not trainer.cfg.allow_nan:
+        kept = (f"its last good checkpoint is kept in {trainer.run_dir}" if (trainer.run_dir / "ckpt.pt").exists()
+                else "no checkpoint had been written yet")
+        raise NanoGPTError(
+            f"the {what} became {value} at iteration {trainer.step}; the run stopped and {kept}. "
+            "Lower --lr, use --dtype float32, or pass --allow-nan to go on"
+        )
+
+
+def _run_info(trainer: Trainer, plan: RunPlan) -> RunInfo:
+    """config.json's record: the settings and what was measured (Muon orthogonalises in bfloat16 only
+    where that is native)."""
+    run_dir = trainer.run_dir
+    return RunInfo(
+        run=run_dir.name, run_dir=str(run_dir), dataset=trainer.dataset.name, preset=plan.preset,
+        parameters=count_parameters(trainer.model), compile=trainer.compiled is not None,
+        peak_flops=trainer.cfg.peak_flops or peak_flops(trainer.device, trainer.dtype),
+        device=describe(trainer.device), dtype=str(trainer.dtype).removeprefix("torch."),
+        muon_orthogonalize=describe_orthogonalize(trainer.device) if "muon" in trainer.optimizer.parts else None,
+        model_config=asdict(trainer.model_config), train_config=asdict(trainer.cfg),
+        tokenizer=trainer.dataset.meta["tokenizer"], nanogpt_version=__version__, torch_version=torch.__version__,
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), resumed_from=trainer.step if plan.resume is not None else None,
+        time_budget=trainer.budget,
+        init_from=plan.init.description if plan.init else (plan.resume or {}).get("init_from"),
+    )
+
+
+def _summary(trainer: Trainer) -> RunSummary:
+    info, last_eval = trainer.info, trainer.last_eval
+    speed = trainer.speed.session()
+    return RunSummary(
+        run=info.run, run_dir=info.run_dir, dataset=info.dataset, seed=trainer.cfg.seed, parameters=info.parameters,
+        iterations=trainer.step, resumed_from=info.resumed_from,
+        session_iterations=trainer.step - (info.resumed_from or 0), best_val_loss=trainer.best_val_loss,
+        final_train_loss=last_eval.get("train_loss"), final_val_loss=last_eval.get("val_loss"),
+        elapsed=time.perf_counter() - trainer.started, total_elapsed=trainer.elapsed(),
+        checkpoint=str(trainer.run_dir / "best.pt"), tokens_per_second=speed["tokens_per_second"],
+        mfu=speed.get("mfu"),
+    )
+
+
+def train(plan: RunPlan, overwrite: bool = False, on_event: EventHandler | None = None) -> RunSummary:
     """Train the planned run (a new one, or one continued from its checkpoint); return a summary of it."""
     emit = on_event or (lambda kind, info: None)
     run_dir = paths.run_dir(distributed.broadcast(plan.run or new_run_name(plan.train_config.dataset)))

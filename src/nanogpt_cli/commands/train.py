@@ -19,6 +19,7 @@ from nanogpt_cli.commands.complete import complete_dataset, complete_run
 from nanogpt_cli.commands.console import byte_progress, err, out
 from nanogpt_cli.commands.train_display import TrainDisplay, presets_table, train_summary
 from nanogpt_cli.config import KNOBS, RUN
+from nanogpt_cli.runinfo import RunSummary
 
 COMPLETIONS = {"dataset": complete_dataset, "init_from": complete_run}  # Tab completes these names
 
@@ -133,7 +134,7 @@ def train(
         return
     from nanogpt_cli.config import read_run_file
     from nanogpt_cli.runcontrol import TrainingInterrupted
-    from nanogpt_cli.session import TrainOptions, run_training
+    from nanogpt_cli.session import Relaunched, TrainOptions, run_training
 
     startup_done()
     options = TrainOptions(
@@ -158,9 +159,9 @@ def train(
                 f"resume with: nanogpt train --run {stop.run} --resume" + (f" --nproc {nproc}" if nproc > 1 else "")
             )
         raise typer.Exit(130) from None
-    if "relaunched" in summary:
-        raise typer.Exit(summary["relaunched"])
-    if not summary:  # a process other than the first of several: that one reports
+    if isinstance(summary, Relaunched):
+        raise typer.Exit(summary.exit_code)
+    if summary is None:  # a process other than the first of several: that one reports
         return
     train_summary(summary)
     if sample_tokens > 0 and _solved_examples(summary):
@@ -168,31 +169,31 @@ def train(
     if sample_tokens > 0:
         from nanogpt_cli.generate import sample_from_run
 
-        text = sample_from_run(summary["run"], prompt=None, max_new_tokens=sample_tokens, seed=summary["seed"])
-        out.print(f"\n[dim]--- a sample from {summary['run']} ---[/]", markup=True)
+        text = sample_from_run(summary.run, prompt=None, max_new_tokens=sample_tokens, seed=summary.seed)
+        out.print(f"\n[dim]--- a sample from {summary.run} ---[/]", markup=True)
         sys.stdout.write(text.rstrip("\n") + "\n")
         from nanogpt_cli.dataset import example_prompt
 
-        prompt = example_prompt(summary["dataset"])
-        more = f"nanogpt sample --run {summary['run']}" + (f" --prompt {shlex.quote(prompt)}" if prompt else "")
+        prompt = example_prompt(summary.dataset)
+        more = f"nanogpt sample --run {summary.run}" + (f" --prompt {shlex.quote(prompt)}" if prompt else "")
         out.print("[dim]---[/]\nmore: " + escape(more), markup=True)
 
 
-def _solved_examples(summary: dict[str, Any]) -> bool:
+def _solved_examples(summary: RunSummary) -> bool:
     """For a run on a task dataset (arithmetic), a few val problems and its answers instead of a sample."""
     from nanogpt_cli.dataset import load_dataset
     from nanogpt_cli.generate import SampleSession
     from nanogpt_cli.tasks import val_examples
 
-    dataset = load_dataset(summary["dataset"])
+    dataset = load_dataset(summary.dataset)
     if dataset.task is None:
         return False
-    session = SampleSession.open(summary["run"])
-    out.print(f"\n[dim]--- {summary['run']} answers val problems (greedy) ---[/]", markup=True)
+    session = SampleSession.open(summary.run)
+    out.print(f"\n[dim]--- {summary.run} answers val problems (greedy) ---[/]", markup=True)
     for problem, expected in val_examples(dataset):
         answer = session.solve(problem)
         out.print(f"{problem}{answer}  " + ("[green]right[/]" if answer == expected else "[red]wrong[/] "
                                                                                          f"({expected})"), markup=True)
-    out.print(f"[dim]---[/]\nmore: nanogpt sample --run {summary['run']} --prompt {shlex.quote(problem)}; "
-              f"accuracy: nanogpt eval --run {summary['run']}", markup=True)
+    out.print(f"[dim]---[/]\nmore: nanogpt sample --run {summary.run} --prompt {shlex.quote(problem)}; "
+              f"accuracy: nanogpt eval --run {summary.run}", markup=True)
     return True

@@ -9,6 +9,7 @@ from typing import Any
 from rich.table import Table
 
 from nanogpt_cli.commands.console import duration, err, fmt, out
+from nanogpt_cli.runinfo import RunInfo, RunSummary
 
 
 class TrainDisplay:
@@ -33,30 +34,30 @@ class TrainDisplay:
             return
         getattr(self, f"on_{kind}")(info)
 
-    def on_start(self, info: dict[str, Any]) -> None:
-        m, t = info["model_config"], info["train_config"]
+    def on_start(self, info: RunInfo) -> None:
+        m, t = info.model_config, info.train_config
         shape = (
             "bigram" if m["model"] == "bigram"
             else f"{m['n_layer']} layers, {m['n_head']} heads, {m['n_embd']} wide"
         )
-        if info["resumed_from"] is not None:
-            err.print(f"resuming run [bold]{info['run']}[/] from iteration {info['resumed_from']:,}", markup=True)
-        if info["init_from"]:
-            err.print(f"starting from the weights of {info['init_from']}")
+        if info.resumed_from is not None:
+            err.print(f"resuming run [bold]{info.run}[/] from iteration {info.resumed_from:,}", markup=True)
+        if info.init_from:
+            err.print(f"starting from the weights of {info.init_from}")
         err.print(
-            f"run [bold]{info['run']}[/]: {info['parameters'] / 1e6:.2f}M parameters ({shape}, block "
-            f"{m['block_size']}), dataset {info['dataset']}, preset {info['preset'] or 'none'}",
+            f"run [bold]{info.run}[/]: {info.parameters / 1e6:.2f}M parameters ({shape}, block "
+            f"{m['block_size']}), dataset {info.dataset}, preset {info.preset or 'none'}",
             markup=True,
         )
         length = f"{t['time']} of training (its results depend on this machine's speed)" if t.get("time") \
             else f"{t['max_iters']:,} iterations"
         err.print(
-            f"device {info['device']}, {info['dtype']}{', compiled' if info['compile'] else ''}; {length} of "
+            f"device {info.device}, {info.dtype}{', compiled' if info.compile else ''}; {length} of "
             f"{t['batch_size']} x {m['block_size']} tokens"
             + (f" x {t['grad_accum']} accumulated" if t["grad_accum"] > 1 else "")
         )
-        if info.get("muon_orthogonalize"):
-            err.print(f"Muon orthogonalises in {info['muon_orthogonalize']}")
+        if info.muon_orthogonalize:
+            err.print(f"Muon orthogonalises in {info.muon_orthogonalize}")
         self.timed = bool(t.get("time"))
         if self.live:
             from rich.progress import (
@@ -80,10 +81,10 @@ class TrainDisplay:
                 TextColumn("{task.fields[left]}") if self.timed else TimeRemainingColumn(),
                 console=err,
             )
-            budget = info["time_budget"]
+            budget = info.time_budget
             self.task = self.progress.add_task(
-                "train", total=budget or t["max_iters"], completed=0 if self.timed else info["resumed_from"] or 0,
-                loss="-", val="-", speed="-", mfu="", iter=info["resumed_from"] or 0, left=duration(budget or 0),
+                "train", total=budget or t["max_iters"], completed=0 if self.timed else info.resumed_from or 0,
+                loss="-", val="-", speed="-", mfu="", iter=info.resumed_from or 0, left=duration(budget or 0),
             )
             self.progress.start()
 
@@ -126,20 +127,20 @@ class TrainDisplay:
             self.progress = None
 
 
-def train_summary(summary: dict[str, Any]) -> None:
-    mfu = f", MFU {summary['mfu']:.1%}" if "mfu" in summary else ""
-    work = f"{summary['iterations']:,} iterations in {duration(summary['elapsed'])}"
-    if summary["resumed_from"] is not None:
-        work = (f"{summary['session_iterations']:,} iterations in {duration(summary['elapsed'])} this session "
-                f"({summary['iterations']:,} in {duration(summary['total_elapsed'])} in all)")
+def train_summary(summary: RunSummary) -> None:
+    mfu = f", MFU {summary.mfu:.1%}" if summary.mfu is not None else ""
+    work = f"{summary.iterations:,} iterations in {duration(summary.elapsed)}"
+    if summary.resumed_from is not None:
+        work = (f"{summary.session_iterations:,} iterations in {duration(summary.elapsed)} this session "
+                f"({summary.iterations:,} in {duration(summary.total_elapsed)} in all)")
     out.print(
         f"done: {work}, best val loss "
-        f"[bold]{summary['best_val_loss']:.4f}[/] (train {summary['final_train_loss']:.4f}), "
-        f"{summary['tokens_per_second']:,.0f} tokens/s{mfu}",
+        f"[bold]{summary.best_val_loss:.4f}[/] (train {summary.final_train_loss:.4f}), "
+        f"{summary.tokens_per_second:,.0f} tokens/s{mfu}",
         markup=True,
     )
-    out.print(f"checkpoint: {summary['checkpoint']}")
-    out.print(f"loss curves: nanogpt plot {summary['run']}")
+    out.print(f"checkpoint: {summary.checkpoint}")
+    out.print(f"loss curves: nanogpt plot {summary.run}")
 
 
 def presets_table() -> None:
