@@ -80,6 +80,10 @@ def test_train_sample_eval_and_info_on_a_bpe_dataset(cli, tmp_path, tiny):
     assert chars_per_token > 1.5
     assert cli("prepare", source, "--name", "poly-char").exit_code == 0
     assert "1.00 characters per token on val" in cli("info", "poly-char").stdout  # one per token, for char
+    # Exported, the model names its own end-of-text id (a trained BPE's, not GPT-2's 50256).
+    assert cli("export", "bpe-run", tmp_path / "hf").exit_code == 0
+    hf_config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert hf_config["eos_token_id"] == hf_config["bos_token_id"] == data.tokenizer.eot_token < 300
 
 
 def test_bpe_sizes_are_checked(cli, small_text):

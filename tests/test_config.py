@@ -18,7 +18,7 @@ def _print_config(cli, *args) -> str:
 def test_print_config_round_trips_through_a_file(cli, tmp_path):
     printed = _print_config(cli, "--n-layer", "3", "--lr", "5e-4", "--dataset", "poems", "--compile")
     assert "n_layer = 3\n" in printed and "lr = 0.0005\n" in printed and "min_lr = 5e-05\n" in printed
-    assert "# Transformer blocks.\nn_layer = 3" in printed  # each field's help text as a comment
+    assert "# Transformer blocks. Must be at least 1.\nn_layer = 3" in printed  # help and range as a comment
     assert "# lr_decay_iters =\n" in printed  # unset optional fields are written commented out
     assert "compile = true" in printed and "vocab_size" not in printed  # the vocabulary comes from the data
     path = tmp_path / "my.toml"
@@ -51,6 +51,8 @@ BAD_FILES = [
     ),
     ('[model]\n\nn_layer = "six"\n', "bad.toml, line 3: n_layer must be an integer, got 'six'"),
     ("[model]\nbias = 1\n", "bad.toml, line 2: bias must be true or false, got 1"),
+    # The key `model` of [model] is not its header; a line separator in a comment is no line break in TOML.
+    ("# a\u2028b\n[model]\nn_layer = 2\nmodel = 5\n", "bad.toml, line 4: model must be a string, got 5"),
     ("[train]\nlr = 0.001\nmax_iters = 0\n", "bad.toml, line 3: max_iters must be at least 1, got 0"),
     ("[model]\nvocab_size = 100\n", "bad.toml, line 2: vocab_size is set from the dataset, not by a config; remove it"),
     ("[model]\nn_layer = \n", "bad.toml is not valid TOML: Invalid value (at line 2, column 11)"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -25,6 +26,12 @@ CASES = [
     (["train", "--dataset", "poems", "--batch-size", "-3"], "--batch-size must be at least 1"),
     (["train", "--dataset", "poems", "--dropout", "1.5"], "--dropout must be in [0, 1)"),
     (["train", "--dataset", "poems", "--lr", "0"], "--lr must be positive"),
+    (["train", "--dataset", "poems", "--peak-flops", "-1"], "--peak-flops must be positive, got -1.0"),
+    (["train", "--dataset", "poems", "--grad-clip", "nan"], "--grad-clip must be a finite number, got nan"),
+    (["train", "--dataset", "poems", "--muon-lr", "nan"], "--muon-lr must be a finite number"),
+    (["train", "--dataset", "poems", "--softcap", "-1"], "--softcap must be 0 or more, got -1.0"),
+    (["train", "--dataset", "poems", "--eval-iters", "10000000"], "--eval-iters must be in [1, 1,000,000], got"),
+    (["sample", "--prompt-file", "no\nsuch\x1b[2J.txt"], "no\\nsuch\\x1b[2J.txt"),  # one line, no escape sequence
     (["train", "--dataset", "poems", "--model", "lstm"], "unknown model 'lstm'"),
     (["train", "--dataset", "poems", "--run", "tiny"], "run 'tiny' already exists"),
     (["train", "--dataset", "poems", "--run", "../escape"], "invalid run name"),
@@ -33,7 +40,7 @@ CASES = [
     (["prepare", "{binary}"], "looks like a binary file (it contains NUL bytes)"),
     (["prepare", "{latin1}"], "is not UTF-8 text (bad byte at offset 3)"),
     (["prepare", "{folder}"], "no text files matching '*' in"),
-    (["prepare", "{text}", "--tokenizer", "klingon"], "unknown tokenizer 'klingon'"),
+    (["prepare", "{text}", "--tokenizer", "klingon"], "unknown tokenizer 'klingon': use 'char', 'gpt2', 'bpe:N'"),
     (["prepare", "{text}", "--val-fraction", "1.5"], "--val-fraction must be between 0 and 1"),
     (["prepare", "{tiny}"], "split would hold 0 token(s); use more text"),
     (["prepare", "http://127.0.0.1:9/data.txt"], "cannot download http://127.0.0.1:9/data.txt"),
@@ -146,6 +153,23 @@ def test_missing_checkpoint(cli, home, trained_run):
     assert result.exit_code == 1 and "run 'tiny' has no best checkpoint (best.pt); train it first" in result.stderr
 
 
+def test_a_run_stopped_before_its_first_evaluation_has_no_best(cli, home, trained_run):
+    """Only ckpt.pt, as a run interrupted before it evaluated past iteration 0 leaves: asking for the
+    best is one line naming --checkpoint last (never a silent switch), and info shows no best val."""
+    (home / "runs" / trained_run / "best.pt").unlink()
+    for command in (["sample", "--run", trained_run], ["eval", "--run", trained_run],
+                    ["export", trained_run, home / "out"]):
+        result = cli(*command)
+        assert result.exit_code == 1 and "run 'tiny' has no best checkpoint yet" in result.stderr
+        assert "use --checkpoint last for its last one (ckpt.pt)" in result.stderr
+    result = cli("sample", "--run", trained_run, "--checkpoint", "last", "--max-new-tokens", "5")
+    assert result.exit_code == 0
+    result = cli("train", "--init-from", trained_run, "--dataset", "poems", "--run", "ft")
+    assert result.exit_code == 1 and f"use --init-from {home / 'runs' / trained_run / 'ckpt.pt'}" in result.stderr
+    listing = json.loads(cli("info", "--json").stdout)["runs"][0]
+    assert listing["name"] == trained_run and listing["best_val_loss"] is None
+
+
 def test_unwritable_data_dir(cli, tmp_path, monkeypatch, small_text):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
@@ -222,3 +246,50 @@ def test_a_closed_pipe_is_a_normal_end(home, trained_run):
     proc.stdout.close()
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0 and err == b""
+
+
+def test_mistyped_run_and_dataset_names_get_a_suggestion(cli, home, trained_run, tmp_path):
+    runs = "(`nanogpt info` lists the runs)"
+    for command, line in [
+        (["sample", "--run", "tiyn"], f"run 'tiyn' does not exist; did you mean 'tiny'? {runs}"),
+        (["eval", "--run", "TINY"], f"run 'TINY' does not exist; did you mean 'tiny'? {runs}"),
+        (["plot", "tny"], f"run 'tny' does not exist; did you mean 'tiny'? {runs}"),
+        (["export", "tinny", tmp_path / "out"], f"run 'tinny' does not exist; did you mean 'tiny'? {runs}"),
+        (["rm", "tinyy", "--yes"], f"run 'tinyy' does not exist; did you mean 'tiny'? {runs}"),
+        (["mv", "tin", "other"], f"run 'tin' does not exist; did you mean 'tiny'? {runs}"),
+        (["train", "--run", "tiy", "--resume"], f"run 'tiy' does not exist; did you mean 'tiny'? {runs}"),
+        (["info", "poem"], "no run or dataset named 'poem'; did you mean 'poems'? (`nanogpt info` lists them)"),
+        (["rm", "--dataset", "Poems", "--yes"], "dataset 'Poems' does not exist; did you mean 'poems'?"),
+        (["train", "--dataset", "POEMS"], "dataset 'POEMS' is not prepared; did you mean 'poems'?"),
+        (["train", "--init-from", "tiyn", "--dataset", "poems"], "nor a run name; did you mean 'tiny'?"),
+        (["train", "--init-from", "gpt2-medum", "--dataset", "poems"], "did you mean 'gpt2-medium'?"),
+        (["sample", "--run", "zzzzzzzz"], f"run 'zzzzzzzz' does not exist {runs}"),  # nothing close: no guess
+    ]:
+        result = cli(*command)
+        assert result.exit_code == 1 and line in result.stderr, (command, result.stderr)
+
+
+@pytest.mark.parametrize("args", [["train", "--nproc", "0"], ["train", "--nproc", "-1"],
+                                  ["train", "--sample-tokens", "-1"], ["ladder", "--iters", "0"],
+                                  ["sample", "--threads", "0"]])
+def test_counts_below_their_range_are_usage_errors(cli, args):
+    result = cli(*args)
+    assert result.exit_code == 2 and "greater than or equal to" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_ranges_are_in_the_help_and_the_printed_config(cli, monkeypatch):
+    import re
+
+    monkeypatch.setenv("COLUMNS", "250")
+    help_text = re.sub(r"[\s│]+", " ", cli("train", "--help").stdout)
+    assert "Must be in [1, 1,000,000]" in help_text and "Must be positive" in help_text
+    printed = cli("train", "--print-config").stdout
+    assert "# Batches per loss estimate. Must be in [1, 1,000,000]." in printed
+
+
+def test_a_vanishing_temperature_is_greedy_not_broken_weights(cli, trained_run):
+    greedy = cli("sample", "--temperature", "0", "--max-new-tokens", "20", "--seed", "1")
+    tiny = cli("sample", "--temperature", "5e-324", "--max-new-tokens", "20", "--seed", "1")
+    assert greedy.exit_code == tiny.exit_code == 0, tiny.stderr
+    assert tiny.stdout == greedy.stdout

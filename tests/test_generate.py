@@ -4,6 +4,8 @@ strings, stdin and interactive prompts, JSON output, and UTF-8-safe streaming of
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -186,6 +188,24 @@ def test_prompt_from_stdin(cli, trained_run):
     piped = cli("sample", "--max-new-tokens", "5", input="to be")
     assert dash.exit_code == piped.exit_code == 0
     assert dash.stdout.startswith("to be") and piped.stdout.startswith("to be")
+
+
+def test_stdin_is_a_prompt_only_from_a_pipe_or_a_file_with_text(trained_run, tmp_path):
+    """Under cron, nohup or CI stdin is /dev/null or another device: `sample` then starts from its
+    default prompt (as with no stdin) instead of continuing "" or reading a device that never ends."""
+    def sample(stdin) -> str:
+        command = [sys.executable, "-m", "nanogpt_cli", "sample", "--max-new-tokens", "12", "--seed", "4"]
+        proc = subprocess.run(command, stdin=stdin, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    default = sample(subprocess.DEVNULL)
+    with open("/dev/zero", "rb") as endless:  # a device: never read (it would never end)
+        assert sample(endless) == default
+    given = tmp_path / "prompt.txt"
+    given.write_text("to be")
+    with open(given, "rb") as text:
+        assert sample(text).startswith("to be")
 
 
 def test_interactive_answers_each_line_until_eof(cli, trained_run):

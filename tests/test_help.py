@@ -52,7 +52,7 @@ def test_no_type_placeholders_on_flags_and_no_braces_in_usage(cli, command, monk
 def test_train_help_shows_the_presets_values(cli, monkeypatch):
     monkeypatch.setenv("COLUMNS", "250")
     text = _help(cli, "train")
-    assert re.search(r"--n-layer .*Transformer blocks\. \(cpu preset: 4\)", text)
+    assert re.search(r"--n-layer .*Transformer blocks\. Must be at least 1\. \(cpu preset: 4\)", text)
     assert re.search(r"--optimizer .*\(cpu preset: muon\)", text)
     assert "extra [tensorboard]" in text  # brackets in help texts are text, not markup
 

@@ -179,3 +179,45 @@ def test_prepare_reports_empty_files_it_left_out(cli, tmp_path):
     result = cli("prepare", folder)
     assert result.exit_code == 0, result.output
     assert "left out 2 empty file(s): empty1.txt, empty2.txt" in result.stdout
+
+
+def test_the_prepare_bars_are_erased_once_it_is_done(monkeypatch):
+    """`nanogpt train` on a fresh home prepares Tiny Shakespeare first: its finished bars must not stay
+    drawn under the training bar for the whole run (they did: the display kept redrawing them)."""
+    import io
+    import time
+
+    from rich.console import Console
+
+    from nanogpt_cli.commands import console
+
+    screen = io.StringIO()
+    monkeypatch.setattr(console, "err", Console(file=screen, force_terminal=True, width=100))
+    with console.byte_progress(quiet=False) as progress:
+        progress("scan", 500, 1000)
+        progress("scan", 1000, 1000)
+        time.sleep(0.3)
+        assert "reading" in screen.getvalue()  # drawn while it runs
+        progress.finish()
+        erased_at = len(screen.getvalue())
+        time.sleep(0.5)  # training runs meanwhile; the display refreshes about ten times a second
+        assert "reading" not in screen.getvalue()[erased_at:]
+
+
+def test_two_prepares_of_one_name_at_once_never_lose_one_silently(home, small_text):
+    """Both used to exit 0 while one result was lost; now whichever comes second is refused."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NANOGPT_HOME": str(home)}
+    command = [sys.executable, "-m", "nanogpt_cli", "prepare", str(small_text), "--name", "twin", "-q"]
+    procs = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    results = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
+    assert sorted(code for code, _ in results) == [0, 1], results
+    refused = next(err for code, err in results if code == 1)
+    assert "Traceback" not in refused and ("prepared by another command meanwhile" in refused
+                                           or "already exists" in refused)
+    assert json.loads((home / "datasets" / "twin" / "meta.json").read_text())["train_tokens"] > 0
+    assert not [p for p in (home / "datasets").iterdir() if p.name.startswith(".twin")]  # nothing left behind

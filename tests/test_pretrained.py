@@ -12,7 +12,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from nanogpt_cli.model import build_model
+from nanogpt_cli import paths
+from nanogpt_cli.model import build_model, count_parameters
 from nanogpt_cli.pretrained import load_source
 
 D, LAYERS, HEADS, POSITIONS, VOCAB = 8, 2, 2, 16, 50257
@@ -97,7 +98,8 @@ def test_init_from_needs_the_same_tokenizer(cli, tmp_path, small_text):
     cli("prepare", small_text)
     result = cli("train", "--init-from", folder, "--dataset", "poems", "--run", "x")
     assert result.exit_code == 1
-    assert "trained with the gpt2 tokenizer but dataset 'poems' uses char" in result.stderr
+    assert ("do not share a tokenizer: the model uses the gpt2 tokenizer, the dataset char; prepare the data with "
+            "the model's tokenizer (`nanogpt prepare ... --tokenizer gpt2`)") in result.stderr
     result = cli("train", "--init-from", folder, "--dataset", "poems", "--n-layer", "4")
     assert result.exit_code == 1 and "--n-layer cannot change the shape" in result.stderr
 
@@ -149,6 +151,8 @@ def test_export_then_import_is_identical(cli, home, trained_run, tmp_path):
     assert result.exit_code == 0, result.output
     hf_config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert hf_config["model_type"] == "gpt2" and hf_config["n_layer"] == 1
+    # A char vocabulary has no end-of-text token: null, not GPT-2's 50256 (outside its 64 entries).
+    assert hf_config["bos_token_id"] is None and hf_config["eos_token_id"] is None
     from safetensors.torch import load_file
 
     raw = load_file(tmp_path / "out" / "model.safetensors")
@@ -164,6 +168,11 @@ def test_export_then_import_is_identical(cli, home, trained_run, tmp_path):
     imported = build_model(config, weights).eval()
     idx = torch.randint(0, config.vocab_size, (2, 16))
     assert torch.allclose(original(idx, idx)[0], imported(idx, idx)[0], atol=1e-6)
+    # The zero biases of the layout are not read back as parameters: the same model, the same count.
+    assert not config.bias and count_parameters(imported) == count_parameters(original)
+    assert cli("import", tmp_path / "out", "--run", "back", "-q").exit_code == 0
+    runs = {r["name"]: r for r in json.loads(cli("info", "--json").stdout)["runs"]}
+    assert runs["back"]["parameters"] == runs[trained_run]["parameters"] == count_parameters(original)
 
 
 def test_export_refuses_the_bigram_model_and_unknown_formats(cli, home, small_text, tmp_path):
@@ -207,3 +216,33 @@ def test_init_from_a_rope_run_with_a_smaller_block(cli, home, trained_run, tiny)
     assert result.exit_code == 0, result.output
     config = json.loads((home / "runs" / "ft" / "config.json").read_text())["model_config"]
     assert (config["pos"], config["block_size"]) == ("rope", 8)
+
+
+def test_a_char_vocabulary_mismatch_names_the_sizes_and_characters(cli, home, trained_run, tmp_path, write_text):
+    other = tmp_path / "other.txt"
+    other.write_text(write_text(tmp_path / "base.txt").read_text().replace("q", "Q") + "XYZ\n", encoding="utf-8")
+    assert cli("prepare", other, "--name", "other").exit_code == 0
+    result = cli("train", "--init-from", trained_run, "--dataset", "other", "--run", "ft")
+    assert result.exit_code == 1
+    line = result.stderr.strip()
+    assert "the model's character vocabulary has 31 entries, the dataset's 34" in line
+    assert "only the model has 1 character: q; only the dataset has 4 characters: Q X Y Z" in line
+    assert "\n" not in line and not paths.run_dir("ft").exists()
+
+
+def test_export_never_writes_into_nanogpts_folders_or_over_other_files(cli, home, trained_run, tmp_path):
+    own = home / "runs" / trained_run
+    config_before = (own / "config.json").read_bytes()
+    for inside in (own, home, home / "exports" / "x"):
+        result = cli("export", trained_run, inside)
+        assert result.exit_code == 1 and "is inside nanogpt's own folder" in result.stderr
+    assert (own / "config.json").read_bytes() == config_before  # the run's own config, untouched
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    result = cli("export", trained_run, folder)
+    assert result.exit_code == 1 and "is not empty" in result.stderr and "--overwrite" in result.stderr
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
+    assert cli("export", trained_run, folder, "--overwrite").exit_code == 0
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors", "notes.txt"]
+    assert (folder / "notes.txt").read_text() == "mine"

@@ -234,3 +234,37 @@ def test_killing_a_writer_mid_write_keeps_a_complete_checkpoint(tmp_path):
     assert ckpt["tag"] in ("first", "second")
     if ckpt["tag"] == "first":
         assert torch.equal(ckpt["model"]["w"], torch.ones(4))
+
+
+def test_a_stop_during_an_evaluation_saves_it_as_due_and_resume_equals_the_run(cli, home, poems, reference,
+                                                                                  monkeypatch, signal_at):
+    # The signal arrives with the train row of iteration 120, just before its evaluation starts.
+    first = _train_until_signalled(cli, monkeypatch, signal_at, "mid-eval", [], 120, signal.SIGTERM)
+    assert first.returncode == 130 and "Traceback" not in first.stderr
+    state = torch.load(home / "runs" / "mid-eval" / "ckpt.pt", weights_only=True)["train_state"]
+    assert state["iteration"] == 120 and state["eval_pending"] is True
+    assert [e[0] for e in _rows(home, "mid-eval")[1]] == [0, 40, 80]  # 120's evaluation did not finish
+    result = cli("train", "--run", "mid-eval", "--resume", "--quiet", "--sample-tokens", "0")
+    assert result.exit_code == 0, result.output
+    _assert_same_as_reference(home, "mid-eval", reference)  # its evaluation at 120 included
+
+
+def test_sigterm_stops_a_long_evaluation_promptly(home, small_text, cli):
+    """An evaluation of a million batches used to ignore SIGTERM until it ended (hours): the signal
+    only set a flag that the loop read between steps."""
+    assert cli("prepare", small_text).exit_code == 0
+    env = {**os.environ, "NANOGPT_HOME": str(home)}
+    args = [*RECIPE, *RUN_ARGS, "--eval-iters", "1000000"]
+    proc = subprocess.Popen([sys.executable, "-m", "nanogpt_cli", "train", "--run", "long-eval", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    config = home / "runs" / "long-eval" / "config.json"  # written as training starts, with iteration 0's evaluation
+    deadline = time.time() + 120
+    while not config.is_file() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    time.sleep(1.5)  # well inside that evaluation
+    sent = time.time()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and time.time() - sent < 20 and "Traceback" not in err
+    state = torch.load(home / "runs" / "long-eval" / "ckpt.pt", weights_only=True)["train_state"]
+    assert state["iteration"] == 0 and state["eval_pending"] is True

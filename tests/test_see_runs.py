@@ -140,8 +140,12 @@ def test_info_csv_and_sizes_on_disk(cli, trained_run):
 
 def test_rm_asks_removes_and_never_leaves_its_folder(cli, trained_run, home, tmp_path, tiny):
     _second_run(cli, tiny)
-    result = cli("rm", "other", input="n\n")
-    assert result.exit_code == 1 and "nothing removed" in result.stderr and paths.run_dir("other").is_dir()
+    result = cli("rm", "other", input="n\n")  # declining is the user's choice, not an error
+    assert result.exit_code == 0 and "nothing removed" in result.stderr and paths.run_dir("other").is_dir()
+    assert "error" not in result.stderr
+    result = cli("rm", "other", input="")  # no answer at all: the question's line ends first
+    assert result.exit_code == 1 and "[y/N]:\nerror: nothing removed" in result.stderr
+    assert result.stderr.rstrip().endswith("pass --yes to remove without asking")
     result = cli("rm", "other", input="y\n")
     assert result.exit_code == 0 and "removed 1 run(s): other" in result.stdout and not paths.run_dir("other").exists()
     outside = tmp_path / "precious"

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from nanogpt_cli.errors import NanoGPTError
+from nanogpt_cli.runcontrol import EvaluationInterrupted
 
 
 class BatchSampler:
@@ -68,15 +69,19 @@ class BatchSampler:
 
 @torch.no_grad()
 def estimate_loss(model: torch.nn.Module, sampler: BatchSampler, iters: int, ctx_factory, seed: int,
-                  forward=None) -> float:
+                  forward=None, stop=None) -> float:
     """Mean loss over `iters` batches. The sampler is reseeded so every eval sees the same batches,
     which makes successive evals (and the best-checkpoint choice) comparable. `forward` (default: the
-    model itself) is what computes the loss, e.g. a compiled version of the model."""
+    model itself) is what computes the loss, e.g. a compiled version of the model. `stop()`, asked
+    before each batch, ends it early with EvaluationInterrupted (a Ctrl-C or SIGTERM meanwhile)."""
     was_training = model.training
     model.eval()
     sampler.generator.manual_seed(seed)
     total = 0.0
     for _ in range(iters):
+        if stop is not None and stop():
+            model.train(was_training)
+            raise EvaluationInterrupted
         x, y = sampler.next()
         with ctx_factory():
             _, loss = (forward or model)(x, y)

@@ -133,7 +133,9 @@ def run_summary(run_dir: Path) -> dict[str, Any] | None:
         "iterations": max(saved, default=0),
         "max_iters": config.get("train_config", {}).get("max_iters"),
         "time": config.get("train_config", {}).get("time"),  # a wall-clock budget instead of max_iters
-        "best_val_loss": min((m["val_loss"] for m in evals), default=None),
+        # The loss best.pt holds: none without best.pt (a run stopped before it evaluated past iteration 0).
+        "best_val_loss": min((m["val_loss"] for m in evals if m["iter"] > 0), default=None)
+        if (run_dir / "best.pt").is_file() else None,
         "last_modified": time.strftime("%Y-%m-%d %H:%M", time.localtime(modified)),
         "modified_ts": modified,
         "has_checkpoint": bool(checkpoints),
@@ -195,7 +197,8 @@ def resolve_run(name: str | None, need: str | None = None) -> Path:
         run_dir = paths.run_dir(name)
         settle(run_dir)
         if not (run_dir / "config.json").is_file():
-            raise NanoGPTError(f"run {name!r} does not exist; `nanogpt info` lists the runs")
+            raise NanoGPTError(f"run {name!r} does not exist{paths.did_you_mean(name, paths.runs_dir())} "
+                               "(`nanogpt info` lists the runs)")
         if need and not (run_dir / need).is_file():
             raise NanoGPTError(f"run {name!r} has no {need} to continue from; start it again without --resume")
         return run_dir

@@ -119,13 +119,14 @@ def restore_training(trainer, ckpt: dict[str, Any]) -> None:
     trainer.best_val_loss = state["best_val_loss"]
     trainer.loss_sum.fill_(state["loss_sum"])
     trainer.loss_count = state["loss_count"]
+    trainer.eval_pending = state.get("eval_pending", False)  # stopped during the evaluation at this iteration
     restore_random_state(state["rng"], trainer.group, trainer.train_batches)
 
 def training_checkpoint(trainer, full: bool) -> dict[str, Any]:
     """What a Trainer saves: weights, configs, tokenizer and task for best.pt; with `full`, for ckpt.pt,
     also everything needed to continue exactly (optimizer, scaler, running loss, random generators)."""
     train_state = {"iteration": trainer.step, "best_val_loss": trainer.best_val_loss,
-                   "elapsed": trainer.elapsed()}
+                   "elapsed": trainer.elapsed(), "eval_pending": trainer.eval_pending}
     payload = dict(format_version=FORMAT_VERSION, nanogpt_version=__version__, train_state=train_state,
                    model_config=asdict(trainer.model_config), train_config=asdict(trainer.cfg),
                    model=trainer.model.state_dict(),
@@ -222,6 +223,7 @@ def check_checkpoint(ckpt: dict[str, Any], path: Path) -> None:
     for name, kind in (("iteration", int), ("elapsed", float), ("loss_count", int)):
         if (value := require(state, name, kind, path, remedy, optional=True)) is not None and value < 0:
             raise Corrupt(path, f"train_state.{name} is negative", remedy)
+    require(state, "eval_pending", bool, path, remedy, optional=True)
     for name in ("best_val_loss", "loss_sum"):  # inf before the first eval, nan in a run that allows it
         if type(state.get(name, 0.0)) not in (int, float):
             raise Corrupt(path, f"train_state.{name} is not a number", remedy)
@@ -297,13 +299,15 @@ class LoadedModel:
     path: Path
 
 
-def checkpoint_path(run_dir: Path, which: str = "best") -> Path:
-    """best.pt or ckpt.pt of a run; 'best' falls back to the last checkpoint if none is best yet."""
+def checkpoint_path(run_dir: Path, which: str = "best", other: str = "--checkpoint last") -> Path:
+    """best.pt or ckpt.pt of a run. A run stopped before its first evaluation has only ckpt.pt: asking
+    for its best is an error that names `other`, the way to ask for the last one instead."""
     if which not in CHECKPOINT_FILES:
         raise NanoGPTError(f"unknown checkpoint {which!r}: use best or last")
     path = run_dir / CHECKPOINT_FILES[which]
     if not path.is_file() and which == "best" and (run_dir / CHECKPOINT_FILES["last"]).is_file():
-        path = run_dir / CHECKPOINT_FILES["last"]
+        raise NanoGPTError(f"run {run_dir.name!r} has no best checkpoint yet (best.pt is written at its first "
+                           f"evaluation after iteration 0); use {other} for its last one (ckpt.pt), or resume it")
     if not path.is_file():
         raise NanoGPTError(f"run {run_dir.name!r} has no {which} checkpoint ({path.name}); train it first")
     return path

@@ -22,7 +22,7 @@ import typer
 from rich.markup import escape
 from typer.core import TyperCommand, TyperGroup
 
-from nanogpt_cli import __version__
+from nanogpt_cli import __version__, threads
 from nanogpt_cli.commands import evaluate, export, import_, info, ladder, manage, plot, prepare, sample, train
 from nanogpt_cli.commands.console import err, out
 from nanogpt_cli.config import KNOBS
@@ -96,7 +96,7 @@ def _usage_errors():
         yield
     except UsageError as exc:
         where = exc.ctx.command_path if exc.ctx is not None else "nanogpt"
-        err.print(f"[bold red]error:[/] {escape(exc.format_message())} (see `{where} --help`)", markup=True)
+        err.print(f"[bold red]error:[/] {escape(_printable(exc.format_message()))} (see `{where} --help`)", markup=True)
         raise typer.Exit(2) from None
 
 
@@ -157,8 +157,14 @@ def _one_line(exc: Exception) -> str:
 def _fail(message: str) -> None:
     """One red line on stderr (from the first process only under torchrun), exit 1."""
     if os.environ.get("RANK", "0") == "0":  # under torchrun, every process has the same error
-        err.print(f"[bold red]error:[/] {escape(message)}", markup=True)
+        err.print(f"[bold red]error:[/] {escape(_printable(message))}", markup=True)
     raise typer.Exit(1) from None
+
+
+def _printable(message: str) -> str:
+    """The message on one line: control characters (a newline or escape in a path or name the user
+    gave) shown as escapes, so the error stays one line and cannot move the cursor."""
+    return "".join(ch if ch.isprintable() or ch == " " else repr(ch)[1:-1] for ch in message)
 
 
 def _silence_stdout() -> None:
@@ -204,6 +210,7 @@ def main() -> None:
     # The collector stays off through start-up; each command turns it back on once torch is imported
     # (commands.startup_done). A short command that never does ends with it still off.
     gc.disable()
+    threads.mark_start()  # eval and sample measure from here what else keeps the cores busy
     app(prog_name="nanogpt")  # also under `python -m nanogpt_cli`: usage lines and completion say nanogpt
 
 

@@ -27,7 +27,9 @@ class Dataset:
         meta_path = self.path / "meta.json"
         if not meta_path.is_file():
             hint = "nanogpt prepare shakespeare" if name == "shakespeare" else "nanogpt prepare FILE --name " + name
-            raise NanoGPTError(f"dataset {name!r} is not prepared; run `{hint}` first (`nanogpt info` lists datasets)")
+            close = paths.did_you_mean(name, paths.datasets_dir())
+            raise NanoGPTError(f"dataset {name!r} is not prepared{close or f'; run `{hint}` first'} "
+                               "(`nanogpt info` lists datasets)")
         self.meta: dict[str, Any] = read_meta(meta_path, self.remedy)
         self.dtype = np.dtype(self.meta["dtype"])
         self.task = task_of(self.meta)
@@ -159,7 +161,8 @@ def describe_item(name: str) -> dict[str, Any]:
             "evals": [m for m in metrics if m.get("kind") == "eval"],
         }
     if not (paths.dataset_dir(name) / "meta.json").is_file():
-        raise NanoGPTError(f"no run or dataset named {name!r}; `nanogpt info` lists them")
+        close = paths.did_you_mean(name, paths.runs_dir()) or paths.did_you_mean(name, paths.datasets_dir())
+        raise NanoGPTError(f"no run or dataset named {name!r}{close} (`nanogpt info` lists them)")
     dataset = load_dataset(name)
     head = dataset.tokens("train")[:200].tolist()
     val = dataset.tokens("val")[:200_000].tolist()  # enough to measure, quick to decode

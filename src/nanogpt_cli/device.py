@@ -154,7 +154,9 @@ def describe(device: torch.device) -> str:
         return f"{device} ({torch.cuda.get_device_name(device)})"
     if device.type == "mps":
         return "mps (Apple GPU)"
-    return f"cpu ({torch.get_num_threads()} threads)"
+    from nanogpt_cli.threads import current
+
+    return f"cpu ({current().describe()})"
 
 
 # Dense bf16/fp16 tensor-core peaks in FLOP/s, by a substring of torch.cuda.get_device_name().

@@ -12,9 +12,11 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from nanogpt_cli import paths
 from nanogpt_cli.config import ModelConfig
 from nanogpt_cli.errors import NanoGPTError
 from nanogpt_cli.pretrained import ACTIVATIONS, CONV1D
+from nanogpt_cli.tokenizer import tokenizer_from_spec
 
 
 def _usual_file_mode(path: Path) -> None:
@@ -22,6 +24,20 @@ def _usual_file_mode(path: Path) -> None:
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(path, 0o666 & ~umask)
+
+
+def check_target(folder: Path, overwrite: bool) -> None:
+    """Refuse to export into nanogpt's own folders (a run's config.json would be replaced by the Hugging
+    Face one) or, without `overwrite`, into a folder that holds anything."""
+    target = folder.expanduser().resolve()
+    for own in (paths.data_dir(), paths.cache_dir()):
+        own = own.expanduser().resolve()
+        if target == own or own in target.parents:
+            raise NanoGPTError(f"{folder} is inside nanogpt's own folder {own}, where its runs and datasets live; "
+                               "export to a folder outside it")
+    if folder.is_dir() and any(folder.iterdir()) and not overwrite:
+        raise NanoGPTError(f"{folder} is not empty; choose a new or empty folder, or pass --overwrite to replace "
+                           "config.json and model.safetensors in it (nothing else is touched)")
 
 
 def export_hf(model: torch.nn.Module, config: ModelConfig, tokenizer: dict[str, Any], folder: Path) -> list[Path]:
@@ -62,8 +78,9 @@ def export_hf(model: torch.nn.Module, config: ModelConfig, tokenizer: dict[str, 
         "tie_word_embeddings": True,
         "nanogpt": {"tokenizer": tokenizer, "model_config": asdict(config)},
     }
-    if tokenizer.get("kind") == "tiktoken":
-        hf_config["bos_token_id"] = hf_config["eos_token_id"] = 50256
+    # The end-of-text id where the tokenizer has one (GPT-2's 50256, another encoding's or a trained BPE's);
+    # written as null otherwise, since transformers would fill in GPT-2's 50256 outside a char vocabulary.
+    hf_config["bos_token_id"] = hf_config["eos_token_id"] = tokenizer_from_spec(tokenizer).eot_token
     if folder.exists() and not folder.is_dir():
         raise NanoGPTError(f"{folder} is a file; give the path of a folder to export into (it is created if needed)")
     try:

@@ -57,7 +57,7 @@ def next_token(
     else sample after temperature scaling, top-k and then top-p (nucleus) filtering."""
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)
-    logits = logits.float() / temperature
+    raw, logits = logits, logits.float() / temperature
     if top_k is not None and top_k < logits.size(-1):
         kth = torch.topk(logits, top_k).values[:, [-1]]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -70,6 +70,8 @@ def next_token(
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
     probs = F.softmax(logits, dim=-1).cpu()  # the generator is a CPU one; the result stays on the CPU
     if not math.isfinite(probs.sum()):  # NaN or inf anywhere makes every probability NaN
+        if torch.isfinite(raw).all():  # a temperature so small that the scaled logits overflow: its limit is greedy
+            return raw.argmax(dim=-1, keepdim=True)
         raise NanoGPTError("the model's outputs are not finite numbers (NaN or inf): its weights are broken; "
                            "sample from an earlier checkpoint or retrain")
     # torch.multinomial's own method for one sample, without its checks (above, in one op): dividing

@@ -7,6 +7,7 @@ $NANOGPT_HOME/cache. Nothing here creates directories except `ensure_dir`.
 
 from __future__ import annotations
 
+import difflib
 import errno
 import os
 import re
@@ -70,6 +71,18 @@ def dataset_dir(name: str) -> Path:
 
 def run_dir(name: str) -> Path:
     return runs_dir() / check_name(name, "run")
+
+
+def did_you_mean(name: str, folder: Path) -> str:
+    """"; did you mean 'X'?" for the entry of `folder` (a run or dataset) closest to a name that was not
+    found there, ignoring case; "" when none is close."""
+    try:
+        names = [p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    except OSError:
+        return ""
+    by_lower = {n.lower(): n for n in sorted(names)}
+    close = difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=0.6)
+    return f"; did you mean {by_lower[close[0]]!r}?" if close else ""
 
 
 def ensure_dir(path: Path) -> Path:

@@ -249,9 +249,12 @@ def attach_dataset(plan: RunPlan, run_name: str) -> RunPlan:
     if plan.init is not None:
         if not same_tokenizer(plan.init.tokenizer, dataset.meta["tokenizer"]):
             raise NanoGPTError(
-                f"{plan.init.description} was trained with the {spec_name(plan.init.tokenizer)} tokenizer but dataset "
-                f"{dataset.name!r} uses {spec_name(dataset.meta['tokenizer'])}; prepare the data with the same "
-                "tokenizer (`nanogpt prepare ... --tokenizer gpt2` for GPT-2 weights)"
+                f"{plan.init.description} and dataset {dataset.name!r} do not share a tokenizer: "
+                f"{tokenizer_difference(plan.init.tokenizer, dataset.meta['tokenizer'])}; "
+                + ("a char model continues only on text of its own characters: train a new run on this dataset "
+                   "(without --init-from)" if plan.init.tokenizer.get("kind") == "char" else
+                   f"prepare the data with the model's tokenizer (`nanogpt prepare ... --tokenizer "
+                   f"{spec_name(plan.init.tokenizer)}`)")
             )
     elif plan.resume is None:
         model_config = replace(model_config, vocab_size=model_vocab_size(dataset))
@@ -270,3 +273,21 @@ def attach_dataset(plan: RunPlan, run_name: str) -> RunPlan:
                f"lower {biggest_setting(model_config, batch)}")
     return replace(plan, model_config=model_config, dataset=dataset)
 
+
+def tokenizer_difference(model: dict[str, Any], data: dict[str, Any]) -> str:
+    """What differs between a model's tokenizer and a dataset's, in words: the kind, or for two char
+    vocabularies their sizes and the characters only one of them has."""
+    if model.get("kind") != data.get("kind") or model.get("kind") != "char":
+        return f"the model uses the {spec_name(model)} tokenizer, the dataset {spec_name(data)}"
+    only_model = sorted(set(model["chars"]) - set(data["chars"]))
+    only_data = sorted(set(data["chars"]) - set(model["chars"]))
+    shown = "; ".join(f"only the {who} has {_chars(chars)}" for who, chars in (("model", only_model),
+                                                                                 ("dataset", only_data)) if chars)
+    sizes = [len(spec["chars"]) + ("unknown" in spec) for spec in (model, data)]
+    return (f"the model's character vocabulary has {sizes[0]} entries, the dataset's {sizes[1]}"
+            + (f" ({shown})" if shown else " (the same characters in another order)"))
+
+
+def _chars(chars: list[str], shown: int = 12) -> str:
+    listed = " ".join(repr(c)[1:-1] if c.isprintable() and c != " " else repr(c) for c in chars[:shown])
+    return f"{len(chars)} character{'s' if len(chars) != 1 else ''}: {listed}" + (" ..." if len(chars) > shown else "")

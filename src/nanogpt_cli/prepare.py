@@ -272,7 +272,7 @@ def prepare_dataset(
         if bpe:  # also as a file of its own, which other tools open with tokenizers.Tokenizer.from_file
             (tmp_dir / "tokenizer.json").write_text(tok.json, encoding="utf-8")
         (tmp_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        publish(tmp_dir, name)
+        publish(tmp_dir, name, overwrite)
     except OSError as exc:
         raise NanoGPTError(f"cannot write dataset to {final_dir}: {exc.strerror or exc}") from None
     finally:

@@ -19,13 +19,14 @@ are stored as [in, out], the transpose of a Linear weight. This module never tra
 
 from __future__ import annotations
 
+import difflib
 import io
 import json
 import os
 import pickle
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,12 @@ def load_hf_folder(folder: Path) -> tuple[ModelConfig, dict[str, torch.Tensor], 
             tensor = tensor.t()
         weights[f"transformer.{name}"] = tensor.contiguous()
     weights["lm_head.weight"] = weights.get("transformer.wte.weight")
+    ours = raw.get("nanogpt", {}).get("model_config")
+    biases = [name for name, tensor in weights.items() if name.endswith(".bias") and tensor.dim() == 1]
+    if isinstance(ours, dict) and ours.get("bias") is False and not any(weights[b].any() for b in biases):
+        # Our own export of a model without biases: the layout made them zeros; they are not parameters.
+        weights = {name: tensor for name, tensor in weights.items() if name not in biases}
+        config = replace(config, bias=False)
     check_fits(config, {k: v for k, v in weights.items() if v is not None}, str(folder))
     tokenizer = raw.get("nanogpt", {}).get("tokenizer", GPT2_TOKENIZER)
     return config, weights, tokenizer
@@ -168,12 +175,15 @@ def load_source(spec: str, meta: Path | None = None, progress=None) -> Pretraine
     if path.is_file():
         return load_nanogpt_checkpoint(path, meta)
     if _is_run(spec):
-        ckpt = load_checkpoint(checkpoint_path(paths.run_dir(spec), "best"))
+        run_dir = paths.run_dir(spec)
+        ckpt = load_checkpoint(checkpoint_path(run_dir, "best", other=f"--init-from {run_dir / 'ckpt.pt'}"))
         return Pretrained(model_config_from_dict(ckpt["model_config"]), ckpt["model"], ckpt["tokenizer"], f"run {spec}",
                           {"kind": "run", "name": spec})
+    size = difflib.get_close_matches(spec.lower(), list(GPT2_SIZES), n=1)
+    close = f"; did you mean {size[0]!r}?" if size else paths.did_you_mean(spec, paths.runs_dir())
     raise NanoGPTError(
         f"{spec!r} is neither a GPT-2 size ({', '.join(GPT2_SIZES)}), a folder with config.json and model.safetensors, "
-        "a nanoGPT ckpt.pt (or a folder holding one), nor a run name"
+        f"a nanoGPT ckpt.pt (or a folder holding one), nor a run name{close}"
     )
 
 

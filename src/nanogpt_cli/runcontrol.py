@@ -1,8 +1,8 @@
 """What decides, during a training run, when it evaluates and when it stops.
 
 `EvalSchedule` says at which steps a run evaluates (and so checkpoints). `StopRequests` turns the first
-SIGINT/SIGTERM into a flag the loop checks between steps (a second one aborts at once), and the loop
-raises `TrainingInterrupted` once it has saved.
+SIGINT/SIGTERM into a flag the loop checks between steps and between evaluation batches (a second one
+aborts at once), and the loop raises `TrainingInterrupted` once it has saved.
 """
 
 from __future__ import annotations
@@ -22,6 +22,11 @@ class TrainingInterrupted(Exception):
         self.run = run
         self.iteration = iteration
         self.checkpoint = checkpoint
+
+
+class EvaluationInterrupted(Exception):
+    """Raised inside an evaluation when a stop was requested: the run saves and stops without it, and
+    its checkpoint says the evaluation is still due, so a resumed run does it first."""
 
 
 class StopRequests:

@@ -4,10 +4,12 @@
 the TensorBoard/W&B config); `RunSummary` when it ends (the `done` event, `nanogpt train`'s summary
 lines, the ladder's table). The training loop fills them; render code and loggers only read them.
 `as_json()` gives the plain dict that config.json holds, with the same keys as the fields.
+`Throughput` measures the tokens/s (and MFU) that the log lines and the summary report.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -59,3 +61,40 @@ class RunSummary:
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class Throughput:
+    """Tokens per second (and model FLOPs utilisation, where the device's peak is known) of the steps
+    since the last lap, and averaged over the session, counting training time only."""
+
+    def __init__(self, tokens_per_step: int, flops_per_token: float, peak: float | None, world: int):
+        self.tokens_per_step, self.flops_per_token = tokens_per_step, flops_per_token
+        self.peak, self.world = peak, world
+        self.timer, self.steps = time.perf_counter(), 0
+        self.total_steps, self.total_seconds = 0, 0.0
+
+    def restart(self) -> None:
+        """Start a new lap (after an evaluation, which is not training time)."""
+        self.timer, self.steps = time.perf_counter(), 0
+
+    def count(self) -> None:
+        self.steps += 1
+
+    def rate(self, steps: int, seconds: float) -> dict[str, float]:
+        seconds = max(seconds, 1e-9)
+        tokens = self.tokens_per_step * steps
+        result = {"tokens_per_second": round(tokens / seconds, 1)}
+        if self.peak:  # every process has its own device
+            result["mfu"] = round(self.flops_per_token * tokens / seconds / (self.peak * self.world), 4)
+        return result
+
+    def lap(self) -> tuple[dict[str, float], dict[str, float]]:
+        """The rate of this lap and of the session so far; a new lap starts."""
+        seconds = time.perf_counter() - self.timer
+        self.total_steps, self.total_seconds = self.total_steps + self.steps, self.total_seconds + seconds
+        lap = self.rate(self.steps, seconds)
+        self.restart()
+        return lap, self.session()
+
+    def session(self) -> dict[str, float]:
+        return self.rate(self.total_steps, self.total_seconds)

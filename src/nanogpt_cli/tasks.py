@@ -178,7 +178,7 @@ def prepare_task(name: str | None, ops: str = "+", digits: int = 3, reverse: boo
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        publish(tmp, name)
+        publish(tmp, name, overwrite)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return {**meta, "path": str(final)}

@@ -173,8 +173,8 @@ class TiktokenTokenizer:
         self.encoding_name = TIKTOKEN_ALIASES.get(name, name)
         if self.encoding_name not in tiktoken.list_encoding_names():
             raise NanoGPTError(
-                f"unknown tokenizer {name!r}: use 'char', 'gpt2' or a tiktoken encoding "
-                f"({', '.join(sorted(tiktoken.list_encoding_names()))})"
+                f"unknown tokenizer {name!r}: use 'char', 'gpt2', 'bpe:N' (a BPE of N tokens trained on your "
+                f"data) or a tiktoken encoding ({', '.join(sorted(tiktoken.list_encoding_names()))})"
             )
         try:
             with _tiktoken_cache_env():

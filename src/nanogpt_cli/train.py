@@ -42,8 +42,8 @@ from nanogpt_cli.loggers import open_loggers
 from nanogpt_cli.model import build_model, count_parameters, flops_per_token
 from nanogpt_cli.optim import describe_orthogonalize, lr_at, make_optimizer
 from nanogpt_cli.plan import RunPlan, attach_dataset
-from nanogpt_cli.runcontrol import EvalSchedule, StopRequests, TrainingInterrupted
-from nanogpt_cli.runinfo import RunInfo, RunSummary
+from nanogpt_cli.runcontrol import EvalSchedule, EvaluationInterrupted, StopRequests, TrainingInterrupted
+from nanogpt_cli.runinfo import RunInfo, RunSummary, Throughput
 from nanogpt_cli.runs import MetricsLog, new_run_name, open_run, write_config
 
 EventHandler = Callable[[str, Any], None]
@@ -69,8 +69,8 @@ class Trainer:
         self.train_batches, self.eval_batches = _samplers(dataset, cfg, model_config.block_size, self.device,
                                                           self.group)
         use_compile = cfg.compile if cfg.compile is not None else default_compile(self.device)
-        self.compiled = self._compile() if use_compile else None
-        self.parallel = self._wrap_ddp()
+        self.compiled = _compiled(self) if use_compile else None
+        self.parallel = _ddp(self)
         if self.group.active:  # different dropout masks on each rank
             torch.manual_seed(cfg.seed + 1000 * self.group.rank)
         self.optimizer = make_optimizer(self.model, cfg, self.device)
@@ -88,6 +88,8 @@ class Trainer:
         # Training loss summed on the device since the last log line, and over how many steps.
         self.loss_sum, self.loss_count = torch.zeros((), device=self.device), 0
         self.last_eval: dict[str, Any] = {}
+        self.eval_pending = False  # a checkpoint written while evaluating: the evaluation is still due
+        self.stop: StopRequests | None = None  # open while `run` runs
         if plan.resume is not None:
             restore_training(self, plan.resume)
         self.info = _run_info(self, plan)
@@ -110,26 +112,6 @@ class Trainer:
 
     def autocast(self):  # mixed precision where the device and dtype have it
         return autocast(self.device, self.dtype)
-
-    def _compile(self):
-        """The compiled model, or None where torch.compile fails (said in one warning). Its warm-up
-        step draws an eval batch and forks the RNG, so the run's randomness is unchanged."""
-
-        def warm_up(compiled) -> None:
-            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-                x, y = self.eval_batches["train"].next()
-                with self.autocast():
-                    _, loss = compiled(x, y)
-                loss.backward()
-
-        return compile_with_fallback(self.model, warm_up, lambda message: self.emit("warning", {"message": message}))
-
-    def _wrap_ddp(self):
-        """The model wrapped in DistributedDataParallel when several processes train together."""
-        if not self.group.active:
-            return None
-        ids = [self.device.index] if self.device.type == "cuda" else None
-        return DistributedDataParallel(self.model if self.compiled is None else self.compiled, device_ids=ids)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, parallel: bool = False):
         """The forward pass: through DDP for training steps when distributed, compiled when asked."""
@@ -157,15 +139,21 @@ class Trainer:
     def evaluate(self) -> None:
         cfg = self.cfg
         self.evals.done(self.step, self.fraction())
+        # A stop request ends the evaluation early (not under DDP, whose processes must evaluate alike).
+        stop = None if self.group.active else (lambda: self.stop is not None and self.stop.requested)
         losses = [estimate_loss(self.model, self.eval_batches[split], cfg.eval_iters, self.autocast, cfg.seed + n,
-                                self.forward) for n, split in ((1, "train"), (2, "val"))]
+                                self.forward, stop) for n, split in ((1, "train"), (2, "val"))]
         train_loss, val_loss = losses
         _check_finite(self, val_loss, "validation loss")
-        improved = val_loss < self.best_val_loss
-        self.best_val_loss = min(self.best_val_loss, val_loss)
+        # best.pt: the lowest val loss so far, and at the first evaluation after iteration 0 in any case
+        # (iteration 0 saves nothing), so a finished run always has one to sample from.
+        first = self.step > 0 and not (self.run_dir / "best.pt").exists()
+        improved = val_loss < self.best_val_loss or first
+        self.best_val_loss = val_loss if first else min(self.best_val_loss, val_loss)  # what best.pt holds
         row = {"kind": "eval", "iter": self.step, "train_loss": train_loss, "val_loss": val_loss,
                "lr": lr_at(self.step, cfg, self.fraction()), "elapsed": round(self.elapsed(), 3)}
         self.metrics.write(row)
+        self.eval_pending = False
         if self.step > 0:
             self.save(best=improved)
         self.last_eval = row
@@ -197,6 +185,10 @@ class Trainer:
         self.loss_count += 1
         return x, y
 
+    def _stopped(self) -> None:
+        self.save()
+        raise TrainingInterrupted(self.run_dir.name, self.step, self.run_dir / "ckpt.pt", self.group.is_main)
+
     def log_step(self) -> None:
         """A train row: the mean loss since the last one, the rate, and the progress bar's event."""
         mean = distributed.mean(self.loss_sum).item() / self.loss_count  # one sync per log line
@@ -224,64 +216,52 @@ class Trainer:
         self.model.train()
         loggers = open_loggers(cfg.loggers, self.run_dir, self.info, cfg.wandb_project) if main else []
         with MetricsLog(self.run_dir, self.step if resumed else None, enabled=main, loggers=loggers) as self.metrics, \
-                StopRequests() as stop:
-            skip_eval = resumed  # a checkpoint at an eval step was written after that eval
+                StopRequests() as self.stop:
+            skip_eval = resumed and not self.eval_pending  # a checkpoint at an eval step follows that eval
             while True:
                 done = self.finished()
                 due = self.evals.due(self.step, self.fraction())
                 if (distributed.any_rank(due, self.device) or done) and not skip_eval:
-                    self.evaluate()
+                    try:
+                        self.evaluate()
+                    except EvaluationInterrupted:
+                        self.eval_pending = True
+                        self._stopped()
                     self.speed.restart()  # tokens/s counts training time only
                 skip_eval = False
                 if done:
                     break
-                if distributed.any_rank(stop.requested, self.device):
-                    self.save()
-                    raise TrainingInterrupted(self.run_dir.name, self.step, self.run_dir / "ckpt.pt", main)
+                if distributed.any_rank(self.stop.requested, self.device):
+                    self._stopped()
                 x, y = self.train_step(x, y)
                 self.speed.count()
                 if self.step % cfg.log_interval == 0 or (self.budget is None and self.step == cfg.max_iters):
                     self.log_step()
-        self.metrics, summary = None, _summary(self)
+        self.metrics, self.stop, summary = None, None, _summary(self)
         self.emit("done", summary)
         return summary
 
 
-class Throughput:
-    """Tokens per second (and model FLOPs utilisation, where the device's peak is known) of the steps
-    since the last lap, and averaged over the session, counting training time only."""
+def _compiled(trainer: Trainer):
+    """The compiled model, or None where torch.compile fails (said in one warning). Its warm-up step
+    draws an eval batch and forks the RNG, so the run's randomness is unchanged."""
 
-    def __init__(self, tokens_per_step: int, flops_per_token: float, peak: float | None, world: int):
-        self.tokens_per_step, self.flops_per_token = tokens_per_step, flops_per_token
-        self.peak, self.world = peak, world
-        self.timer, self.steps = time.perf_counter(), 0
-        self.total_steps, self.total_seconds = 0, 0.0
+    def warm_up(compiled) -> None:
+        with torch.random.fork_rng(devices=[trainer.device] if trainer.device.type == "cuda" else []):
+            x, y = trainer.eval_batches["train"].next()
+            with trainer.autocast():
+                _, loss = compiled(x, y)
+            loss.backward()
 
-    def restart(self) -> None:
-        """Start a new lap (after an evaluation, which is not training time)."""
-        self.timer, self.steps = time.perf_counter(), 0
+    return compile_with_fallback(trainer.model, warm_up, lambda message: trainer.emit("warning", {"message": message}))
 
-    def count(self) -> None:
-        self.steps += 1
 
-    def rate(self, steps: int, seconds: float) -> dict[str, float]:
-        seconds = max(seconds, 1e-9)
-        tokens = self.tokens_per_step * steps
-        result = {"tokens_per_second": round(tokens / seconds, 1)}
-        if self.peak:  # every process has its own device
-            result["mfu"] = round(self.flops_per_token * tokens / seconds / (self.peak * self.world), 4)
-        return result
-
-    def lap(self) -> tuple[dict[str, float], dict[str, float]]:
-        """The rate of this lap and of the session so far; a new lap starts."""
-        seconds = time.perf_counter() - self.timer
-        self.total_steps, self.total_seconds = self.total_steps + self.steps, self.total_seconds + seconds
-        lap = self.rate(self.steps, seconds)
-        self.restart()
-        return lap, self.session()
-
-    def session(self) -> dict[str, float]:
-        return self.rate(self.total_steps, self.total_seconds)
+def _ddp(trainer: Trainer):
+    """The model wrapped in DistributedDataParallel when several processes train together."""
+    if not trainer.group.active:
+        return None
+    ids = [trainer.device.index] if trainer.device.type == "cuda" else None
+    return DistributedDataParallel(trainer.model if trainer.compiled is None else trainer.compiled, device_ids=ids)
 
 
 def _samplers(dataset: Dataset, cfg, block: int, device: torch.device, group) -> tuple[BatchSampler, dict]:

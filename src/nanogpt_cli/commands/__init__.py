@@ -4,6 +4,18 @@ and renders the result (console.py, train_display.py, info_display.py). They hol
 
 import gc
 
+from nanogpt_cli.commands.console import err
+
+
+def use_threads(requested: int | None, adapt: bool) -> None:
+    """Set torch's CPU threads (nanogpt_cli.threads: --threads, else one per core, fewer on a busy
+    machine when `adapt`), and say so when other work made it fewer."""
+    from nanogpt_cli.threads import use
+
+    chosen = use(requested, adapt)
+    if chosen.busy is not None:
+        err.print(f"[dim]computing with {chosen.describe()}[/]", markup=True)
+
 
 def startup_done() -> None:
     """Called by a command once its heavy imports (torch) and loading are done.

@@ -45,7 +45,8 @@ def fmt(value: Any, digits: int = 4) -> str:
 
 def byte_progress(quiet: bool):
     """A progress callback (stage, done, total) drawing one bar per stage with bytes, speed and ETA on
-    a terminal; a no-op otherwise (a context manager)."""
+    a terminal; a no-op otherwise (a context manager). Its `finish()` clears the bars before the
+    context ends (e.g. once the automatic prepare is done, before the training bar appears)."""
     return _stage_progress(quiet, "bytes", {"download": "downloading", "scan": "reading", "scan val": "reading val",
                                             "tokenize": "tokenizing"})
 
@@ -55,10 +56,18 @@ def token_progress(quiet: bool):
     return _stage_progress(quiet, "tokens", {})
 
 
+class _NoBars:
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+
 @contextlib.contextmanager
 def _stage_progress(quiet: bool, unit: str, labels: dict[str, str]):
     if quiet or not err.is_terminal:
-        yield lambda stage, done, total: None
+        yield _NoBars()
         return
     from rich.progress import (
         BarColumn,
@@ -78,14 +87,19 @@ def _stage_progress(quiet: bool, unit: str, labels: dict[str, str]):
     amount = [DownloadColumn(), TransferSpeedColumn()] if unit == "bytes" else [MofNCompleteColumn(), TokenSpeed()]
     with Progress(TextColumn("[bold blue]{task.description:<12}"), BarColumn(), *amount, TimeRemainingColumn(),
                   console=err, transient=True) as bar:
-        tasks: dict[str, Any] = {}
+        class Bars(_NoBars):
+            def __init__(self) -> None:
+                self.tasks: dict[str, Any] = {}
 
-        def progress(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(labels.get(stage, stage), total=total or None)
-            bar.update(tasks[stage], completed=done, total=total or None)
+            def __call__(self, stage: str, done: int, total: int) -> None:
+                if stage not in self.tasks:
+                    self.tasks[stage] = bar.add_task(labels.get(stage, stage), total=total or None)
+                bar.update(self.tasks[stage], completed=done, total=total or None)
 
-        yield progress
+            def finish(self) -> None:
+                bar.stop()  # transient: the finished bars are erased
+
+        yield Bars()
 
 
 def duration(seconds: float) -> str:

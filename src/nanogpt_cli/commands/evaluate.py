@@ -8,10 +8,10 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from nanogpt_cli.commands import startup_done
+from nanogpt_cli.commands import startup_done, use_threads
 from nanogpt_cli.commands.complete import complete_dataset, complete_run
 from nanogpt_cli.commands.console import fmt, out, show_json, token_progress
-from nanogpt_cli.commands.options import DeviceOption, WeightsDtypeOption
+from nanogpt_cli.commands.options import DeviceOption, ThreadsOption, WeightsDtypeOption
 
 
 def eval_(
@@ -41,6 +41,7 @@ def eval_(
         ),
     ] = None,
     device: DeviceOption = "auto",
+    threads: ThreadsOption = None,
     dtype: WeightsDtypeOption = "auto",
     quantize: Annotated[
         Optional[str],
@@ -64,6 +65,7 @@ def eval_(
     """
     from nanogpt_cli.evaluate import evaluate
 
+    use_threads(threads, adapt=True)
     startup_done()
     with token_progress(quiet) as progress:
         result = evaluate(run=run, checkpoint=checkpoint, split=split, iters=iters, batch_size=batch_size, full=full,

@@ -20,6 +20,11 @@ def export(
     ],
     format: Annotated[str, typer.Option("--format", help="Only 'hf': the Hugging Face GPT-2 layout.")] = "hf",
     checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
+    overwrite: Annotated[
+        bool,
+        typer.Option("--overwrite", help="Export into a folder that is not empty: config.json and model.safetensors "
+                                         "are replaced, nothing else in it is touched."),
+    ] = False,
 ) -> None:
     """Write a run's weights in the GPT-2 layout (config.json + model.safetensors) for other tools.
 
@@ -33,11 +38,13 @@ def export(
 
     from nanogpt_cli.catalog import resolve_run
     from nanogpt_cli.checkpoint import checkpoint_path, load_model
-    from nanogpt_cli.export import export_hf
+    from nanogpt_cli.export import check_target, export_hf
 
     startup_done()
     if format != "hf":
         raise NanoGPTError(f"unknown export format {format!r}: use hf")
-    loaded = load_model(checkpoint_path(resolve_run(run), checkpoint), torch.device("cpu"))
+    source = checkpoint_path(resolve_run(run), checkpoint)
+    check_target(path, overwrite)
+    loaded = load_model(source, torch.device("cpu"))
     written = export_hf(loaded.model, loaded.config, loaded.checkpoint["tokenizer"], path)
     out.print(f"exported {run} ({loaded.path.name}) to {', '.join(str(p) for p in written)}")

@@ -8,14 +8,15 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from nanogpt_cli.commands import startup_done
+from nanogpt_cli.commands import startup_done, use_threads
 from nanogpt_cli.commands.complete import complete_dataset
 from nanogpt_cli.commands.console import byte_progress, duration, err, fmt, out, show_json
+from nanogpt_cli.commands.options import DeviceOption, TrainThreadsOption
 from nanogpt_cli.commands.train_display import TrainDisplay
 
 
 def ladder(
-    iters: Annotated[Optional[int], typer.Option(help="Iterations per step.")] = None,
+    iters: Annotated[Optional[int], typer.Option(min=1, help="Iterations per step.")] = None,
     time: Annotated[
         Optional[str],
         typer.Option(
@@ -32,7 +33,8 @@ def ladder(
     ] = "shakespeare",
     prefix: Annotated[str, typer.Option(help="Runs are named PREFIX-<n>-<step>.")] = "ladder",
     stage: Annotated[Optional[list[int]], typer.Option(help="Train only this step (1-7; repeatable).")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    device: DeviceOption = "auto",
+    threads: TrainThreadsOption = None,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace runs of an earlier ladder with the same prefix.")
     ] = False,
@@ -54,7 +56,9 @@ def ladder(
       nanogpt plot ladder-1-bigram ladder-4-feed-forward ladder-7-scaled
     """
     from nanogpt_cli.ladder import STAGES, run_ladder
+    from nanogpt_cli.runcontrol import TrainingInterrupted
 
+    use_threads(threads, adapt=False)
     startup_done()
     if iters is None and time is None:
         time = "35s"
@@ -68,8 +72,14 @@ def ladder(
     with byte_progress(True) as progress, TrainDisplay(quiet=True) as display:
         steps = run_ladder(dataset, prefix, iters, time, device, overwrite, display, progress, stage)
         while True:
-            with err.status(f"training step {len(results) + 1} ...") if not as_json else contextlib.nullcontext():
-                result = next(steps, None)
+            try:
+                with err.status(f"training step {len(results) + 1} ...") if not as_json else contextlib.nullcontext():
+                    result = next(steps, None)
+            except TrainingInterrupted as stop:  # Ctrl-C or SIGTERM: the step saved its checkpoint
+                err.print(f"[yellow]stopped at iteration {stop.iteration:,} of run {stop.run}[/]; checkpoint saved to "
+                          f"{stop.checkpoint}; {len(results)} step(s) finished before it", markup=True)
+                err.print(f"continue that step with: nanogpt train --run {stop.run} --resume")
+                raise typer.Exit(130) from None
             if result is None:
                 break
             results.append(result)

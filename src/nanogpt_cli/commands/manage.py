@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
@@ -45,11 +46,13 @@ def rm(
         try:
             sure = typer.confirm(f"remove {len(folders)} {what}(s)?", default=False, err=True)
         except (typer.Abort, EOFError):  # no answer: stdin closed or not a terminal
+            err.print()  # the question's line ends here, not in the middle of the error
             raise NanoGPTError(
                 "nothing removed: no answer to the question; pass --yes to remove without asking"
             ) from None
-        if not sure:
-            raise NanoGPTError("nothing removed")
+        if not sure:  # the user's own choice: not an error
+            err.print(("" if sys.stdin.isatty() else "\n") + "nothing removed")  # a piped answer is not echoed
+            return
     freed = remove_datasets(names) if dataset else remove_runs(names)
     out.print(f"removed {len(folders)} {what}(s): {', '.join(f.name for f in folders)} ({size(freed)} freed)")
 

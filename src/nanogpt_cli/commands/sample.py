@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import re
+import stat
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -12,10 +15,10 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
-from nanogpt_cli.commands import startup_done
+from nanogpt_cli.commands import startup_done, use_threads
 from nanogpt_cli.commands.complete import complete_run
 from nanogpt_cli.commands.console import err
-from nanogpt_cli.commands.options import DeviceOption, WeightsDtypeOption
+from nanogpt_cli.commands.options import DeviceOption, ThreadsOption, WeightsDtypeOption
 from nanogpt_cli.errors import NanoGPTError
 
 
@@ -55,6 +58,7 @@ def sample(
     ] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed for repeatable samples.")] = None,
     device: DeviceOption = "auto",
+    threads: ThreadsOption = None,
     dtype: WeightsDtypeOption = "auto",
     quantize: Annotated[
         Optional[str],
@@ -104,11 +108,12 @@ def sample(
         from nanogpt_cli.sources import read_text_file
 
         prompt = read_text_file(prompt_file)
-    elif prompt == "-" or (prompt is None and not interactive and not sys.stdin.isatty()):
+    elif prompt == "-" or (prompt is None and not interactive and _stdin_has_text()):
         prompt = sys.stdin.read() or None
     elif prompt is not None:
         prompt = _unescape(prompt)
     stop = [_unescape(s) for s in stop or []]
+    use_threads(threads, adapt=True)  # before the model loads, so no thread beyond these ever starts
     session = SampleSession.open(run, checkpoint, device, dtype, quantize)
     # Everything made so far (modules, the model) lives to the end: the garbage collector comes back
     # on and never rescans those objects (that took about 3% of a CPU sampling step).
@@ -179,6 +184,19 @@ def sample(
         except NanoGPTError as exc:  # e.g. characters the model never saw: say so, ask again
             err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True)
         turn += 1
+
+
+def _stdin_has_text() -> bool:
+    """Whether stdin is a prompt given without --prompt: a pipe, or a file with content. Not a
+    terminal, /dev/null or an empty file (as under cron, nohup or a CI job): those sample as if no
+    prompt was given, instead of waiting or continuing an empty string."""
+    try:
+        mode = os.fstat(sys.stdin.fileno())
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):  # no descriptor: text given in-process
+        return sys.stdin is not None and not sys.stdin.isatty()
+    if stat.S_ISFIFO(mode.st_mode) or stat.S_ISSOCK(mode.st_mode):
+        return True
+    return stat.S_ISREG(mode.st_mode) and mode.st_size > 0
 
 
 def _line_reader() -> Callable[[], Optional[str]]:

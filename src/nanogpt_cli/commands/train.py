@@ -14,7 +14,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.markup import escape
 
-from nanogpt_cli.commands import startup_done
+from nanogpt_cli.commands import startup_done, use_threads
 from nanogpt_cli.commands.complete import complete_dataset, complete_run
 from nanogpt_cli.commands.console import byte_progress, err, out
 from nanogpt_cli.commands.train_display import TrainDisplay, presets_table, train_summary
@@ -32,8 +32,8 @@ def config_options(command: Callable[..., Any]) -> Callable[..., Any]:
     generated = []
     for knob in KNOBS.values():
         names = [f"{knob.flag}/--no-{knob.flag[2:]}"] if knob.type is bool else [knob.flag]
-        option = typer.Option(None, *names, help=escape(knob.help), rich_help_panel=knob.panel, show_default=False,
-                              autocompletion=COMPLETIONS.get(knob.name))
+        option = typer.Option(None, *names, help=escape(knob.help_with_range), rich_help_panel=knob.panel,
+                              show_default=False, autocompletion=COMPLETIONS.get(knob.name))
         generated.append(inspect.Parameter(knob.name, inspect.Parameter.KEYWORD_ONLY, default=option,
                                            annotation=Optional[knob.type]))
 
@@ -105,12 +105,18 @@ def train(
     nproc: Annotated[
         int,
         typer.Option(
-            help="Train with N data-parallel processes on this machine (runs torchrun for you).", rich_help_panel=RUN
+            min=1, help="Train with N data-parallel processes on this machine (runs torchrun for you).",
+            rich_help_panel=RUN,
         ),
     ] = 1,
     sample_tokens: Annotated[
-        int, typer.Option(help="Tokens to sample at the end of the run (0: none).", rich_help_panel=RUN)
+        int, typer.Option(min=0, help="Tokens to sample at the end of the run (0: none).", rich_help_panel=RUN)
     ] = 300,
+    threads: Annotated[
+        Optional[int],
+        typer.Option(min=1, help="CPU threads to compute with. Default: one per core (NANOGPT_THREADS sets a default).",
+                     show_default=False, rich_help_panel=RUN),
+    ] = None,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress output; only the summary.", rich_help_panel=RUN)
     ] = False,
@@ -136,6 +142,7 @@ def train(
     from nanogpt_cli.runcontrol import TrainingInterrupted
     from nanogpt_cli.session import Relaunched, TrainOptions, run_training
 
+    use_threads(threads, adapt=False)
     startup_done()
     options = TrainOptions(
         preset, flags, read_run_file(config) if config else None, run, resume, overwrite, nproc, _relaunch_args()
@@ -147,7 +154,7 @@ def train(
         return
     quiet = quiet or os.environ.get("RANK", "0") != "0"  # under torchrun, the first process talks for all
     try:
-        with byte_progress(quiet) as progress, TrainDisplay(quiet) as display:
+        with byte_progress(quiet) as progress, TrainDisplay(quiet, preparing=progress) as display:
             summary = run_training(options, display, progress)
     except TrainingInterrupted as stop:
         if stop.main:

@@ -15,8 +15,9 @@ from nanogpt_cli.runinfo import RunInfo, RunSummary
 class TrainDisplay:
     """Shows training events: a live progress bar on a terminal, plain lines otherwise."""
 
-    def __init__(self, quiet: bool):
+    def __init__(self, quiet: bool, preparing=None):
         self.quiet = quiet
+        self.preparing = preparing  # the automatic prepare's progress bars, cleared once it is done
         self.timed = False
         self.live = err.is_terminal and not quiet
         self.progress = None
@@ -119,6 +120,8 @@ class TrainDisplay:
         err.print(f"dataset {info['dataset']!r} is not prepared yet; preparing the bundled Tiny Shakespeare first")
 
     def on_prepared(self, meta: dict[str, Any]) -> None:
+        if self.preparing is not None:
+            self.preparing.finish()
         err.print(f"  {meta['train_tokens']:,} train and {meta['val_tokens']:,} val tokens in {meta['path']}")
 
     def on_done(self, info: dict[str, Any]) -> None:

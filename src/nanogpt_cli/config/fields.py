@@ -25,12 +25,50 @@ SCHEDULES = ("cosine", "wsd")
 OPTIMIZERS = ("adamw", "muon")
 LOGGERS = ("tensorboard", "wandb")
 MODEL, TRAINING, RUN = "Model", "Training", "Run"  # help panels
+MAX_EVAL_ITERS = 1_000_000  # batches per loss estimate: far beyond any useful estimate, still an end in sight
 
 
-def knob(default: Any, help: str, panel: str, derived: bool = False) -> Any:
-    """A config field: its default, the help text shown by --help and --print-config, and its panel.
-    A `derived` field is set by nanogpt (e.g. the vocabulary from the dataset), never by the user."""
-    return field(default=default, metadata={"help": help, "panel": panel, "derived": derived})
+@dataclass(frozen=True)
+class Range:
+    """The values a number field takes: from `low` (or above it, when `open_low`) up to `high` (or
+    below it, when `open_high`). Flags, TOML files and checkpoints are checked against it, and --help
+    shows it."""
+
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+    open_high: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        if self.low is not None and (value <= self.low if self.open_low else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.open_high else value <= self.high)
+
+    @property
+    def text(self) -> str:
+        """'at least 1', 'positive', 'in [0, 1)', ... (read after "must be")."""
+        low, high = (_number(v) for v in (self.low, self.high))
+        if self.high is None:
+            if self.low == 0:
+                return "positive" if self.open_low else "0 or more"
+            return f"more than {low}" if self.open_low else f"at least {low}"
+        if self.low is None:
+            return f"below {high}" if self.open_high else f"at most {high}"
+        return f"in {'(' if self.open_low else '['}{low}, {high}{')' if self.open_high else ']'}"
+
+
+def _number(value: float | None) -> str:
+    return "" if value is None else f"{value:,}" if isinstance(value, int) else f"{value:g}"
+
+
+AT_LEAST_1, POSITIVE, NOT_NEGATIVE, FRACTION = Range(1), Range(0, open_low=True), Range(0), Range(0, 1, open_high=True)
+
+
+def knob(default: Any, help: str, panel: str, derived: bool = False, range: Range | None = None) -> Any:
+    """A config field: its default, the help text shown by --help and --print-config, its panel, and
+    for a number the `range` of values it takes. A `derived` field is set by nanogpt (e.g. the
+    vocabulary from the dataset), never by the user."""
+    return field(default=default, metadata={"help": help, "panel": panel, "derived": derived, "range": range})
 
 
 class InvalidValue(NanoGPTError):
@@ -58,21 +96,24 @@ def check_seed(seed: int | None) -> None:
         raise InvalidValue("seed", f"must be a 64-bit integer (from -2**63 to 2**64 - 1), got {seed}")
 
 
-def _at_least(config: Any, minimum: int, *names: str) -> None:
-    for name in names:
-        if getattr(config, name) < minimum:
-            raise InvalidValue(name, f"must be at least {minimum}, got {getattr(config, name)}")
+def _in_range(config: Any) -> None:
+    """Every number field with a declared range holds a value in it (None: unset, where allowed)."""
+    for f in fields(config):
+        allowed, value = f.metadata.get("range"), getattr(config, f.name)
+        if allowed is not None and value is not None and value not in allowed:
+            raise InvalidValue(f.name, f"must be {allowed.text}, got {value}")
 
 
 @dataclass
 class ModelConfig:
     model: str = knob("gpt", "gpt (nanoGPT's transformer) or bigram (the lecture's baseline).", MODEL)
-    vocab_size: int = knob(65, "Vocabulary size (set from the dataset's tokenizer).", MODEL, derived=True)
-    block_size: int = knob(64, "Context length in tokens.", MODEL)
-    n_layer: int = knob(4, "Transformer blocks.", MODEL)
-    n_head: int = knob(4, "Attention heads per block.", MODEL)
-    n_embd: int = knob(128, "Embedding width (divisible by n_head).", MODEL)
-    dropout: float = knob(0.0, "Dropout probability.", MODEL)
+    vocab_size: int = knob(65, "Vocabulary size (set from the dataset's tokenizer).", MODEL, derived=True,
+                           range=AT_LEAST_1)
+    block_size: int = knob(64, "Context length in tokens.", MODEL, range=AT_LEAST_1)
+    n_layer: int = knob(4, "Transformer blocks.", MODEL, range=AT_LEAST_1)
+    n_head: int = knob(4, "Attention heads per block.", MODEL, range=AT_LEAST_1)
+    n_embd: int = knob(128, "Embedding width (divisible by n_head).", MODEL, range=AT_LEAST_1)
+    dropout: float = knob(0.0, "Dropout probability.", MODEL, range=FRACTION)
     bias: bool = knob(False, "Biases in Linear and LayerNorm layers (GPT-2 has them).", MODEL)
     # Options beyond nanoGPT. The defaults are nanoGPT's network, so older checkpoints load unchanged.
     pos: str = knob("learned", "Positions: learned (GPT-2), sinusoidal (the fixed table of 'Attention Is All You "
@@ -86,7 +127,8 @@ class ModelConfig:
                                 "shows what they are for).", MODEL)
     qk_norm: bool = knob(False, "Normalise queries and keys per head (RMS) before attention.", MODEL)
     tie: bool = knob(True, "Share the token embedding matrix with the output head (GPT-2 does).", MODEL)
-    softcap: float = knob(0.0, "Soft-cap the logits with tanh at this value, e.g. 15 (0: off).", MODEL)
+    softcap: float = knob(0.0, "Soft-cap the logits with tanh at this value, e.g. 15 (0: off).", MODEL,
+                          range=NOT_NEGATIVE)
 
     def validate(self) -> None:
         if self.model not in MODEL_TYPES:
@@ -94,62 +136,62 @@ class ModelConfig:
             raise InvalidValue("model", f"must be one of {choices}, got {self.model!r}",
                                f"unknown model {self.model!r}: choose one of {choices}")
         _finite(self)
-        _at_least(self, 1, "vocab_size", "block_size", "n_layer", "n_head", "n_embd")
+        _in_range(self)
         if self.n_embd % self.n_head:
             suggestion = self.n_head * max(1, round(self.n_embd / self.n_head))
             raise InvalidValue("n_embd", f"({self.n_embd}) must be divisible by --n-head ({self.n_head}); "
                                          f"for example --n-embd {suggestion}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise InvalidValue("dropout", f"must be in [0, 1), got {self.dropout}")
         for name, choices in (("pos", POSITIONS), ("norm", NORMS), ("mlp", MLPS)):
             if getattr(self, name) not in choices:
                 raise InvalidValue(name, f"must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
         if self.pos == "rope" and (self.n_embd // self.n_head) % 2:
             raise InvalidValue("pos", f"rope needs an even head size; n_embd / n_head is {self.n_embd // self.n_head}")
-        if self.softcap < 0:
-            raise InvalidValue("softcap", f"must be 0 (off) or positive, got {self.softcap}")
 
 
 @dataclass
 class TrainConfig:
     dataset: str = knob("shakespeare", "Prepared dataset to train on.", RUN)
-    batch_size: int = knob(12, "Sequences per micro-step.", TRAINING)
-    grad_accum: int = knob(1, "Micro-steps accumulated per optimizer step.", TRAINING)
-    max_iters: int = knob(2000, "Optimizer steps.", TRAINING)
+    batch_size: int = knob(12, "Sequences per micro-step.", TRAINING, range=AT_LEAST_1)
+    grad_accum: int = knob(1, "Micro-steps accumulated per optimizer step.", TRAINING, range=AT_LEAST_1)
+    max_iters: int = knob(2000, "Optimizer steps.", TRAINING, range=AT_LEAST_1)
     time: str | None = knob(None, "Train for this much wall-clock time instead of max_iters: 90s, 3m, 1h30m. The "
                                   "schedule and the evaluations follow the share of the time used, so such a run "
                                   "depends on the machine's speed and does not repeat exactly.", TRAINING)
-    lr: float = knob(1e-3, "Peak learning rate (given alone, it also sets min_lr to a tenth of it).", TRAINING)
+    lr: float = knob(1e-3, "Peak learning rate (given alone, it also sets min_lr to a tenth of it).", TRAINING,
+                     range=POSITIVE)
     min_lr: float = knob(1e-4, "Learning rate at the end of the decay.", TRAINING)
-    warmup_iters: int = knob(100, "Steps of linear warmup.", TRAINING)
-    lr_decay_iters: int | None = knob(None, "Step where the decay reaches min_lr (unset: max_iters).", TRAINING)
+    warmup_iters: int = knob(100, "Steps of linear warmup.", TRAINING, range=NOT_NEGATIVE)
+    lr_decay_iters: int | None = knob(None, "Step where the decay reaches min_lr (unset: max_iters).", TRAINING,
+                                      range=AT_LEAST_1)
     schedule: str = knob(
         "cosine",
         "Learning-rate schedule after warmup: cosine (decay all the way) or wsd "
         "(warmup-stable-decay: constant, then linear decay over the last decay_frac).",
         TRAINING,
     )
-    decay_frac: float = knob(0.2, "wsd: the fraction of training, at the end, that decays to min_lr.", TRAINING)
+    decay_frac: float = knob(0.2, "wsd: the fraction of training, at the end, that decays to min_lr.", TRAINING,
+                              range=Range(0, 1, open_low=True))
     optimizer: str = knob("adamw", "adamw, or muon: Muon for the 2-D weight matrices inside the blocks and AdamW "
                                    "for embeddings, head, norms and biases.", TRAINING)
-    muon_lr: float = knob(0.02, "Muon's peak learning rate (the schedule scales it like lr).", TRAINING)
-    muon_momentum: float = knob(0.95, "Muon's momentum.", TRAINING)
-    weight_decay: float = knob(0.1, "AdamW weight decay (matrices only).", TRAINING)
-    beta1: float = knob(0.9, "AdamW beta1.", TRAINING)
-    beta2: float = knob(0.99, "AdamW beta2.", TRAINING)
-    grad_clip: float = knob(1.0, "Clip the gradient norm to this (0: off).", TRAINING)
+    muon_lr: float = knob(0.02, "Muon's peak learning rate (the schedule scales it like lr).", TRAINING, range=POSITIVE)
+    muon_momentum: float = knob(0.95, "Muon's momentum.", TRAINING, range=FRACTION)
+    weight_decay: float = knob(0.1, "AdamW weight decay (matrices only).", TRAINING, range=NOT_NEGATIVE)
+    beta1: float = knob(0.9, "AdamW beta1.", TRAINING, range=FRACTION)
+    beta2: float = knob(0.99, "AdamW beta2.", TRAINING, range=FRACTION)
+    grad_clip: float = knob(1.0, "Clip the gradient norm to this (0: off).", TRAINING, range=NOT_NEGATIVE)
     eval_interval: int = knob(250, "Steps between loss estimates and checkpoints (a --time run evaluates at each "
-                                   "tenth of its budget, but not more often than this).", TRAINING)
-    eval_iters: int = knob(20, "Batches per loss estimate.", TRAINING)
-    log_interval: int = knob(10, "Steps between progress updates.", TRAINING)
+                                   "tenth of its budget, but not more often than this).", TRAINING, range=AT_LEAST_1)
+    eval_iters: int = knob(20, "Batches per loss estimate.", TRAINING, range=Range(1, MAX_EVAL_ITERS))
+    log_interval: int = knob(10, "Steps between progress updates.", TRAINING, range=AT_LEAST_1)
     device: str = knob("auto", "auto, cpu, cuda, cuda:N or mps.", RUN)
     dtype: str = knob("auto", "auto, float32, bfloat16 or float16.", RUN)
     seed: int = knob(1337, "Random seed; a CPU run with the same seed repeats exactly.", RUN)
     init_from: str | None = knob(None, "Start from these weights: gpt2, gpt2-medium, gpt2-large, gpt2-xl, a folder "
                                        "with config.json + model.safetensors, or a run.", RUN)
     compile: bool | None = knob(None, "torch.compile the model (unset: on for CUDA, off on CPU and MPS).", RUN)
-    peak_flops: float | None = knob(None, "Your device's peak FLOP/s, to show MFU (known GPUs need none).", RUN)
-    keep: int = knob(1, "Periodic checkpoints to keep (as ckpt-<iter>.pt when above 1).", RUN)
+    peak_flops: float | None = knob(None, "Your device's peak FLOP/s, to show MFU (known GPUs need none).", RUN,
+                                     range=POSITIVE)
+    keep: int = knob(1, "Periodic checkpoints to keep (as ckpt-<iter>.pt when above 1).", RUN, range=AT_LEAST_1)
     allow_nan: bool = knob(False, "Keep going if the loss becomes NaN or infinite.", RUN)
     log: str | None = knob(None, "Also send the metrics to tensorboard (event files in the run folder; extra "
                                  "[tensorboard]) and/or wandb (Weights & Biases; extra [wandb]; WANDB_MODE=offline "
@@ -168,32 +210,15 @@ class TrainConfig:
 
     def validate(self) -> None:
         _finite(self)
-        _at_least(
-            self, 1, "batch_size", "grad_accum", "max_iters", "eval_interval", "eval_iters", "log_interval", "keep"
-        )
-        _at_least(self, 0, "warmup_iters")
+        _in_range(self)
         check_seed(self.seed)
-        if self.lr_decay_iters is not None:
-            _at_least(self, 1, "lr_decay_iters")
-        if self.lr <= 0:
-            raise InvalidValue("lr", f"must be positive, got {self.lr}")
         if not 0 <= self.min_lr <= self.lr:
             raise InvalidValue("min_lr", f"must be between 0 and lr ({self.lr}), got {self.min_lr}")
-        for name in ("weight_decay", "grad_clip"):
-            if getattr(self, name) < 0:
-                raise InvalidValue(name, f"must not be negative, got {getattr(self, name)}")
-        for name in ("beta1", "beta2", "muon_momentum"):
-            if not 0 <= getattr(self, name) < 1:
-                raise InvalidValue(name, f"must be in [0, 1), got {getattr(self, name)}")
         for name, choices in (("schedule", SCHEDULES), ("optimizer", OPTIMIZERS)):
             if getattr(self, name) not in choices:
                 raise InvalidValue(name, f"must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
-        if not 0 < self.decay_frac <= 1:
-            raise InvalidValue("decay_frac", f"must be in (0, 1], got {self.decay_frac}")
         if self.time is not None:
             self.time_budget  # noqa: B018  (raises InvalidValue on a malformed duration)
-        if self.muon_lr <= 0:
-            raise InvalidValue("muon_lr", f"must be positive, got {self.muon_lr}")
         unknown = [name for name in self.loggers if name not in LOGGERS]
         if unknown:
             raise InvalidValue("log", f"takes {', '.join(LOGGERS)} (comma-separated), got {self.log!r}")
@@ -227,6 +252,11 @@ class Knob:
     default: Any
     help: str
     panel: str
+    range: Range | None = None
+
+    @property
+    def help_with_range(self) -> str:
+        return self.help + (f" Must be {self.range.text}." if self.range else "")
 
     @property
     def flag(self) -> str:
@@ -247,7 +277,7 @@ def knobs_of(sections: dict[str, type]) -> dict[str, Knob]:
             args = [a for a in typing.get_args(hints[f.name]) if a is not type(None)]
             kind = args[0] if args else hints[f.name]
             found[f.name] = Knob(f.name, section, kind, bool(args), f.default if f.default is not MISSING else None,
-                                 f.metadata["help"], f.metadata["panel"])
+                                 f.metadata["help"], f.metadata["panel"], f.metadata.get("range"))
     return found
 
 

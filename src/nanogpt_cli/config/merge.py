@@ -40,6 +40,7 @@ def build_configs(preset: str | None, flags: dict[str, Any], file: RunFile | Non
         train.validate()
     except InvalidValue as exc:
         if file is not None and exc.name in file.values and flags.get(exc.name) is None:
-            raise NanoGPTError(f"{file.where(exc.name)}: {exc.name} {exc.requirement}") from None
+            where = file.where(exc.name, KNOBS[exc.name].section)
+            raise NanoGPTError(f"{where}: {exc.name} {exc.requirement}") from None
         raise
     return model, train

@@ -26,10 +26,10 @@ class RunFile:
     path: Path
     preset: str | None
     values: dict[str, Any]
-    lines: dict[str, int]  # key -> line number, where it could be found
+    lines: dict[str, int]  # "table.key" (or a top-level "key", or "[table]") -> its line, where found
 
-    def where(self, key: str) -> str:
-        line = self.lines.get(key)
+    def where(self, key: str, table: str | None = None) -> str:
+        line = self.lines.get(f"{table}.{key}" if table else key)
         return f"{self.path}, line {line}" if line else str(self.path)
 
 
@@ -67,28 +67,37 @@ def read_run_file(path: str | Path) -> RunFile:
     values: dict[str, Any] = {}
     for section, table in data.items():
         if section not in SECTIONS or not isinstance(table, dict):
-            raise NanoGPTError(f"{where(section)}: unknown {'table' if isinstance(table, dict) else 'key'} "
+            at = where(f"[{section}]") if isinstance(table, dict) else where(section)
+            raise NanoGPTError(f"{at}: unknown {'table' if isinstance(table, dict) else 'key'} "
                                f"{section!r}; a run config has `preset` and the tables [model] and [train]")
         for key, value in table.items():
             knob_ = KNOBS.get(key)
+            at = where(key, section)
             if key in DERIVED:
-                raise NanoGPTError(f"{where(key)}: {key} is set from the dataset, not by a config; remove it")
+                raise NanoGPTError(f"{at}: {key} is set from the dataset, not by a config; remove it")
             if knob_ is None or knob_.section != section:
                 hint = f" (it belongs in [{knob_.section}])" if knob_ else _close_match(key)
-                raise NanoGPTError(f"{where(key)}: unknown key {key!r} in [{section}]{hint}")
-            values[key] = _check_type(knob_, value, where(key))
+                raise NanoGPTError(f"{at}: unknown key {key!r} in [{section}]{hint}")
+            values[key] = _check_type(knob_, value, at)
     if preset is not None:
         get_preset(preset)
     return RunFile(path, preset, values, lines)
 
 
 def _key_lines(text: str) -> dict[str, int]:
-    """The line of each `key = value` (and [table]) in a TOML text, for error messages."""
+    """The line of each `[table]` and `key = value` in a TOML text, keyed "[table]" and "table.key"
+    (a key before any table: "key"), for error messages. Lines are counted as TOML does, at "\n" only
+    (str.splitlines would also break at form feeds and Unicode separators), and the key `model` of
+    [model] is told apart from the table's header."""
     found: dict[str, int] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
+    table = None
+    for number, line in enumerate(text.split("\n"), start=1):
         match = re.match(r"\s*(?:\[\s*([A-Za-z0-9_-]+)\s*\]|([A-Za-z0-9_-]+)\s*=)", line)
-        if match:
-            found.setdefault(match.group(1) or match.group(2), number)
+        if match and match.group(1):
+            table = match.group(1)
+            found.setdefault(f"[{table}]", number)
+        elif match:
+            found.setdefault(f"{table}.{match.group(2)}" if table else match.group(2), number)
     return found
 
 
@@ -128,7 +137,7 @@ def to_toml(model: ModelConfig, train: TrainConfig, preset: str | None = None) -
         for name, value in config.items():
             if name in DERIVED:
                 continue
-            lines.append(f"# {KNOBS[name].help}")
+            lines.append(f"# {KNOBS[name].help_with_range}")
             lines.append(f"# {name} =" if value is None else f"{name} = {_toml_value(value)}")
         lines.append("")
     return "\n".join(lines)
