@@ -60,3 +60,24 @@ def test_ladder_table_and_its_errors(cli, trained_run, monkeypatch):
     assert both.exit_code == 1 and "--iters N or --time DURATION" in both.stderr
     bad = cli("ladder", "--iters", "3", "--stage", "9", "--dataset", "poems")
     assert bad.exit_code == 1 and "--stage takes 1 to 7, got 9" in bad.stderr
+
+
+def test_the_ladder_says_what_it_will_take_and_when_this_machine_is_slower(cli, trained_run, monkeypatch):
+    from nanogpt_cli import ladder
+
+    result = cli("ladder", "--iters", "40", "--dataset", "poems", "--prefix", "w", "--stage", "1", "--stage", "2")
+    assert result.exit_code == 0
+    expected = ladder.expected_seconds(40, [1, 2])
+    minutes, seconds = divmod(int(expected), 60)
+    assert f"about {minutes}m{seconds:02d}s on the reference machine" in result.stderr
+    assert "40 iterations in" in result.stderr
+    # A machine 100 times slower than the reference (simulated): said once, with --quick.
+    monkeypatch.setattr(ladder, "REFERENCE_SECONDS", tuple(s / 100 for s in ladder.REFERENCE_SECONDS))
+    monkeypatch.setattr(ladder, "REFERENCE_STEP_SECONDS", 0.0001)
+    result = cli("ladder", "--iters", "40", "--dataset", "poems", "--prefix", "s", "--stage", "1", "--stage", "2",
+                 "--stage", "3")
+    assert result.exit_code == 0
+    assert result.stderr.count("slower than the reference one") == 1 and "nanogpt ladder --quick" in result.stderr
+    both = cli("ladder", "--quick", "--iters", "10")
+    assert both.exit_code == 1 and "--quick sets the iterations" in both.stderr
+

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from time import perf_counter as wall_clock
 from typing import Annotated, Any, Optional
 
 import typer
@@ -13,17 +14,18 @@ from nanogpt_cli.commands.complete import complete_dataset
 from nanogpt_cli.commands.console import byte_progress, duration, err, fmt, out, show_json
 from nanogpt_cli.commands.options import DeviceOption, TrainThreadsOption
 from nanogpt_cli.commands.train_display import TrainDisplay
+from nanogpt_cli.errors import NanoGPTError
 
 
 def ladder(
     iters: Annotated[Optional[int], typer.Option(min=1, help="Iterations per step.")] = None,
     time: Annotated[
         Optional[str],
-        typer.Option(
-            help="Wall-clock time per step instead (90s, 2m). Default: 35s, "
-            "about 4 minutes for all seven on 2 CPU cores."
-        ),
+        typer.Option(help="Wall-clock time per step instead (90s, 2m): later, bigger steps then get fewer iterations."),
     ] = None,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="1,000 iterations a step (default: 4,000 on a CPU, 5,000 on a GPU).")
+    ] = False,
     dataset: Annotated[
         str,
         typer.Option(
@@ -38,6 +40,9 @@ def ladder(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace runs of an earlier ladder with the same prefix.")
     ] = False,
+    seed: Annotated[
+        Optional[int], typer.Option(help="Random seed of every step (default: the lecture preset's).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON (one object per step).")] = False,
 ) -> None:
     """Train the lecture's ladder: bigram, one head, multi-head, feed-forward, residual, LayerNorm, scaled.
@@ -55,22 +60,29 @@ def ladder(
 
       nanogpt plot ladder-1-bigram ladder-4-feed-forward ladder-7-scaled
     """
-    from nanogpt_cli.ladder import STAGES, run_ladder
+    from nanogpt_cli.ladder import STAGES, default_iters, expected_seconds, run_ladder
     from nanogpt_cli.runcontrol import TrainingInterrupted
 
     use_threads(threads, adapt=False)
     startup_done()
+    if quick and (iters is not None or time is not None):
+        raise NanoGPTError("--quick sets the iterations; leave out --iters and --time")
     if iters is None and time is None:
-        time = "35s"
+        iters = default_iters(device, quick)
+    chosen = stage or list(range(1, len(STAGES) + 1))
+    on_cpu = not _has_gpu(device)  # the reference times are a CPU's
+    expected = expected_seconds(iters, [n for n in chosen if 1 <= n <= len(STAGES)]) if iters and on_cpu else None
     results = []
     if not as_json:
         err.print(
-            f"[bold]the lecture's ladder[/]: {len(stage or STAGES)} step(s) of {time or f'{iters:,} iterations'} each "
-            f"on {dataset}",
+            f"[bold]the lecture's ladder[/]: {len(chosen)} step(s) of {time or f'{iters:,} iterations'} each "
+            f"on {dataset}" + (f"; about {duration(expected)} on the reference machine (2 idle AVX-512 cores)"
+                               if expected else ""),
             markup=True,
         )
+    started, warned = wall_clock(), False
     with byte_progress(True) as progress, TrainDisplay(quiet=True) as display:
-        steps = run_ladder(dataset, prefix, iters, time, device, overwrite, display, progress, stage)
+        steps = run_ladder(dataset, prefix, iters, time, device, overwrite, display, progress, stage, seed)
         while True:
             try:
                 with err.status(f"training step {len(results) + 1} ...") if not as_json else contextlib.nullcontext():
@@ -86,12 +98,38 @@ def ladder(
             if not as_json:
                 err.print(
                     f"{result['stage']}. {result['slug']:<13} {result['change']:<34} val {fmt(result['val_loss'])} "
-                    f"(lecture {result['lecture_val_loss']:.2f}), {duration(result['seconds'])}"
+                    f"(lecture {result['lecture_val_loss']:.2f}), {result['iterations']:,} iterations in "
+                    f"{duration(result['seconds'])}"
                 )
+            if expected and not warned and not as_json and len(results) < len(chosen):
+                warned = _slower_than_reference(results, chosen, iters, wall_clock() - started, quick)
     if as_json:
         show_json(results)
         return
     _table(results)
+
+
+def _has_gpu(device: str) -> bool:
+    from nanogpt_cli.device import resolve_device
+
+    return resolve_device(device).type != "cpu"
+
+
+def _slower_than_reference(results: list[dict[str, Any]], chosen: list[int], iters: int, seconds: float,
+                           quick: bool) -> bool:
+    """Say once, after a step, when this machine runs the ladder much slower than the reference one,
+    with the time the rest will take and the quicker ladder; True once said."""
+    from nanogpt_cli.ladder import expected_seconds
+
+    done = [r["stage"] for r in results]
+    ratio = seconds / expected_seconds(iters, done)
+    if ratio < 1.5:
+        return False
+    rest = ratio * expected_seconds(iters, [n for n in chosen if n not in done])
+    hint = "" if quick else "; to compare the steps sooner, stop (Ctrl-C) and run `nanogpt ladder --quick`"
+    err.print(f"[yellow]this machine runs the ladder about {ratio:.1f}x slower than the reference one[/] (busy, "
+              f"or a slower CPU): the remaining steps take about {duration(rest)}{hint}", markup=True)
+    return True
 
 
 def _table(results: list[dict[str, Any]]) -> None:
