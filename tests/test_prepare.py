@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -221,3 +222,47 @@ def test_two_prepares_of_one_name_at_once_never_lose_one_silently(home, small_te
                                            or "already exists" in refused)
     assert json.loads((home / "datasets" / "twin" / "meta.json").read_text())["train_tokens"] > 0
     assert not [p for p in (home / "datasets").iterdir() if p.name.startswith(".twin")]  # nothing left behind
+
+
+def test_a_dataset_a_run_is_training_on_is_not_replaced_before_its_first_checkpoint(home, small_text, tmp_path):
+    """A real training process, long before its first checkpoint: `prepare --overwrite` with other
+    text is refused (it used to exit 0, and the run's --resume then went on with the new tokens)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "NANOGPT_HOME": str(home)}
+    nanogpt = [sys.executable, "-m", "nanogpt_cli"]
+    assert subprocess.run([*nanogpt, "prepare", str(small_text), "-q"], env=env).returncode == 0
+    trainer = subprocess.Popen([*nanogpt, "train", "--dataset", "poems", "--run", "busy", "--preset", "nanogpt-cpu",
+                                "--n-layer", "1", "--n-embd", "16", "--n-head", "2", "--block-size", "16",
+                                "--max-iters", "1000000", "--eval-interval", "500000", "--eval-iters", "1", "-q"],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not (home / "runs" / "busy" / "config.json").is_file() and time.time() < deadline:
+            time.sleep(0.05)
+        other = tmp_path / "other.txt"
+        other.write_text("something else entirely, with other letters: XYZ.\n" * 400)
+        result = subprocess.run([*nanogpt, "prepare", str(other), "--name", "poems", "--overwrite"], env=env,
+                                capture_output=True, text=True)
+        assert result.returncode == 1 and "'busy'" in result.stderr and "new tokens differ" in result.stderr
+        assert not (home / "runs" / "busy" / "ckpt.pt").exists()  # it really had no checkpoint yet
+    finally:
+        trainer.send_signal(signal.SIGKILL)
+        trainer.wait()
+
+
+def test_resume_refuses_a_dataset_prepared_again_from_other_text(cli, home, trained_run, tmp_path, write_text):
+    other = tmp_path / "other.txt"
+    lines = write_text(tmp_path / "base.txt").read_text().splitlines()
+    other.write_text("\n".join(reversed(lines)) + "\n", encoding="utf-8")  # the same characters, in another order
+    assert cli("prepare", other, "--name", "poems2").exit_code == 0
+    # As if it had replaced 'poems' while nothing guarded it (an older nanogpt, or by hand).
+    shutil.rmtree(home / "datasets" / "poems")
+    (home / "datasets" / "poems2").rename(home / "datasets" / "poems")
+    result = cli("train", "--run", trained_run, "--resume", "--max-iters", "30")
+    assert result.exit_code == 1
+    assert "dataset 'poems' has been prepared again from other text since run 'tiny' started" in result.stderr

@@ -268,3 +268,22 @@ def test_sigterm_stops_a_long_evaluation_promptly(home, small_text, cli):
     assert proc.returncode == 130 and time.time() - sent < 20 and "Traceback" not in err
     state = torch.load(home / "runs" / "long-eval" / "ckpt.pt", weights_only=True)["train_state"]
     assert state["iteration"] == 0 and state["eval_pending"] is True
+
+
+def test_a_run_moved_while_its_resume_starts_is_one_line_and_nothing_is_lost(cli, home, trained_run, monkeypatch):
+    """`mv` between planning the resume and taking the run's lock (a real race: mv two seconds into a
+    starting `train --resume`) was a FileNotFoundError; now the run lock settles it in one line."""
+    import nanogpt_cli.session as session
+
+    plan_resume = session.plan_resume
+
+    def planned_then_moved(*args, **kwargs):
+        plan = plan_resume(*args, **kwargs)
+        assert cli("mv", trained_run, "moved").exit_code == 0
+        return plan
+
+    monkeypatch.setattr(session, "plan_resume", planned_then_moved)
+    result = cli("train", "--run", trained_run, "--resume", "--max-iters", "30")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"run '{trained_run}' was moved or removed while this command was starting" in result.stderr
+    assert (home / "runs" / "moved" / "ckpt.pt").is_file() and not (home / "runs" / trained_run).exists()

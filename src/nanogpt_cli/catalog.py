@@ -15,7 +15,7 @@ from nanogpt_cli import paths
 from nanogpt_cli.config import InvalidValue, ModelConfig, TrainConfig, config_from_dict
 from nanogpt_cli.errors import NanoGPTError
 from nanogpt_cli.readers import Corrupt, check_type, read_json_object, require
-from nanogpt_cli.runlock import settle
+from nanogpt_cli.runlock import settle, training_pid
 from nanogpt_cli.tokenizer import spec_name
 
 
@@ -162,8 +162,10 @@ def _listed(run_dir: Path) -> dict[str, Any] | None:
 
 
 def runs_using_dataset(dataset: str) -> list[str]:
-    """Runs trained on `dataset` that still hold a checkpoint to resume or evaluate."""
-    return [r["name"] for r in list_runs() if r["dataset"] == dataset and (Path(r["path"]) / "ckpt.pt").is_file()]
+    """Runs trained on `dataset` that still hold a checkpoint to resume or evaluate, or that are
+    training on it now (before their first checkpoint too)."""
+    return [r["name"] for r in list_runs() if r["dataset"] == dataset
+            and ((Path(r["path"]) / "ckpt.pt").is_file() or training_pid(Path(r["path"])) is not None)]
 
 
 def _same_tokens(old_dir: Path, new_dir: Path) -> bool:

@@ -131,6 +131,7 @@ def training_checkpoint(trainer, full: bool) -> dict[str, Any]:
                    model_config=asdict(trainer.model_config), train_config=asdict(trainer.cfg),
                    model=trainer.model.state_dict(),
                    tokenizer=trainer.dataset.meta["tokenizer"], dataset=trainer.dataset.name,
+                   dataset_fingerprint=trainer.dataset.fingerprint,
                    task=trainer.dataset.meta.get("task"))
     if trainer.info.init_from:
         payload["init_from"] = trainer.info.init_from
@@ -215,7 +216,7 @@ def check_checkpoint(ckpt: dict[str, Any], path: Path) -> None:
     problem = weights_problem(config, weights) or spec_problem(ckpt.get("tokenizer")) or task_problem(ckpt.get("task"))
     if problem:
         raise Corrupt(path, problem, remedy)
-    for name in ("dataset", "init_from"):
+    for name in ("dataset", "init_from", "dataset_fingerprint"):
         require(ckpt, name, str, path, remedy, optional=True)
     if "train_config" in ckpt:
         _section(TrainConfig, ckpt, "train_config", path, remedy)

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 import numpy as np
@@ -45,6 +47,16 @@ class Dataset:
     @property
     def vocab_size(self) -> int:
         return int(self.meta["vocab_size"])
+
+    @property
+    def fingerprint(self) -> str:
+        """What identifies these tokens without reading them: the tokenizer, the token counts and the
+        sources' hashes (a task's spec and counts). A run records it; a changed one refuses --resume."""
+        keys = ("tokenizer", "task", "train_tokens", "val_tokens", "dtype")
+        sources = [self.meta.get(k, {}).get("sha256") if isinstance(self.meta.get(k), dict) else None
+                   for k in ("source", "val_source")]
+        text = json.dumps([{k: self.meta.get(k) for k in keys}, sources], sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @property
     def tokenizer(self) -> Tokenizer:

@@ -245,6 +245,11 @@ def attach_dataset(plan: RunPlan, run_name: str) -> RunPlan:
             f"dataset {dataset.name!r} has been prepared again with a different tokenizer since run "
             f"{run_name!r} started; prepare it as before to resume"
         )
+    if plan.resume is not None and plan.resume.get("dataset_fingerprint", dataset.fingerprint) != dataset.fingerprint:
+        raise NanoGPTError(
+            f"dataset {dataset.name!r} has been prepared again from other text since run {run_name!r} started, so "
+            "resuming would train it on tokens it never saw; prepare it as before, or start a new run"
+        )
     model_config = plan.model_config
     if plan.init is not None:
         if not same_tokenizer(plan.init.tokenizer, dataset.meta["tokenizer"]):

@@ -47,6 +47,9 @@ def open_run(run_dir: Path, resuming: bool, overwrite: bool) -> Iterator[Path]:
     try:
         with run_lock(paths.ensure_dir(run_dir)):
             finish_replacement(run_dir)  # a replacement a killed process left half done
+            if resuming and not (run_dir / "ckpt.pt").is_file():  # `mv` or `rm` took it while this one started
+                raise NanoGPTError(f"run {run_dir.name!r} was moved or removed while this command was starting; "
+                                   "`nanogpt info` lists the runs")
             if not resuming and any((run_dir / name).exists() for name in ("config.json", "ckpt.pt", "best.pt")):
                 if not overwrite:
                     raise NanoGPTError(
