@@ -312,3 +312,29 @@ def test_dtype_for_sample_and_eval(cli, trained_run):
     assert sample.exit_code == 0 and len(sample.stdout) > 10
     bad = cli("sample", "--run", trained_run, "--dtype", "float16", "--device", "cpu")
     assert bad.exit_code == 1 and "float16 is not supported on the CPU" in bad.stderr
+
+
+def test_a_meta_pkl_of_deeply_shared_dicts_is_refused_at_once(tmp_path):
+    """60 levels of dicts that each hold the next one twice: walking it naively is 2**60 steps."""
+    import pickle
+    import time
+
+    from nanogpt_cli.errors import NanoGPTError
+    from nanogpt_cli.pretrained import read_meta_pickle
+
+    inner: dict = {"x": 1}
+    for _ in range(60):
+        inner = {"a": inner, "b": inner}
+    path = tmp_path / "meta.pkl"
+    path.write_bytes(pickle.dumps({"vocab_size": 65, "itos": inner}))
+    start = time.perf_counter()
+    try:
+        read_meta_pickle(path)
+        raise AssertionError("a meta.pkl nested 60 deep was accepted")
+    except NanoGPTError as exc:
+        assert "holds values other than plain dicts, strings and ints" in str(exc)
+    assert time.perf_counter() - start < 5
+    flat = tmp_path / "flat.pkl"  # what nanoGPT's prepare.py writes still reads
+    meta = {"vocab_size": 3, "itos": {0: "a", 1: "b", 2: "c"}, "stoi": {"a": 0, "b": 1, "c": 2}}
+    flat.write_bytes(pickle.dumps(meta))
+    assert read_meta_pickle(flat)["itos"] == {0: "a", 1: "b", 2: "c"}

@@ -235,3 +235,33 @@ def test_download_checksum_mismatch_and_offline(cli, home, server):
     assert not list((home / "cache" / "downloads").glob("*poems*"))
     result = cli("prepare", f"{server}/missing.txt")
     assert result.exit_code == 1 and "HTTP 404" in result.stderr
+
+
+def test_pipes_and_devices_never_hang_a_command(cli, trained_run, tmp_path, monkeypatch):
+    """A FIFO with no writer used to block prepare, --val-file, --prompt-file and --text-file forever."""
+    import os
+    import threading
+
+    from nanogpt_cli import sources
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    for command in (["prepare", fifo, "--name", "p"], ["prepare", "shakespeare", "--name", "q", "--val-file", fifo]):
+        result = cli(*command)
+        assert result.exit_code == 1 and "is a pipe (FIFO), which nanogpt cannot read twice" in result.stderr
+    result = cli("prepare", "/dev/zero", "--name", "z")
+    assert result.exit_code == 1 and "/dev/zero is not a regular file" in result.stderr
+    monkeypatch.setattr(sources, "PIPE_WAIT_SECONDS", 0.5)
+    for command in (["sample", "--prompt-file", fifo, "--max-new-tokens", "3"], ["eval", "--text-file", fifo]):
+        result = cli(*command)  # nobody writes: an error after the wait, not a hang
+        assert result.exit_code == 1 and "is a pipe and nothing wrote to it within 0.5 s" in result.stderr
+
+    def write() -> None:
+        with open(fifo, "w") as f:
+            f.write("to be")
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    result = cli("sample", "--prompt-file", fifo, "--max-new-tokens", "3", "--json")
+    writer.join()
+    assert result.exit_code == 0 and json.loads(result.stdout)["prompt"] == "to be"

@@ -208,10 +208,17 @@ class _PlainUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError("it refers to outside objects")
 
 
-def _plain(value: Any) -> bool:
-    if isinstance(value, dict):
-        return all(_plain(k) and _plain(v) for k, v in value.items())
-    return isinstance(value, (str, int))
+def _plain(value: Any, depth: int = 2, seen: set[int] | None = None) -> bool:
+    """Whether `value` is what a nanoGPT meta.pkl holds: a dict of ints, strings and dicts of those,
+    nested no deeper than that. Each dict is checked once, however often it is shared: a file whose
+    dicts share references many levels deep would otherwise take forever to walk."""
+    if not isinstance(value, dict):
+        return isinstance(value, (str, int))
+    seen = set() if seen is None else seen
+    if id(value) in seen:
+        return True
+    seen.add(id(value))
+    return depth > 0 and all(isinstance(k, (str, int)) and _plain(v, depth - 1, seen) for k, v in value.items())
 
 
 def read_meta_pickle(path: Path) -> dict[str, Any]:

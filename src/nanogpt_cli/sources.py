@@ -15,6 +15,8 @@ import gzip
 import hashlib
 import io
 import os
+import select
+import stat
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -105,6 +107,12 @@ def _bundled(name: str) -> Source:
 
 def _file(path: Path, what: str = "pass 'shakespeare', a text file, a folder or a URL") -> Source:
     try:
+        mode = path.stat().st_mode
+        if stat.S_ISFIFO(mode):  # reading it would wait for a writer, and prepare reads its source twice
+            raise NanoGPTError(f"{path} is a pipe (FIFO), which nanogpt cannot read twice; save what goes into it "
+                               "to a file first and pass that")
+        if not stat.S_ISREG(mode):
+            raise NanoGPTError(f"{path} is not a regular file (a device or socket); {what}")
         size = path.stat().st_size
         head = _read_head(path)
     except FileNotFoundError:
@@ -155,6 +163,23 @@ def resolve_source(source: str, glob: str = "*", sha256: str | None = None, prog
     if path.is_dir():
         return _folder(path, glob)
     return _file(path)
+
+
+def _read_pipe(path: Path) -> bytes:
+    """All a FIFO's writer sends; an error when no writer has written within PIPE_WAIT_SECONDS."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # opens at once, writer or not
+    try:
+        ready, _, _ = select.select([fd], [], [], PIPE_WAIT_SECONDS)
+        if not ready:
+            raise NanoGPTError(f"{path} is a pipe and nothing wrote to it within {PIPE_WAIT_SECONDS:g} s; start "
+                               "the writer first, or save the text to a file and pass that")
+        os.set_blocking(fd, True)
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def sha256_of(path: Path) -> str:
@@ -214,13 +239,22 @@ def download(url: str, sha256: str | None = None, progress: Progress = no_progre
     return final
 
 
+# How long a prompt or evaluation text given as a pipe (FIFO) may keep nanogpt waiting for a writer.
+PIPE_WAIT_SECONDS = 10.0
+
+
 def read_text_file(path: Path) -> str:
-    """A whole (small) UTF-8 text file, e.g. a prompt or an evaluation text, with the same checks."""
+    """A whole (small) UTF-8 text file, e.g. a prompt or an evaluation text, with the same checks. A
+    pipe (FIFO) is read once something writes to it, within PIPE_WAIT_SECONDS."""
     path = Path(path)
     if path.is_dir():
         raise NanoGPTError(f"{path} is a folder; pass a UTF-8 text file")
-    doc = _file(path, "pass the path of a UTF-8 text file").documents[0]
-    raw = doc.path.read_bytes()
+    if path.exists() and stat.S_ISFIFO(path.stat().st_mode):
+        raw = _read_pipe(path)
+        if not raw.strip():
+            raise NanoGPTError(f"{path} is empty: what was written to the pipe held no text")
+    else:
+        raw = _file(path, "pass the path of a UTF-8 text file").documents[0].path.read_bytes()
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
