@@ -293,3 +293,13 @@ def test_a_vanishing_temperature_is_greedy_not_broken_weights(cli, trained_run):
     tiny = cli("sample", "--temperature", "5e-324", "--max-new-tokens", "20", "--seed", "1")
     assert greedy.exit_code == tiny.exit_code == 0, tiny.stderr
     assert tiny.stdout == greedy.stdout
+
+
+def test_an_empty_val_split_is_an_error_not_a_loss_of_minus_zero(cli, home, trained_run):
+    data = home / "datasets" / "poems"
+    (data / "val.bin").write_bytes(b"")
+    meta = json.loads((data / "meta.json").read_text())
+    (data / "meta.json").write_text(json.dumps({**meta, "val_tokens": 0}))
+    result = cli("eval", "--run", trained_run, "--json")
+    assert result.exit_code == 1 and result.stdout == ""
+    assert "the val split of dataset 'poems' holds 0 token(s); there is nothing to evaluate" in result.stderr

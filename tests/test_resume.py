@@ -249,9 +249,13 @@ def test_a_stop_during_an_evaluation_saves_it_as_due_and_resume_equals_the_run(c
     _assert_same_as_reference(home, "mid-eval", reference)  # its evaluation at 120 included
 
 
-def test_sigterm_stops_a_long_evaluation_promptly(home, small_text, cli):
+@pytest.mark.parametrize("signals", [1, 2])
+def test_sigterm_stops_a_long_evaluation_promptly(home, small_text, cli, signals):
     """An evaluation of a million batches used to ignore SIGTERM until it ended (hours): the signal
-    only set a flag that the loop read between steps."""
+    only set a flag that the loop read between steps. One signal saves (the evaluation marked due);
+    a second one right after stops at once, and whatever checkpoint is there is whole."""
+    from nanogpt_cli.checkpoint import load_checkpoint
+
     assert cli("prepare", small_text).exit_code == 0
     env = {**os.environ, "NANOGPT_HOME": str(home)}
     args = [*RECIPE, *RUN_ARGS, "--eval-iters", "1000000"]
@@ -263,11 +267,17 @@ def test_sigterm_stops_a_long_evaluation_promptly(home, small_text, cli):
         time.sleep(0.01)
     time.sleep(1.5)  # well inside that evaluation
     sent = time.time()
-    proc.send_signal(signal.SIGTERM)
+    for _ in range(signals):
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.01)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and time.time() - sent < 20 and "Traceback" not in err
-    state = torch.load(home / "runs" / "long-eval" / "ckpt.pt", weights_only=True)["train_state"]
-    assert state["iteration"] == 0 and state["eval_pending"] is True
+    # A second signal after the first one's save has ended may meet the default handler: killed by it.
+    assert proc.returncode in ((130,) if signals == 1 else (130, -signal.SIGTERM))
+    assert time.time() - sent < 20 and "Traceback" not in err
+    ckpt = home / "runs" / "long-eval" / "ckpt.pt"
+    if signals == 1 or ckpt.exists():
+        state = load_checkpoint(ckpt)["train_state"]
+        assert state["iteration"] == 0 and state["eval_pending"] is True
 
 
 def test_a_run_moved_while_its_resume_starts_is_one_line_and_nothing_is_lost(cli, home, trained_run, monkeypatch):

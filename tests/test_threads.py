@@ -16,6 +16,8 @@ from nanogpt_cli import threads
 def keep_torch_threads(monkeypatch):
     """Each test may change torch's count; the suite goes on with the one it had."""
     before = torch.get_num_threads()
+    for name in ("_start", "_chosen", "_torch_default"):  # the module's memory, as the rest of the suite had it
+        monkeypatch.setattr(threads, name, getattr(threads, name))
     monkeypatch.delenv("NANOGPT_THREADS", raising=False)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     yield

@@ -120,6 +120,9 @@ def evaluate(
                 f"uses ({spec_name(loaded.checkpoint['tokenizer'])}); prepare it with that tokenizer or use --text-file"
             )
         tokens, task = data.tokens(split), data.task
+        if len(tokens) < 2:  # nothing to predict: no loss to report (it read as -0.0 over -1 tokens)
+            raise NanoGPTError(f"the {split} split of dataset {data.name!r} holds {len(tokens)} token(s); there is "
+                               f"nothing to evaluate: prepare it again with more text, or use --text-file")
         if iters is None:  # every token once, unless the split is bigger than the random batches
             full = full or len(tokens) - 1 <= DEFAULT_ITERS * batch_size * block_size
         if task is None and len(tokens) <= block_size and not full:
