@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -266,3 +267,20 @@ def test_resume_refuses_a_dataset_prepared_again_from_other_text(cli, home, trai
     result = cli("train", "--run", trained_run, "--resume", "--max-iters", "30")
     assert result.exit_code == 1
     assert "dataset 'poems' has been prepared again from other text since run 'tiny' started" in result.stderr
+
+
+def test_a_run_that_only_holds_its_lock_already_keeps_its_dataset(cli, home, small_text, tmp_path):
+    """The first moment of a training, before config.json: its lock file names the dataset."""
+    from nanogpt_cli import paths
+    from nanogpt_cli.runlock import run_lock, training_on, training_pid
+
+    assert cli("prepare", small_text).exit_code == 0
+    starting = paths.ensure_dir(paths.run_dir("starting"))
+    other = tmp_path / "other.txt"
+    other.write_text("something else entirely, with other letters: XYZ.\n" * 400)
+    with run_lock(starting, "poems"):
+        assert training_on(starting) == "poems" and training_pid(starting) == str(os.getpid())
+        result = cli("prepare", other, "--name", "poems", "--overwrite")
+        assert result.exit_code == 1 and "'starting'" in result.stderr and "new tokens differ" in result.stderr
+    assert training_on(starting) is None
+    assert cli("prepare", other, "--name", "poems", "--overwrite").exit_code == 0  # nobody trains on it now

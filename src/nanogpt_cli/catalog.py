@@ -15,7 +15,7 @@ from nanogpt_cli import paths
 from nanogpt_cli.config import InvalidValue, ModelConfig, TrainConfig, config_from_dict
 from nanogpt_cli.errors import NanoGPTError
 from nanogpt_cli.readers import Corrupt, check_type, read_json_object, require
-from nanogpt_cli.runlock import settle, training_pid
+from nanogpt_cli.runlock import settle, training_on
 from nanogpt_cli.tokenizer import spec_name
 
 
@@ -162,10 +162,11 @@ def _listed(run_dir: Path) -> dict[str, Any] | None:
 
 
 def runs_using_dataset(dataset: str) -> list[str]:
-    """Runs trained on `dataset` that still hold a checkpoint to resume or evaluate, or that are
-    training on it now (before their first checkpoint too)."""
-    return [r["name"] for r in list_runs() if r["dataset"] == dataset
-            and ((Path(r["path"]) / "ckpt.pt").is_file() or training_pid(Path(r["path"])) is not None)]
+    """Runs trained on `dataset` that still hold a checkpoint to resume or evaluate, and runs training
+    on it now, from the moment they hold their lock (before config.json or a checkpoint exists)."""
+    users = [r["name"] for r in list_runs() if r["dataset"] == dataset and (Path(r["path"]) / "ckpt.pt").is_file()]
+    starting = [p.name for p in paths.runs_dir().glob("*") if p.is_dir() and training_on(p) == dataset]
+    return list(dict.fromkeys(users + starting))
 
 
 def _same_tokens(old_dir: Path, new_dir: Path) -> bool:

@@ -19,9 +19,10 @@ RUN_FILES = ("config.json", "config.toml", "metrics.jsonl")
 
 
 @contextlib.contextmanager
-def run_lock(run_dir: Path) -> Iterator[None]:
+def run_lock(run_dir: Path, dataset: str | None = None) -> Iterator[None]:
     """Hold an exclusive lock on the run folder; a second `train` of the same run is refused. The
-    operating system drops the lock when the process ends, however it ends."""
+    operating system drops the lock when the process ends, however it ends. The lock file says who
+    holds it (pid) and, for a training, on which dataset (`training_on`), from the first moment."""
     try:
         import fcntl
     except ImportError:  # Windows: no advisory locks; run without one
@@ -39,14 +40,14 @@ def run_lock(run_dir: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             handle.seek(0)
-            owner = handle.read().strip() or "?"
+            owner = (handle.read().split() or ["?"])[0]
             raise NanoGPTError(
                 f"run {run_dir.name!r} is being trained by another process (pid {owner}); "
                 "wait for it to finish or choose another --run name"
             ) from None
         handle.seek(0)
         handle.truncate()
-        handle.write(str(os.getpid()))
+        handle.write(str(os.getpid()) + (f"\n{dataset}" if dataset else ""))
         handle.flush()
         try:
             yield
@@ -56,6 +57,18 @@ def run_lock(run_dir: Path) -> Iterator[None]:
 
 def training_pid(run_dir: Path) -> str | None:
     """The pid of the process training this run now (its lock is held), or None."""
+    holder = _lock_holder(run_dir)
+    return None if holder is None else (holder.split() or ["?"])[0]
+
+
+def training_on(run_dir: Path) -> str | None:
+    """The dataset the process holding this run's lock trains on (None: not training now, or unsaid)."""
+    lines = (_lock_holder(run_dir) or "").split("\n")
+    return lines[1].strip() or None if len(lines) > 1 else None
+
+
+def _lock_holder(run_dir: Path) -> str | None:
+    """What the lock file of a run held by a process says (its pid, then its dataset), or None."""
     try:
         import fcntl
     except ImportError:  # Windows: no advisory locks

@@ -36,7 +36,7 @@ def new_run_name(dataset: str) -> str:
 
 
 @contextlib.contextmanager
-def open_run(run_dir: Path, resuming: bool, overwrite: bool) -> Iterator[Path]:
+def open_run(run_dir: Path, resuming: bool, overwrite: bool, dataset: str | None = None) -> Iterator[Path]:
     """The run folder, created and locked for as long as training holds it. A new run may not reuse a
     name unless `overwrite`. Overwriting is a transaction: the old run's files wait in the folder's
     `.replaced/` until the new run has written its first checkpoint, and come back if it fails before
@@ -45,7 +45,7 @@ def open_run(run_dir: Path, resuming: bool, overwrite: bool) -> Iterator[Path]:
     created = not run_dir.exists()
     replaced = run_dir / REPLACED
     try:
-        with run_lock(paths.ensure_dir(run_dir)):
+        with run_lock(paths.ensure_dir(run_dir), dataset):
             finish_replacement(run_dir)  # a replacement a killed process left half done
             if resuming and not (run_dir / "ckpt.pt").is_file():  # `mv` or `rm` took it while this one started
                 raise NanoGPTError(f"run {run_dir.name!r} was moved or removed while this command was starting; "

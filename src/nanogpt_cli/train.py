@@ -321,6 +321,7 @@ def train(plan: RunPlan, overwrite: bool = False, on_event: EventHandler | None 
     emit = on_event or (lambda kind, info: None)
     run_dir = paths.run_dir(distributed.broadcast(plan.run or new_run_name(plan.train_config.dataset)))
     with contextlib.ExitStack() as stack:
-        distributed.on_main(lambda: stack.enter_context(open_run(run_dir, plan.resume is not None, overwrite)))
+        distributed.on_main(lambda: stack.enter_context(open_run(run_dir, plan.resume is not None, overwrite,
+                                                                 plan.train_config.dataset)))
         trainer = Trainer(attach_dataset(plan, run_dir.name), run_dir, emit)
         return trainer.run()
