@@ -46,7 +46,11 @@ CASES = [
     (["prepare", "http://127.0.0.1:9/data.txt"], "cannot download http://127.0.0.1:9/data.txt"),
     (["sample", "--run", "ghost"], "run 'ghost' does not exist"),
     (["sample", "--prompt", "the {fox}"], "2 character(s) this model's vocabulary lacks: '{', '}'"),
-    (["sample", "--temperature", "-1"], "--temperature must be 0 (greedy) or positive"),
+    (["sample", "--temperature", "-1"], "--temperature must be 0 or more, got -1.0"),
+    (["sample", "--temperature", "nan"], "--temperature must be a finite number, got nan"),
+    (["sample", "--max-new-tokens", "-1"], "--max-new-tokens must be 0 or more, got -1"),
+    (["eval", "--iters", "0"], "--iters must be at least 1, got 0"),
+    (["eval", "--batch-size", "0"], "--batch-size must be at least 1, got 0"),
     (["sample", "--top-k", "0"], "--top-k must be at least 1"),
     (["sample", "--num-samples", "0"], "--num-samples must be at least 1"),
     (["sample", "--prompt", "a", "--prompt-file", "{text}"], "either --prompt or --prompt-file"),
@@ -286,6 +290,11 @@ def test_ranges_are_in_the_help_and_the_printed_config(cli, monkeypatch):
     assert "Must be in [1, 1,000,000]" in help_text and "Must be positive" in help_text
     printed = cli("train", "--print-config").stdout
     assert "# Batches per loss estimate. Must be in [1, 1,000,000]." in printed
+    for command, shown in (("sample", "Nucleus sampling: only the most likely tokens whose probabilities add up to p. "
+                                      "Must be in (0, 1]."),
+                           ("sample", "Sampling temperature; 0 is greedy. Must be 0 or more."),
+                           ("eval", "Sequences per batch. Must be at least 1.")):
+        assert shown in re.sub(r"[\s│]+", " ", cli(command, "--help").stdout)
 
 
 def test_a_vanishing_temperature_is_greedy_not_broken_weights(cli, trained_run):

@@ -22,7 +22,7 @@ from torch.nn import functional as F
 from nanogpt_cli.batches import BatchSampler
 from nanogpt_cli.catalog import resolve_run
 from nanogpt_cli.checkpoint import checkpoint_path, load_model
-from nanogpt_cli.config import check_seed
+from nanogpt_cli.config import check_option, check_seed
 from nanogpt_cli.dataset import load_dataset
 from nanogpt_cli.device import resolve_device, resolve_dtype
 from nanogpt_cli.errors import NanoGPTError
@@ -85,8 +85,8 @@ def evaluate(
     `quantize="int8"` the int8 model's, and the float32 model's on the same tokens beside it."""
     if split not in ("train", "val"):
         raise NanoGPTError(f"--split must be train or val, got {split!r}")
-    if (iters is not None and iters < 1) or batch_size < 1:
-        raise NanoGPTError("--iters and --batch-size must be at least 1")
+    check_option("iters", iters)
+    check_option("batch_size", batch_size)
     check_seed(seed)
     run_dir = resolve_run(run)
     path = checkpoint_path(run_dir, checkpoint)

@@ -23,7 +23,7 @@ from torch.nn import functional as F
 
 from nanogpt_cli.catalog import resolve_run
 from nanogpt_cli.checkpoint import checkpoint_path, load_model
-from nanogpt_cli.config import check_seed
+from nanogpt_cli.config import check_option, check_seed
 from nanogpt_cli.device import resolve_device, resolve_dtype
 from nanogpt_cli.errors import NanoGPTError
 from nanogpt_cli.fastpath import prepare_for_sampling, sampling_step
@@ -35,14 +35,9 @@ WINDOW_KEEP = 0.5  # fraction of block_size kept when the context window slides
 
 def check_sampling_args(temperature: float, top_k: int | None, top_p: float | None, max_new_tokens: int,
                         seed: int | None = None) -> None:
-    if not math.isfinite(temperature) or temperature < 0:
-        raise NanoGPTError(f"--temperature must be 0 (greedy) or positive, got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise NanoGPTError(f"--top-k must be at least 1, got {top_k}")
-    if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise NanoGPTError(f"--top-p must be in (0, 1], got {top_p}")
-    if max_new_tokens < 0:
-        raise NanoGPTError(f"--max-new-tokens must not be negative, got {max_new_tokens}")
+    for name, value in (("temperature", temperature), ("top_k", top_k), ("top_p", top_p),
+                        ("max_new_tokens", max_new_tokens)):
+        check_option(name, value)  # the ranges --help shows (config.OPTION_RANGES)
     check_seed(seed)
 
 

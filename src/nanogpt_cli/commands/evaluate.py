@@ -12,6 +12,7 @@ from nanogpt_cli.commands import startup_done, use_threads
 from nanogpt_cli.commands.complete import complete_dataset, complete_run
 from nanogpt_cli.commands.console import fmt, out, show_json, token_progress
 from nanogpt_cli.commands.options import DeviceOption, ThreadsOption, WeightsDtypeOption
+from nanogpt_cli.config import range_help
 
 
 def eval_(
@@ -24,11 +25,11 @@ def eval_(
         Optional[int],
         typer.Option(
             help="Random batches to average (default: every token of the split once, when that is fewer tokens than "
-                 "200 batches hold; ignored with --full or --text-file).",
+                 "200 batches hold; ignored with --full or --text-file)." + range_help("iters"),
             show_default=False,
         ),
     ] = None,
-    batch_size: Annotated[int, typer.Option(help="Sequences per batch.")] = 32,
+    batch_size: Annotated[int, typer.Option(help="Sequences per batch." + range_help("batch_size"))] = 32,
     full: Annotated[bool, typer.Option("--full", help="Evaluate every token of the split once.")] = False,
     text_file: Annotated[
         Optional[Path], typer.Option(help="Evaluate on this UTF-8 text file instead (every token).")

@@ -19,6 +19,7 @@ from nanogpt_cli.commands import startup_done, use_threads
 from nanogpt_cli.commands.complete import complete_run
 from nanogpt_cli.commands.console import err
 from nanogpt_cli.commands.options import DeviceOption, ThreadsOption, WeightsDtypeOption
+from nanogpt_cli.config import check_option, range_help
 from nanogpt_cli.errors import NanoGPTError
 
 
@@ -40,15 +41,21 @@ def sample(
         ),
     ] = None,
     prompt_file: Annotated[Optional[Path], typer.Option(help="Read the prompt from this file.")] = None,
-    num_samples: Annotated[int, typer.Option(help="How many samples.")] = 1,
+    num_samples: Annotated[int, typer.Option(help="How many samples." + range_help("num_samples"))] = 1,
     max_new_tokens: Annotated[
-        int, typer.Option(help="Tokens to generate per sample (may exceed the block size).")
+        int, typer.Option(help="Tokens to generate per sample (may exceed the block size)."
+                               + range_help("max_new_tokens"))
     ] = 500,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature; 0 is greedy.")] = 0.8,
-    top_k: Annotated[Optional[int], typer.Option(help="Sample only from the k most likely tokens.")] = 200,
+    temperature: Annotated[
+        float, typer.Option(help="Sampling temperature; 0 is greedy." + range_help("temperature"))
+    ] = 0.8,
+    top_k: Annotated[
+        Optional[int], typer.Option(help="Sample only from the k most likely tokens." + range_help("top_k"))
+    ] = 200,
     top_p: Annotated[
         Optional[float],
-        typer.Option(help="Nucleus sampling: only the most likely tokens whose probabilities add up to p."),
+        typer.Option(help="Nucleus sampling: only the most likely tokens whose probabilities add up to p."
+                          + range_help("top_p")),
     ] = None,
     stop: Annotated[
         Optional[list[str]],
@@ -98,8 +105,7 @@ def sample(
     """
     from nanogpt_cli.generate import SampleSession
 
-    if num_samples < 1:
-        raise NanoGPTError(f"--num-samples must be at least 1, got {num_samples}")
+    check_option("num_samples", num_samples)
     if prompt is not None and prompt_file is not None:
         raise NanoGPTError("give either --prompt or --prompt-file, not both")
     if interactive and (prompt is not None or prompt_file is not None):

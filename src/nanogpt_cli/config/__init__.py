@@ -21,12 +21,14 @@ from nanogpt_cli.config.fields import (
     Knob,
     ModelConfig,
     TrainConfig,
+    check_option,
     check_seed,
     config_from_dict,
     knob,
     knobs_of,
     model_config_from_dict,
     parse_duration,
+    range_help,
     train_config_from_dict,
 )
 from nanogpt_cli.config.merge import FINETUNE, build_configs
@@ -35,7 +37,8 @@ from nanogpt_cli.config.runfile import RunFile, read_run_file, to_toml
 
 __all__ = ["DERIVED", "KNOBS", "LOGGERS", "MLPS", "MODEL", "MODEL_TYPES", "NORMS", "OPTIMIZERS", "POSITIONS", "RUN",
            "SCHEDULES", "SECTIONS", "TRAINING", "InvalidValue", "Knob", "ModelConfig", "TrainConfig",
-           "check_seed", "config_from_dict", "knob", "knobs_of", "model_config_from_dict", "parse_duration",
+           "check_option", "check_seed", "config_from_dict", "knob", "knobs_of", "model_config_from_dict",
+           "parse_duration", "range_help",
            "train_config_from_dict",
            "DEFAULT_PRESET_FOR_DEVICE", "FINETUNE", "PRESETS", "Preset", "build_configs", "get_preset", "RunFile",
            "read_run_file", "to_toml", "asdict"]

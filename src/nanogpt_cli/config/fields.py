@@ -9,6 +9,7 @@ come from (presets.py merges them, runfile.py reads and writes files).
 
 from __future__ import annotations
 
+import math
 import re
 import typing
 from dataclasses import MISSING, dataclass, field, fields
@@ -88,6 +89,27 @@ def _finite(config: Any) -> None:
         problem = check_type(value, type(value), f.name) if isinstance(value, (float, str)) else None
         if problem:
             raise InvalidValue(f.name, problem.removeprefix(f"{f.name} "))
+
+
+# The numbers commands take besides the config fields (sampling, eval), declared once: their checks
+# and their --help read these.
+OPTION_RANGES = {"temperature": Range(0), "top_k": AT_LEAST_1, "top_p": Range(0, 1, open_low=True),
+                 "max_new_tokens": Range(0), "num_samples": AT_LEAST_1, "iters": AT_LEAST_1, "batch_size": AT_LEAST_1}
+
+
+def check_option(name: str, value: float | None) -> None:
+    """One line for a command's number outside its range (or not finite); None is 'not given'."""
+    if value is None:
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidValue(name, f"must be a finite number, got {value}")
+    if value not in OPTION_RANGES[name]:
+        raise InvalidValue(name, f"must be {OPTION_RANGES[name].text}, got {value}")
+
+
+def range_help(name: str) -> str:
+    """" Must be ...." for a command option's --help."""
+    return f" Must be {OPTION_RANGES[name].text}."
 
 
 def check_seed(seed: int | None) -> None:
