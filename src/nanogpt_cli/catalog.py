@@ -200,8 +200,7 @@ def resolve_run(name: str | None, need: str | None = None) -> Path:
         run_dir = paths.run_dir(name)
         settle(run_dir)
         if not (run_dir / "config.json").is_file():
-            raise NanoGPTError(f"run {name!r} does not exist{paths.did_you_mean(name, paths.runs_dir())} "
-                               "(`nanogpt info` lists the runs)")
+            raise paths.missing("run", name)
         if need and not (run_dir / need).is_file():
             raise NanoGPTError(f"run {name!r} has no {need} to continue from; start it again without --resume")
         return run_dir

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from typing import Any
@@ -48,12 +49,13 @@ class Dataset:
     def vocab_size(self) -> int:
         return int(self.meta["vocab_size"])
 
-    @property
+    @functools.cached_property
     def fingerprint(self) -> str:
         """What identifies these tokens without reading them: the tokenizer, the token counts and the
-        sources' hashes (a task's spec and counts). A run records it; a changed one refuses --resume."""
+        sources' hashes (a task's spec and counts). A run records it at each checkpoint; a changed one
+        refuses --resume."""
         keys = ("tokenizer", "task", "train_tokens", "val_tokens", "dtype")
-        sources = [self.meta.get(k, {}).get("sha256") if isinstance(self.meta.get(k), dict) else None
+        sources = [source.get("sha256") if isinstance(source := self.meta.get(k), dict) else None
                    for k in ("source", "val_source")]
         text = json.dumps([{k: self.meta.get(k) for k in keys}, sources], sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -31,7 +31,8 @@ class Stage:
 # The small steps share the lecture's early settings (context 8, width 32, batch 32) at a rate of 3e-3
 # where the lecture had 1e-3: its layers started from PyTorch's default init, larger than GPT-2's 0.02
 # that these start from, and learned faster. At 1e-3 one head ended at 2.62 after 4,000 iterations (the
-# lecture: 2.40 after 5,000), worse than the bigram; at 3e-3 every step ends at or below the one before.
+# lecture: 2.40 after 5,000), worse than the bigram; at 3e-3 each step ends at or below the one before
+# within the spread of two seeds (benchmarks/ladder.py).
 SMALL = dict(model="gpt", block_size=8, n_embd=32, batch_size=32, lr=3e-3, min_lr=3e-3, warmup_iters=0,
              dropout=0.0, tie=False, pos="learned", n_layer=1, n_head=1, mlp="none", norm="none", residual=False)
 STAGES = [
@@ -66,6 +67,13 @@ REFERENCE_STEP_SECONDS = 0.5
 def expected_seconds(iters: int, stages: list[int]) -> float:
     """How long these steps (1-based) take on the reference machine at `iters` iterations each."""
     return sum(REFERENCE_SECONDS[n - 1] * iters / 1000 + REFERENCE_STEP_SECONDS for n in stages)
+
+
+def estimate(iters: int | None, stages: list[int], device: str) -> float | None:
+    """`expected_seconds` where the reference applies, a CPU run counted in iterations; else None."""
+    if iters is None or resolve_device(device).type != "cpu":
+        return None
+    return expected_seconds(iters, [n for n in stages if 1 <= n <= len(STAGES)])
 
 
 def default_iters(device: str, quick: bool) -> int:

@@ -30,16 +30,14 @@ def _inside(folder: Path, root: Path) -> Path:
 def run_folder(name: str) -> Path:
     folder = _inside(paths.run_dir(name), paths.runs_dir())
     if not folder.is_dir():
-        raise NanoGPTError(f"run {name!r} does not exist{paths.did_you_mean(name, paths.runs_dir())} "
-                           "(`nanogpt info` lists the runs)")
+        raise paths.missing("run", name)
     return folder
 
 
 def dataset_folder(name: str) -> Path:
     folder = _inside(paths.dataset_dir(name), paths.datasets_dir())
     if not folder.is_dir():
-        raise NanoGPTError(f"dataset {name!r} does not exist{paths.did_you_mean(name, paths.datasets_dir())} "
-                           "(`nanogpt info` lists the datasets)")
+        raise paths.missing("dataset", name)
     return folder
 
 

@@ -73,16 +73,27 @@ def run_dir(name: str) -> Path:
     return runs_dir() / check_name(name, "run")
 
 
-def did_you_mean(name: str, folder: Path) -> str:
-    """"; did you mean 'X'?" for the entry of `folder` (a run or dataset) closest to a name that was not
-    found there, ignoring case; "" when none is close."""
-    try:
-        names = [p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    except OSError:
-        return ""
+def closest(name: str, names: list[str] | tuple[str, ...]) -> str:
+    """"; did you mean 'X'?" for the one of `names` closest to a name that was not found, ignoring
+    case; "" when none is close."""
     by_lower = {n.lower(): n for n in sorted(names)}
     close = difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=0.6)
     return f"; did you mean {by_lower[close[0]]!r}?" if close else ""
+
+
+def did_you_mean(name: str, folder: Path) -> str:
+    """`closest` among the entries of `folder` (the runs or the datasets)."""
+    try:
+        return closest(name, [p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")])
+    except OSError:
+        return ""
+
+
+def missing(kind: str, name: str) -> NanoGPTError:
+    """The error for a run or dataset (`kind`) that does not exist, with the closest name there is."""
+    folder = runs_dir() if kind == "run" else datasets_dir()
+    return NanoGPTError(f"{kind} {name!r} does not exist{did_you_mean(name, folder)} (`nanogpt info` lists the "
+                        f"{kind}s)")
 
 
 def ensure_dir(path: Path) -> Path:

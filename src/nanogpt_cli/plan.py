@@ -245,7 +245,8 @@ def attach_dataset(plan: RunPlan, run_name: str) -> RunPlan:
             f"dataset {dataset.name!r} has been prepared again with a different tokenizer since run "
             f"{run_name!r} started; prepare it as before to resume"
         )
-    if plan.resume is not None and plan.resume.get("dataset_fingerprint", dataset.fingerprint) != dataset.fingerprint:
+    recorded = (plan.resume or {}).get("dataset_fingerprint")
+    if recorded is not None and recorded != dataset.fingerprint:
         raise NanoGPTError(
             f"dataset {dataset.name!r} has been prepared again from other text since run {run_name!r} started, so "
             "resuming would train it on tokens it never saw; prepare it as before, or start a new run"

@@ -19,7 +19,6 @@ are stored as [in, out], the transpose of a Linear weight. This module never tra
 
 from __future__ import annotations
 
-import difflib
 import io
 import json
 import os
@@ -179,8 +178,7 @@ def load_source(spec: str, meta: Path | None = None, progress=None) -> Pretraine
         ckpt = load_checkpoint(checkpoint_path(run_dir, "best", other=f"--init-from {run_dir / 'ckpt.pt'}"))
         return Pretrained(model_config_from_dict(ckpt["model_config"]), ckpt["model"], ckpt["tokenizer"], f"run {spec}",
                           {"kind": "run", "name": spec})
-    size = difflib.get_close_matches(spec.lower(), list(GPT2_SIZES), n=1)
-    close = f"; did you mean {size[0]!r}?" if size else paths.did_you_mean(spec, paths.runs_dir())
+    close = paths.closest(spec, list(GPT2_SIZES)) or paths.did_you_mean(spec, paths.runs_dir())
     raise NanoGPTError(
         f"{spec!r} is neither a GPT-2 size ({', '.join(GPT2_SIZES)}), a folder with config.json and model.safetensors, "
         f"a nanoGPT ckpt.pt (or a folder holding one), nor a run name{close}"

@@ -40,7 +40,7 @@ def run_lock(run_dir: Path, dataset: str | None = None) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             handle.seek(0)
-            owner = (handle.read().split() or ["?"])[0]
+            owner, _ = _holder(handle.read())
             raise NanoGPTError(
                 f"run {run_dir.name!r} is being trained by another process (pid {owner}); "
                 "wait for it to finish or choose another --run name"
@@ -57,14 +57,20 @@ def run_lock(run_dir: Path, dataset: str | None = None) -> Iterator[None]:
 
 def training_pid(run_dir: Path) -> str | None:
     """The pid of the process training this run now (its lock is held), or None."""
-    holder = _lock_holder(run_dir)
-    return None if holder is None else (holder.split() or ["?"])[0]
+    text = _lock_holder(run_dir)
+    return None if text is None else _holder(text)[0]
 
 
 def training_on(run_dir: Path) -> str | None:
     """The dataset the process holding this run's lock trains on (None: not training now, or unsaid)."""
-    lines = (_lock_holder(run_dir) or "").split("\n")
-    return lines[1].strip() or None if len(lines) > 1 else None
+    text = _lock_holder(run_dir)
+    return None if text is None else _holder(text)[1]
+
+
+def _holder(text: str) -> tuple[str, str | None]:
+    """The pid and the dataset (None if unsaid) a lock file holds: "PID" or "PID\nDATASET"."""
+    pid, _, dataset = text.strip().partition("\n")
+    return pid.strip() or "?", dataset.strip() or None
 
 
 def _lock_holder(run_dir: Path) -> str | None:

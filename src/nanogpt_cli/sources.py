@@ -107,13 +107,13 @@ def _bundled(name: str) -> Source:
 
 def _file(path: Path, what: str = "pass 'shakespeare', a text file, a folder or a URL") -> Source:
     try:
-        mode = path.stat().st_mode
-        if stat.S_ISFIFO(mode):  # reading it would wait for a writer, and prepare reads its source twice
+        status = path.stat()
+        if stat.S_ISFIFO(status.st_mode):  # reading it would wait for a writer, and prepare reads its source twice
             raise NanoGPTError(f"{path} is a pipe (FIFO), which nanogpt cannot read twice; save what goes into it "
                                "to a file first and pass that")
-        if not stat.S_ISREG(mode):
+        if not stat.S_ISREG(status.st_mode):
             raise NanoGPTError(f"{path} is not a regular file (a device or socket); {what}")
-        size = path.stat().st_size
+        size = status.st_size
         head = _read_head(path)
     except FileNotFoundError:
         raise NanoGPTError(f"{path} does not exist; {what}") from None
@@ -163,6 +163,10 @@ def resolve_source(source: str, glob: str = "*", sha256: str | None = None, prog
     if path.is_dir():
         return _folder(path, glob)
     return _file(path)
+
+
+# How long a prompt or evaluation text given as a pipe (FIFO) may keep nanogpt waiting for a writer.
+PIPE_WAIT_SECONDS = 10.0
 
 
 def _read_pipe(path: Path) -> bytes:
@@ -237,10 +241,6 @@ def download(url: str, sha256: str | None = None, progress: Progress = no_progre
                                "download was deleted")
     os.replace(partial, final)
     return final
-
-
-# How long a prompt or evaluation text given as a pipe (FIFO) may keep nanogpt waiting for a writer.
-PIPE_WAIT_SECONDS = 10.0
 
 
 def read_text_file(path: Path) -> str:

@@ -2,12 +2,12 @@
 
 torch starts one thread per core, and its threads spin while they wait for each other. On a machine
 that is also doing other work (a browser, a second training) that spinning costs far more than the
-threads gain: with a second `nanogpt train` on the same 2 cores, `nanogpt eval` took 1.7x and
-sampling ran at a third of the speed of one thread (benchmarks/threads.py, docs/performance.md).
+threads gain: with a second `nanogpt train` on the same 2 cores, `nanogpt eval` took 1.9x as long
+and sampling ran at 28% of the speed of one thread (benchmarks/threads.py, docs/performance.md).
 
 So `eval` and `sample` look before they choose. `mark_start()` (the CLI's first step) notes the
 CPU time of the whole machine and of this process; when the command is ready to compute (about
-1.5 s later: torch imported, the model loaded) `choose` measures how many cores other processes kept
+1.5 s later: torch imported, before the model loads) `choose` measures how many cores other processes kept
 busy meanwhile, from /proc/stat, and leaves them out. An idle machine keeps torch's own count.
 `--threads N` (or NANOGPT_THREADS, or OMP_NUM_THREADS, which torch reads itself) decides instead.
 Training keeps torch's count unless told: a run's numbers can depend on its thread count, and a

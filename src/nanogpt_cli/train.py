@@ -94,8 +94,8 @@ class Trainer:
             restore_training(self, plan.resume)
         self.info = _run_info(self, plan)
         self.speed = Throughput(cfg.batch_size * model_config.block_size * cfg.grad_accum,
-                                flops_per_token(model_config, self.info.parameters),
-                                cfg.peak_flops or peak_flops(self.device, self.dtype), self.group.world)
+                                flops_per_token(model_config, self.info.parameters), self.info.peak_flops,
+                                self.group.world)
 
     def elapsed(self) -> float:
         """Seconds this run has trained, over all its sessions."""
@@ -113,11 +113,17 @@ class Trainer:
     def autocast(self):  # mixed precision where the device and dtype have it
         return autocast(self.device, self.dtype)
 
+    @property
+    def runnable(self) -> torch.nn.Module:
+        """The compiled model when there is one, else the model (not `compiled or model`: a compiled
+        module's truth value asks for its len(), which torch.compile's wrapper refuses)."""
+        return self.model if self.compiled is None else self.compiled
+
     def forward(self, x: torch.Tensor, y: torch.Tensor, parallel: bool = False):
         """The forward pass: through DDP for training steps when distributed, compiled when asked."""
         if parallel and self.parallel is not None:
             return self.parallel(x, y)
-        return (self.model if self.compiled is None else self.compiled)(x, y)
+        return self.runnable(x, y)
 
     def save(self, best: bool = False) -> None:
         """Write best.pt (weights) when asked, then ckpt.pt (full state). best.pt goes first: if the
@@ -261,7 +267,7 @@ def _ddp(trainer: Trainer):
     if not trainer.group.active:
         return None
     ids = [trainer.device.index] if trainer.device.type == "cuda" else None
-    return DistributedDataParallel(trainer.model if trainer.compiled is None else trainer.compiled, device_ids=ids)
+    return DistributedDataParallel(trainer.runnable, device_ids=ids)
 
 
 def _samplers(dataset: Dataset, cfg, block: int, device: torch.device, group) -> tuple[BatchSampler, dict]:

@@ -60,7 +60,7 @@ def ladder(
 
       nanogpt plot ladder-1-bigram ladder-4-feed-forward ladder-7-scaled
     """
-    from nanogpt_cli.ladder import STAGES, default_iters, expected_seconds, run_ladder
+    from nanogpt_cli.ladder import STAGES, default_iters, estimate, run_ladder
     from nanogpt_cli.runcontrol import TrainingInterrupted
 
     use_threads(threads, adapt=False)
@@ -70,8 +70,7 @@ def ladder(
     if iters is None and time is None:
         iters = default_iters(device, quick)
     chosen = stage or list(range(1, len(STAGES) + 1))
-    on_cpu = not _has_gpu(device)  # the reference times are a CPU's
-    expected = expected_seconds(iters, [n for n in chosen if 1 <= n <= len(STAGES)]) if iters and on_cpu else None
+    expected = estimate(iters, chosen, device)  # on the reference machine, a CPU
     results = []
     if not as_json:
         err.print(
@@ -107,12 +106,6 @@ def ladder(
         show_json(results)
         return
     _table(results)
-
-
-def _has_gpu(device: str) -> bool:
-    from nanogpt_cli.device import resolve_device
-
-    return resolve_device(device).type != "cpu"
 
 
 def _slower_than_reference(results: list[dict[str, Any]], chosen: list[int], iters: int, seconds: float,

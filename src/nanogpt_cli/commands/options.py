@@ -10,11 +10,8 @@ ThreadsOption = Annotated[
     typer.Option(min=1, help="CPU threads to compute with. Default: one per core, fewer while other programs keep "
                              "cores busy (NANOGPT_THREADS sets a default).", show_default=False),
 ]
-TrainThreadsOption = Annotated[
-    Optional[int],
-    typer.Option(min=1, help="CPU threads to compute with. Default: one per core (NANOGPT_THREADS sets a default).",
-                 show_default=False),
-]
+TRAIN_THREADS_HELP = "CPU threads to compute with. Default: one per core (NANOGPT_THREADS sets a default)."
+TrainThreadsOption = Annotated[Optional[int], typer.Option(min=1, help=TRAIN_THREADS_HELP, show_default=False)]
 WeightsDtypeOption = Annotated[
     str,
     typer.Option(help="Weights' precision: auto (bfloat16 on CUDA GPUs that have it, else float32), float32, "

@@ -17,6 +17,7 @@ from rich.markup import escape
 from nanogpt_cli.commands import startup_done, use_threads
 from nanogpt_cli.commands.complete import complete_dataset, complete_run
 from nanogpt_cli.commands.console import byte_progress, err, out
+from nanogpt_cli.commands.options import TRAIN_THREADS_HELP
 from nanogpt_cli.commands.train_display import TrainDisplay, presets_table, train_summary
 from nanogpt_cli.config import KNOBS, RUN
 from nanogpt_cli.runinfo import RunSummary
@@ -114,8 +115,7 @@ def train(
     ] = 300,
     threads: Annotated[
         Optional[int],
-        typer.Option(min=1, help="CPU threads to compute with. Default: one per core (NANOGPT_THREADS sets a default).",
-                     show_default=False, rich_help_panel=RUN),
+        typer.Option(min=1, help=TRAIN_THREADS_HELP, show_default=False, rich_help_panel=RUN),
     ] = None,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress output; only the summary.", rich_help_panel=RUN)

@@ -57,6 +57,16 @@ class Range:
             return f"below {high}" if self.open_high else f"at most {high}"
         return f"in {'(' if self.open_low else '['}{low}, {high}{')' if self.open_high else ']'}"
 
+    @property
+    def help(self) -> str:
+        """What --help and --print-config add to an option's text."""
+        return f" Must be {self.text}."
+
+    def check(self, name: str, value: float | None) -> None:
+        """InvalidValue naming the field or option when `value` is outside (None: unset, allowed)."""
+        if value is not None and value not in self:
+            raise InvalidValue(name, f"must be {self.text}, got {value}")
+
 
 def _number(value: float | None) -> str:
     return "" if value is None else f"{value:,}" if isinstance(value, int) else f"{value:g}"
@@ -103,13 +113,12 @@ def check_option(name: str, value: float | None) -> None:
         return
     if isinstance(value, float) and not math.isfinite(value):
         raise InvalidValue(name, f"must be a finite number, got {value}")
-    if value not in OPTION_RANGES[name]:
-        raise InvalidValue(name, f"must be {OPTION_RANGES[name].text}, got {value}")
+    OPTION_RANGES[name].check(name, value)
 
 
 def range_help(name: str) -> str:
     """" Must be ...." for a command option's --help."""
-    return f" Must be {OPTION_RANGES[name].text}."
+    return OPTION_RANGES[name].help
 
 
 def check_seed(seed: int | None) -> None:
@@ -121,9 +130,8 @@ def check_seed(seed: int | None) -> None:
 def _in_range(config: Any) -> None:
     """Every number field with a declared range holds a value in it (None: unset, where allowed)."""
     for f in fields(config):
-        allowed, value = f.metadata.get("range"), getattr(config, f.name)
-        if allowed is not None and value is not None and value not in allowed:
-            raise InvalidValue(f.name, f"must be {allowed.text}, got {value}")
+        if f.metadata.get("range") is not None:
+            f.metadata["range"].check(f.name, getattr(config, f.name))
 
 
 @dataclass
@@ -278,7 +286,7 @@ class Knob:
 
     @property
     def help_with_range(self) -> str:
-        return self.help + (f" Must be {self.range.text}." if self.range else "")
+        return self.help + (self.range.help if self.range else "")
 
     @property
     def flag(self) -> str:

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from nanogpt_cli import paths
 from nanogpt_cli.config.fields import DERIVED, KNOBS, SECTIONS, Knob, ModelConfig, TrainConfig
 from nanogpt_cli.config.presets import get_preset
 from nanogpt_cli.errors import NanoGPTError
@@ -76,7 +77,7 @@ def read_run_file(path: str | Path) -> RunFile:
             if key in DERIVED:
                 raise NanoGPTError(f"{at}: {key} is set from the dataset, not by a config; remove it")
             if knob_ is None or knob_.section != section:
-                hint = f" (it belongs in [{knob_.section}])" if knob_ else _close_match(key)
+                hint = f" (it belongs in [{knob_.section}])" if knob_ else paths.closest(key, list(KNOBS))
                 raise NanoGPTError(f"{at}: unknown key {key!r} in [{section}]{hint}")
             values[key] = _check_type(knob_, value, at)
     if preset is not None:
@@ -99,13 +100,6 @@ def _key_lines(text: str) -> dict[str, int]:
         elif match:
             found.setdefault(f"{table}.{match.group(2)}" if table else match.group(2), number)
     return found
-
-
-def _close_match(key: str) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(key, list(KNOBS), n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def _check_type(knob_: Knob, value: Any, where: str) -> Any:
