@@ -2,6 +2,7 @@
 preset, then an ablation of each option beyond nanoGPT at a fixed time budget.
 
     python benchmarks/speedrun.py [--budget 45] [--seeds 2] [--no-ablation] [--eval-interval 50]
+                                  [--cpu-seeds 2 --variant 'swiglu=--mlp swiglu' ...]
 
 Part 1 trains `--preset nanogpt-cpu` and then the default `--preset cpu`, one after the other in the
 same run, each evaluating every --eval-interval steps (the same for both, so both pay the same for
@@ -80,7 +81,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--eval-interval", type=int, default=50)
     parser.add_argument("--no-ablation", action="store_true")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=FLAGS",
+                        help="also train the cpu preset with these flags in part 1, e.g. 'relu2=--mlp relu2'")
+    parser.add_argument("--cpu-seeds", type=int, default=1, help="seeds of the cpu preset (and variants) in part 1")
     args = parser.parse_args()
+    variants = {"cpu": []} | {v.split("=", 1)[0]: v.split("=", 1)[1].split() for v in args.variant}
     import torch
 
     print(f"{machine(os.environ)}; torch {torch.__version__}, {torch.get_num_threads()} threads\n")
@@ -89,8 +94,12 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "nanogpt_cli", "prepare", "shakespeare", "-q"],
                        env={**os.environ, "NANOGPT_HOME": str(home)}, check=True)
         every = ["--eval-interval", str(args.eval_interval)]
-        runs = {"nanogpt-cpu": train(home, "nanogpt-cpu", ["--preset", "nanogpt-cpu", *every]),
-                "cpu": train(home, "cpu", ["--preset", "cpu", *every])}
+        runs = {"nanogpt-cpu": train(home, "nanogpt-cpu", ["--preset", "nanogpt-cpu", *every])}
+        for seed in range(1, args.cpu_seeds + 1):  # the variants interleaved, seed by seed
+            for name, flags in variants.items():
+                label = name if args.cpu_seeds == 1 else f"{name}, seed {seed}"
+                seeded = ["--seed", str(seed)] if args.cpu_seeds > 1 else []
+                runs[label] = train(home, f"{name}-{seed}", ["--preset", "cpu", *every, *seeded, *flags])
         finished = runs["nanogpt-cpu"][-1]["elapsed"]
         print(f"part 1: `nanogpt train --preset P --eval-interval {args.eval_interval}`; nanogpt-cpu finished "
               f"after {finished:.1f} s\n")
@@ -99,7 +108,7 @@ def main() -> None:
         for name, evals in runs.items():
             print(f"| {name} | {fmt(time_to(evals, TARGET), ' s')} | {fmt(loss_at(evals, 60))} | "
                   f"{fmt(loss_at(evals, finished))} | {evals[-1]['val_loss']:.3f} | {evals[-1]['elapsed']:.1f} |")
-        ours, theirs = time_to(runs["cpu"], TARGET), time_to(runs["nanogpt-cpu"], TARGET)
+        ours, theirs = time_to(runs.get("cpu", []), TARGET), time_to(runs["nanogpt-cpu"], TARGET)
         if ours is not None:
             print(f"\ncpu reached {TARGET} after {ours:.1f} s: {ours / finished:.0%} of nanogpt-cpu's whole run"
                   + (f" ({ours / theirs:.0%} of its time to {TARGET})" if theirs else ""))

@@ -16,6 +16,7 @@ from nanogpt_cli.model import GPT, KVCache, build_model
 from nanogpt_cli.quantize import quantize_int8
 
 OPTIONS = [{}, {"bias": True}, {"pos": "rope", "norm": "rmsnorm", "mlp": "relu2", "qk_norm": True},
+           {"pos": "rope", "norm": "rmsnorm", "mlp": "swiglu", "qk_norm": True},
            {"pos": "sinusoidal", "mlp": "swiglu", "tie": False, "softcap": 5.0}, {"pos": "none", "norm": "none"},
            {"mlp": "none", "residual": False}, {"mlp": "gelu-tanh"}]
 

@@ -247,7 +247,7 @@ def test_finetuning_takes_the_rate_and_optimizer_it_is_given(cli, home, pretrain
 
 def test_print_config_with_init_from_prints_what_the_weights_fix(cli, home, trained_run):
     """`trained_run` is nanoGPT's network (learned positions, LayerNorm, GELU, 1 x 16); the default
-    preset's would be rope / rmsnorm / relu2, 4 x 128."""
+    preset's would be rope / rmsnorm / swiglu, 4 x 128."""
     result = cli("train", "--print-config", "--init-from", trained_run, "--dataset", "poems")
     assert result.exit_code == 0, result.output
     text = result.output

@@ -244,5 +244,6 @@ def test_export_never_writes_into_nanogpts_folders_or_over_other_files(cli, home
     assert result.exit_code == 1 and "is not empty" in result.stderr and "--overwrite" in result.stderr
     assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
     assert cli("export", trained_run, folder, "--overwrite").exit_code == 0
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors", "notes.txt"]
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors", "notes.txt",
+                                                        "tokenizer.json", "tokenizer_config.json"]
     assert (folder / "notes.txt").read_text() == "mine"

@@ -24,11 +24,15 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     return F.dropout(x, p, training) if training and p > 0 else x
 
 
+NORM_EPS = 1e-5  # every RMSNorm's epsilon, QK-norm's included (Llama's and Qwen3's, so exports compute the same)
+ROPE_BASE = 10000.0  # the rotary embedding's base ("rope_theta")
+
+
 def make_norm(config: ModelConfig) -> nn.Module:
     """The normalisation layer the config asks for: LayerNorm (GPT-2), RMSNorm, which only rescales
     (no mean subtraction, no bias) and is a little cheaper, or none (the lecture's early steps)."""
     if config.norm == "rmsnorm":
-        return nn.RMSNorm(config.n_embd, eps=1e-5)
+        return nn.RMSNorm(config.n_embd, eps=NORM_EPS)
     if config.norm == "none":
         return nn.Identity()
     return nn.LayerNorm(config.n_embd, bias=config.bias)
@@ -51,7 +55,7 @@ class Rotary(nn.Module):
     i of the first half pairs with channel i of the second: (x1, x2) becomes (x1 cos - x2 sin, x2 cos +
     x1 sin), that is x * [cos, cos] + swap(x) * [-sin, sin] with the halves swapped by a roll."""
 
-    def __init__(self, head_size: int, block_size: int, base: float = 10000.0):
+    def __init__(self, head_size: int, block_size: int, base: float = ROPE_BASE):
         super().__init__()
         frequency = base ** (-torch.arange(0, head_size, 2, dtype=torch.float32) / head_size)
         angles = torch.outer(torch.arange(block_size, dtype=torch.float32), frequency)  # (block, head_size / 2)
@@ -115,7 +119,7 @@ class CausalSelfAttention(nn.Module):
         if self.qk_norm or self.rotary is not None:  # queries and keys together: one op each, not two
             qk = qkv[:2]
             if self.qk_norm:  # unit-RMS queries and keys keep attention logits in range
-                qk = F.rms_norm(qk, (qk.size(-1),))
+                qk = F.rms_norm(qk, (qk.size(-1),), eps=NORM_EPS)
             if self.rotary is not None:  # positions enter here, as rotations of queries and keys
                 qk = self.rotary(qk, past)
             q, k = qk.unbind(0)
@@ -136,6 +140,11 @@ class CausalSelfAttention(nn.Module):
         return dropout(self.c_proj(y), self.dropout, self.training)
 
 
+def mlp_width(config: ModelConfig) -> int:
+    """The MLP's hidden width: 4x, or for SwiGLU 8/3x rounded up to a multiple of 8."""
+    return -(-8 * config.n_embd // 3 // 8) * 8 if config.mlp == "swiglu" else 4 * config.n_embd
+
+
 class MLP(nn.Module):
     """Position-wise feed-forward network: widen 4x, a nonlinearity, project back. SwiGLU gates one
     half of a wider projection with the other and is 8/3x wide, so its three matrices hold about as many
@@ -144,7 +153,7 @@ class MLP(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.kind = config.mlp
-        hidden = 4 * config.n_embd if config.mlp != "swiglu" else -(-8 * config.n_embd // 3 // 8) * 8
+        hidden = mlp_width(config)
         self.c_fc = nn.Linear(config.n_embd, hidden * (2 if config.mlp == "swiglu" else 1), bias=config.bias)
         self.c_proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
         self.dropout = config.dropout

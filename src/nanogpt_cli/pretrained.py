@@ -4,9 +4,10 @@ other runs, and export.
 `load_source(spec, meta, progress)` reads weights into a `Pretrained` (model config, weights in our GPT's
 names, tokenizer spec, description) from: a GPT-2 size name (`gpt2`, `gpt2-medium`, `gpt2-large`,
 `gpt2-xl`, downloaded once from the Hugging Face Hub, or from $HF_ENDPOINT), a local folder with
-config.json + model.safetensors, a nanoGPT `ckpt.pt` (or the folder holding one), or the name of
+config.json + model.safetensors (the GPT-2 layout, or the Llama / Qwen3 / Arcee folders export.py
+writes), a nanoGPT `ckpt.pt` (or the folder holding one), or the name of
 another run (its best weights). `train --init-from` starts from one; `import_run` makes it a run of
-its own. (export.py writes a run the other way, in the GPT-2 layout.)
+its own. (export.py writes a run the other way.)
 
 Nothing here runs pickled code: checkpoints are read with `weights_only=True` and nanoGPT's meta.pkl
 with an unpickler that builds plain dicts, strings and ints and refuses everything else.
@@ -37,7 +38,7 @@ from nanogpt_cli import __version__, paths
 from nanogpt_cli.checkpoint import FORMAT_VERSION, checkpoint_path, load_checkpoint, read_tensors_file, save_checkpoint
 from nanogpt_cli.config import InvalidValue, ModelConfig, model_config_from_dict
 from nanogpt_cli.errors import NanoGPTError
-from nanogpt_cli.model import GPT, count_parameters
+from nanogpt_cli.model import GPT, NORM_EPS, ROPE_BASE, count_parameters, mlp_width
 from nanogpt_cli.readers import Corrupt, read_json_object
 from nanogpt_cli.runs import open_run
 from nanogpt_cli.sources import download, no_progress
@@ -71,13 +72,24 @@ def _hub_folder(name: str, progress=None) -> Path:
     return folder
 
 
+def _raw_hf_config(folder: Path) -> dict[str, Any]:
+    try:
+        return read_json_object(folder / "config.json", "model config", "export the model again, or download it again")
+    except OSError as exc:
+        raise NanoGPTError(f"{folder} has no readable config.json ({exc.strerror or exc})") from None
+
+
+def _safetensors(folder: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(folder / "model.safetensors")
+    except (OSError, SafetensorError) as exc:
+        raise NanoGPTError(f"cannot read {folder / 'model.safetensors'}: {exc}") from None
+
+
 def read_hf_config(folder: Path) -> tuple[ModelConfig, dict[str, Any]]:
     """The ModelConfig of a GPT-2-layout config.json, every field it needs checked, and the raw dict."""
     path, remedy = folder / "config.json", "export the model again, or download it again"
-    try:
-        raw = read_json_object(path, "model config", remedy)
-    except OSError as exc:
-        raise NanoGPTError(f"{folder} has no readable GPT-2 config.json ({exc.strerror or exc})") from None
+    raw = _raw_hf_config(folder)
     activation = raw.get("activation_function", HF_DEFAULT_ACTIVATION)
     if not isinstance(activation, str) or ACTIVATIONS.get(activation, activation) not in ACTIVATIONS.values():
         raise NanoGPTError(f"{folder}: activation_function {str(activation)[:40]!r} is not one this GPT computes "
@@ -100,13 +112,90 @@ def read_hf_config(folder: Path) -> tuple[ModelConfig, dict[str, Any]]:
     return config, raw
 
 
-def load_hf_folder(folder: Path) -> tuple[ModelConfig, dict[str, torch.Tensor], dict[str, Any]]:
-    """Config, weights (in our GPT's names and shapes) and tokenizer spec of a GPT-2-layout folder."""
-    config, raw = read_hf_config(folder)
+# transformers' Llama-family model types that `nanogpt export` writes: (hidden_act, our --mlp, QK-norm)
+LLAMA_FAMILY = {"llama": ("silu", "swiglu", False), "qwen3": ("silu", "swiglu", True),
+                "arcee": ("relu2", "relu2", False)}
+
+
+def read_llama_config(folder: Path, raw: dict[str, Any]) -> ModelConfig:
+    """The ModelConfig of a Llama / Qwen3 / Arcee config.json that our GPT computes exactly (what `nanogpt
+    export` writes), or one line naming what differs."""
+    path, remedy = folder / "config.json", "export the model again"
+    kind = raw["model_type"]
+    act, mlp, qk_norm = LLAMA_FAMILY[kind]
+    values = {"vocab_size": raw.get("vocab_size"), "block_size": raw.get("max_position_embeddings"),
+              "n_layer": raw.get("num_hidden_layers"), "n_head": raw.get("num_attention_heads"),
+              "n_embd": raw.get("hidden_size")}
     try:
-        tensors = load_file(folder / "model.safetensors")
-    except (OSError, SafetensorError) as exc:
-        raise NanoGPTError(f"cannot read {folder / 'model.safetensors'}: {exc}") from None
+        for name, value in values.items():
+            if value is None:
+                raise Corrupt(path, f"{name} is missing", remedy)
+        config = model_config_from_dict({"model": "gpt", "dropout": 0.0, "bias": False, **values, "pos": "rope",
+                                         "norm": "rmsnorm", "mlp": mlp, "qk_norm": qk_norm,
+                                         "tie": raw.get("tie_word_embeddings") is True})
+    except InvalidValue as exc:
+        raise Corrupt(path, f"{exc.name} {exc.requirement}", remedy) from None
+    rope = raw.get("rope_parameters") or {}
+    differs = [f"{key} {raw.get(key)!r}" for key, ours in (
+        ("hidden_act", act), ("num_key_value_heads", config.n_head), ("head_dim", config.n_embd // config.n_head),
+        ("rms_norm_eps", NORM_EPS), ("rope_theta", rope.get("rope_theta", ROPE_BASE)),
+        ("intermediate_size", mlp_width(config)), ("attention_bias", False), ("mlp_bias", False),
+        ("rope_scaling", None)) if raw.get(key, ours) != ours]
+    if rope.get("rope_type", "default") != "default" or rope.get("rope_theta", ROPE_BASE) != ROPE_BASE:
+        differs.append(f"rope_parameters {rope!r}")
+    if differs:
+        raise NanoGPTError(f"{folder}: nanogpt's GPT does not compute this {kind} model's {', '.join(differs)[:300]}; "
+                           "only models of the shapes `nanogpt export` writes can be imported")
+    if not isinstance(raw.get("nanogpt"), dict):
+        raise NanoGPTError(f"{folder}: a {kind} model without nanogpt's tokenizer record (config.json's \"nanogpt\"); "
+                           "only folders written by `nanogpt export` can be imported in this layout")
+    problem = spec_problem(raw["nanogpt"].get("tokenizer", GPT2_TOKENIZER))
+    if problem:
+        raise Corrupt(path, problem, remedy)
+    return config
+
+
+def _llama_weights(tensors: dict[str, torch.Tensor], config: ModelConfig) -> dict[str, torch.Tensor]:
+    """Our GPT's state dict from transformers' Llama-family names (the inverse of export.py's renaming)."""
+    weights = {"transformer.wte.weight": tensors.pop("model.embed_tokens.weight"),
+               "transformer.ln_f.weight": tensors.pop("model.norm.weight")}
+    weights["lm_head.weight"] = weights["transformer.wte.weight"] if config.tie else tensors.pop("lm_head.weight")
+    for i in range(config.n_layer):
+        theirs, ours = f"model.layers.{i}.", f"transformer.h.{i}."
+        attn = [tensors.pop(f"{theirs}self_attn.{p}_proj.weight") for p in "qkv"]
+        parts = ("gate", "up") if config.mlp == "swiglu" else ("up",)
+        fc = [tensors.pop(f"{theirs}mlp.{p}_proj.weight") for p in parts]
+        if config.qk_norm:
+            for p in "qk":
+                if not torch.all(tensors.pop(f"{theirs}self_attn.{p}_norm.weight") == 1):
+                    raise NanoGPTError(f"layer {i}'s {p}_norm has weights other than 1, which nanogpt's QK-norm "
+                                       "does not have; only models `nanogpt export` wrote can be imported")
+        weights |= {ours + "ln_1.weight": tensors.pop(theirs + "input_layernorm.weight"),
+                    ours + "attn.c_attn.weight": torch.cat(attn),
+                    ours + "attn.c_proj.weight": tensors.pop(theirs + "self_attn.o_proj.weight"),
+                    ours + "ln_2.weight": tensors.pop(theirs + "post_attention_layernorm.weight"),
+                    ours + "mlp.c_fc.weight": torch.cat(fc),
+                    ours + "mlp.c_proj.weight": tensors.pop(theirs + "mlp.down_proj.weight")}
+    if tensors:
+        raise NanoGPTError(f"unexpected tensors {', '.join(sorted(tensors)[:3])} for this config.json")
+    return weights
+
+
+def load_hf_folder(folder: Path) -> tuple[ModelConfig, dict[str, torch.Tensor], dict[str, Any]]:
+    """Config, weights (in our GPT's names and shapes) and tokenizer spec of a GPT-2-layout folder, or of a
+    Llama, Qwen3 or Arcee folder that `nanogpt export` wrote."""
+    raw = _raw_hf_config(folder)
+    if raw.get("model_type") in LLAMA_FAMILY:
+        config = read_llama_config(folder, raw)
+        tensors = _safetensors(folder)
+        try:
+            weights = _llama_weights(dict(tensors), config)
+        except KeyError as exc:
+            raise NanoGPTError(f"{folder / 'model.safetensors'} lacks {exc.args[0]}; export the model again") from None
+        check_fits(config, weights, str(folder))
+        return config, weights, raw["nanogpt"].get("tokenizer", GPT2_TOKENIZER)
+    config, raw = read_hf_config(folder)
+    tensors = _safetensors(folder)
     weights = {}
     for name, tensor in tensors.items():
         name = name.removeprefix("transformer.")

@@ -18,13 +18,13 @@ class Preset:
 # The `cpu` preset's recipe; `mps` is the same at a larger size.
 _CPU_RECIPE = dict(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0, batch_size=16, max_iters=1500,
                    lr=3e-3, min_lr=1e-4, warmup_iters=50, schedule="wsd", decay_frac=0.3, optimizer="muon",
-                   muon_lr=0.04, pos="rope", norm="rmsnorm", mlp="relu2", qk_norm=True, eval_interval=250,
+                   muon_lr=0.04, pos="rope", norm="rmsnorm", mlp="swiglu", qk_norm=True, eval_interval=250,
                    eval_iters=20)
 
 PRESETS: dict[str, Preset] = {
     "cpu": Preset(
         "learns the most on a laptop CPU in under 3 minutes: nanoGPT's 4x128 shape with rotary positions, "
-        "RMSNorm, squared ReLU, QK-norm, Muon and a warmup-stable-decay schedule",
+        "RMSNorm, SwiGLU, QK-norm, Muon and a warmup-stable-decay schedule (exports as Qwen3)",
         _CPU_RECIPE,
     ),
     "mps": Preset(
