@@ -98,22 +98,25 @@ def main() -> None:
     import llama_cpp
     import transformers
 
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+
     print(f"{machine(os.environ)}; transformers {transformers.__version__}, llama-cpp-python {llama_cpp.__version__}")
     with tempfile.TemporaryDirectory() as tmp:
-        home = Path(tmp)
+        home, out = Path(tmp) / "home", Path(tmp) / "exported"  # export refuses nanogpt's own folders
         nanogpt(home, "prepare", "shakespeare", "-q")
         for name, flags in RUNS.items():
             run = name.split()[0]
             nanogpt(home, "train", "--run", run, "--max-iters", str(args.iters), "--eval-interval", str(args.iters),
                     "--sample-tokens", "0", "-q", *flags)
             model, tokenizer = ours(home, run)
-            line = nanogpt(home, "export", run, str(home / f"{run}-hf")).strip()
+            line = nanogpt(home, "export", run, str(out / f"{run}-hf")).strip()
             print(f"\n{name}: {line.split(' to ')[0]}")
-            print("  " + check_transformers(home / f"{run}-hf", model, tokenizer))
+            print("  " + check_transformers(out / f"{run}-hf", model, tokenizer))
             for dtype in args.dtypes:
                 extra = ["--quantize", "q8_0"] if dtype == "q8_0" else ["--dtype", dtype]
-                nanogpt(home, "export", run, str(home / f"{run}-{dtype}"), "--format", "gguf", *extra)
-                print(f"  {dtype:8} " + check_llama_cpp(home / f"{run}-{dtype}" / "model.gguf", model, tokenizer))
+                nanogpt(home, "export", run, str(out / f"{run}-{dtype}"), "--format", "gguf", *extra)
+                print(f"  {dtype:8} " + check_llama_cpp(out / f"{run}-{dtype}" / "model.gguf", model, tokenizer))
 
 
 if __name__ == "__main__":

@@ -75,6 +75,27 @@ def fmt(value: float | None, unit: str = "") -> str:
     return "-" if value is None else f"{value:.3f}{unit}" if not unit else f"{value:.1f}{unit}"
 
 
+def part1(home: Path, args, every: list[str], variants: dict[str, list[str]]) -> None:
+    runs = {"nanogpt-cpu": train(home, "nanogpt-cpu", ["--preset", "nanogpt-cpu", *every])}
+    for seed in range(1, args.cpu_seeds + 1):  # the variants interleaved, seed by seed
+        for name, flags in variants.items():
+            label = name if args.cpu_seeds == 1 else f"{name}, seed {seed}"
+            seeded = ["--seed", str(seed)] if args.cpu_seeds > 1 else []
+            runs[label] = train(home, f"{name}-{seed}", ["--preset", "cpu", *every, *seeded, *flags])
+    finished = runs["nanogpt-cpu"][-1]["elapsed"]
+    print(f"part 1: `nanogpt train --preset P --eval-interval {args.eval_interval}`; nanogpt-cpu finished "
+          f"after {finished:.1f} s\n")
+    print(f"| preset | s to val <= {TARGET} | val at 60 s | val when nanogpt-cpu finished | final val | s in all |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, evals in runs.items():
+        print(f"| {name} | {fmt(time_to(evals, TARGET), ' s')} | {fmt(loss_at(evals, 60))} | "
+              f"{fmt(loss_at(evals, finished))} | {evals[-1]['val_loss']:.3f} | {evals[-1]['elapsed']:.1f} |")
+    ours, theirs = time_to(runs.get("cpu", []), TARGET), time_to(runs["nanogpt-cpu"], TARGET)
+    if ours is not None:
+        print(f"\ncpu reached {TARGET} after {ours:.1f} s: {ours / finished:.0%} of nanogpt-cpu's whole run"
+              + (f" ({ours / theirs:.0%} of its time to {TARGET})" if theirs else ""))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--budget", type=float, default=45.0, help="seconds per ablation run")
@@ -84,6 +105,8 @@ def main() -> None:
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=FLAGS",
                         help="also train the cpu preset with these flags in part 1, e.g. 'relu2=--mlp relu2'")
     parser.add_argument("--cpu-seeds", type=int, default=1, help="seeds of the cpu preset (and variants) in part 1")
+    parser.add_argument("--options", nargs="+", choices=list(OPTIONS), help="part 2 with only these options")
+    parser.add_argument("--no-part1", action="store_true")
     args = parser.parse_args()
     variants = {"cpu": []} | {v.split("=", 1)[0]: v.split("=", 1)[1].split() for v in args.variant}
     import torch
@@ -94,34 +117,18 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "nanogpt_cli", "prepare", "shakespeare", "-q"],
                        env={**os.environ, "NANOGPT_HOME": str(home)}, check=True)
         every = ["--eval-interval", str(args.eval_interval)]
-        runs = {"nanogpt-cpu": train(home, "nanogpt-cpu", ["--preset", "nanogpt-cpu", *every])}
-        for seed in range(1, args.cpu_seeds + 1):  # the variants interleaved, seed by seed
-            for name, flags in variants.items():
-                label = name if args.cpu_seeds == 1 else f"{name}, seed {seed}"
-                seeded = ["--seed", str(seed)] if args.cpu_seeds > 1 else []
-                runs[label] = train(home, f"{name}-{seed}", ["--preset", "cpu", *every, *seeded, *flags])
-        finished = runs["nanogpt-cpu"][-1]["elapsed"]
-        print(f"part 1: `nanogpt train --preset P --eval-interval {args.eval_interval}`; nanogpt-cpu finished "
-              f"after {finished:.1f} s\n")
-        print(f"| preset | s to val <= {TARGET} | val at 60 s | val when nanogpt-cpu finished | final val | s in all |")
-        print("|---|---:|---:|---:|---:|---:|")
-        for name, evals in runs.items():
-            print(f"| {name} | {fmt(time_to(evals, TARGET), ' s')} | {fmt(loss_at(evals, 60))} | "
-                  f"{fmt(loss_at(evals, finished))} | {evals[-1]['val_loss']:.3f} | {evals[-1]['elapsed']:.1f} |")
-        ours, theirs = time_to(runs.get("cpu", []), TARGET), time_to(runs["nanogpt-cpu"], TARGET)
-        if ours is not None:
-            print(f"\ncpu reached {TARGET} after {ours:.1f} s: {ours / finished:.0%} of nanogpt-cpu's whole run"
-                  + (f" ({ours / theirs:.0%} of its time to {TARGET})" if theirs else ""))
+        if not args.no_part1:
+            part1(home, args, every, variants)
         if args.no_ablation:
             return
-
+        options = {name: OPTIONS[name] for name in args.options or OPTIONS}
         print(f"\npart 2: `--preset nanogpt-cpu --time {args.budget:g}s` plus one option, seeds "
               f"{', '.join(str(s) for s in range(1, args.seeds + 1))}; final val loss\n")
-        results: dict[str, list[float]] = {name: [] for name in ["baseline", *OPTIONS]}
+        results: dict[str, list[float]] = {name: [] for name in ["baseline", *options]}
         for seed in range(1, args.seeds + 1):
             for name in results:
                 flags = ["--preset", "nanogpt-cpu", "--time", f"{args.budget:g}s", "--seed", str(seed),
-                         *OPTIONS.get(name, [])]
+                         *options.get(name, [])]
                 results[name].append(train(home, f"{name.replace(' ', '-')}-{seed}", flags)[-1]["val_loss"])
         base = statistics.mean(results["baseline"])
         print("| option | val loss (each seed) | mean | vs baseline |\n|---|---|---:|---:|")

@@ -193,33 +193,32 @@ def _writing(folder: Path):
 
 
 def export(model: torch.nn.Module, config: ModelConfig, tokenizer: dict[str, Any], folder: Path, format: str = "hf",
-           dtype: str = "float32", quantize: str | None = None, name: str = "nanogpt") -> list[Path]:
-    """Write the run into `folder` in `format`; returns the files written. Everything is checked (layout,
-    tokenizer, the gguf extra) before the first file is written."""
+           dtype: str = "float32", quantize: str | None = None, name: str = "nanogpt") -> tuple[Layout, list[Path]]:
+    """Write the run into `folder` in `format`; returns the architecture and the files written. Everything
+    is checked and made (layout, tokenizer, the gguf extra) before the first file is written."""
     layout = choose_layout(config)
     if format == "gguf":
         try:
             import gguf  # noqa: F401
         except ImportError:
             raise NanoGPTError('--format gguf needs the gguf package: pip install "nanogpt-cli[gguf]"') from None
+        vocab = gguf_vocab(tokenizer)
     elif quantize:
         raise NanoGPTError("--quantize q8_0 is for --format gguf; transformers folders hold float weights")
-    tensors = {name: t.to(DTYPES[dtype]).contiguous().clone()
-               for name, t in hf_tensors(model, config, layout).items()}
+    else:
+        texts = {"config.json": json.dumps(hf_config(config, layout, tokenizer, dtype), indent=2) + "\n",
+                 **hf_tokenizer_files(tokenizer, config.block_size)}
+    tensors = {key: t.to(DTYPES[dtype]).contiguous().clone() for key, t in hf_tensors(model, config, layout).items()}
     _writing(folder)
     try:
         if format == "gguf":
             from nanogpt_cli.gguf_export import write_gguf
 
-            return write_gguf(folder, tensors, config, layout, gguf_vocab(tokenizer), quantize, name)
-        written = [folder / "model.safetensors", folder / "config.json"]
-        save_file(tensors, written[0], metadata={"format": "pt"})
-        _usual_file_mode(written[0])  # safetensors writes 0600; others may read it
-        written[1].write_text(json.dumps(hf_config(config, layout, tokenizer, dtype), indent=2) + "\n",
-                              encoding="utf-8")
-        for name, text in hf_tokenizer_files(tokenizer, config.block_size).items():
-            (folder / name).write_text(text, encoding="utf-8")
-            written.append(folder / name)
-        return written
+            return layout, write_gguf(folder, tensors, config, layout, vocab, quantize, name)
+        save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+        _usual_file_mode(folder / "model.safetensors")  # safetensors writes 0600; others may read it
+        for filename, text in texts.items():
+            (folder / filename).write_text(text, encoding="utf-8")
+        return layout, [folder / "model.safetensors", *(folder / filename for filename in texts)]
     except OSError as exc:
         raise NanoGPTError(f"cannot write to {folder}: {exc.strerror or exc}") from None

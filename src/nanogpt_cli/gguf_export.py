@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from nanogpt_cli.config import ModelConfig
@@ -117,16 +116,14 @@ def write_gguf(folder: Path, tensors: dict[str, torch.Tensor], config: ModelConf
             tensor = torch.cat((tensor, tensor.new_zeros(len(vocab.tokens) - tensor.shape[0], tensor.shape[1])))
         if tensor.dim() == 1:  # norms and biases stay float32, as llama.cpp's own converter keeps them
             tensor = tensor.float()
-        data = tensor.contiguous().float().numpy() if tensor.dtype == torch.bfloat16 else tensor.contiguous().numpy()
-        if tensor.dtype == torch.bfloat16:
-            writer.add_tensor(target, gguf.quants.quantize(data, gguf.GGMLQuantizationType.BF16),
-                              raw_dtype=gguf.GGMLQuantizationType.BF16)
-        elif quantize and tensor.dim() == 2 and tensor.shape[1] % 32 == 0:
-            data = data.astype(np.float32)
-            writer.add_tensor(target, gguf.quants.quantize(data, gguf.GGMLQuantizationType.Q8_0),
-                              raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+        if quantize and tensor.dim() == 2 and tensor.shape[1] % 32 == 0:  # q8_0 blocks are 32 numbers of a row
+            kind = gguf.GGMLQuantizationType.Q8_0
+        elif tensor.dtype == torch.bfloat16:  # numpy has no bfloat16: the gguf package rounds float32 for us
+            kind = gguf.GGMLQuantizationType.BF16
         else:
-            writer.add_tensor(target, data)
+            writer.add_tensor(target, tensor.contiguous().numpy())
+            continue
+        writer.add_tensor(target, gguf.quants.quantize(tensor.float().contiguous().numpy(), kind), raw_dtype=kind)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()

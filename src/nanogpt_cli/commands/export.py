@@ -46,7 +46,7 @@ def export(
 
     from nanogpt_cli.catalog import resolve_run
     from nanogpt_cli.checkpoint import checkpoint_path, load_model
-    from nanogpt_cli.export import FORMATS, check_target, choose_layout
+    from nanogpt_cli.export import FORMATS, check_target
     from nanogpt_cli.export import export as write
 
     startup_done()
@@ -59,8 +59,8 @@ def export(
     source = checkpoint_path(resolve_run(run), checkpoint)
     check_target(path, overwrite)
     loaded = load_model(source, torch.device("cpu"))
-    layout = choose_layout(loaded.config)
-    written = write(loaded.model, loaded.config, loaded.checkpoint["tokenizer"], path, format, dtype, quantize, run)
+    tokenizer = loaded.checkpoint["tokenizer"]
+    layout, written = write(loaded.model, loaded.config, tokenizer, path, format, dtype, quantize, run)
     out.print(f"exported {run} ({loaded.path.name}) as {layout.name} to {', '.join(str(p) for p in written)}")
     if format == "hf" and not any(p.name == "tokenizer.json" for p in written):
         out.print("no tokenizer.json: only the char, gpt2 and bpe:N tokenizers are exported; the tokenizer spec is "
