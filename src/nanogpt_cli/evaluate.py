@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from nanogpt_cli import hellaswag
 from nanogpt_cli.batches import BatchSampler
 from nanogpt_cli.catalog import resolve_run
 from nanogpt_cli.checkpoint import checkpoint_path, load_model
@@ -28,7 +29,7 @@ from nanogpt_cli.device import resolve_device, resolve_dtype
 from nanogpt_cli.errors import NanoGPTError
 from nanogpt_cli.memory import check_fits, inference_bytes
 from nanogpt_cli.quantize import check_quantize, quantize_int8
-from nanogpt_cli.sources import read_text_file
+from nanogpt_cli.sources import Progress, no_progress, read_text_file
 from nanogpt_cli.tasks import accuracy
 from nanogpt_cli.tokenizer import same_tokenizer, spec_name
 
@@ -210,3 +211,29 @@ def _answers_loss(model: torch.nn.Module, tokens: np.ndarray, task, done: Done, 
         count += int((targets >= 0).sum())
         done(targets.numel())
     return total, count
+
+
+def evaluate_task(*, task: str, run: str | None = None, checkpoint: str = "best", limit: int | None = None,
+                  device: str = "auto", dtype: str = "auto", download_progress: Progress = no_progress,
+                  progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+    """A run's score on a benchmark task (`--task`): HellaSwag's validation set, or its first `limit` examples."""
+    if task != "hellaswag":
+        raise NanoGPTError(f"unknown --task {task!r}: the task nanogpt knows is hellaswag")
+    if limit is not None and limit < 1:
+        raise NanoGPTError(f"--limit must be at least 1, got {limit}")
+    run_dir = resolve_run(run)
+    path = checkpoint_path(run_dir, checkpoint)
+    where = resolve_device(device)
+    loaded = load_model(path, where, resolve_dtype(dtype, where))
+    examples = hellaswag.read_examples(hellaswag.hellaswag_file(download_progress), limit)
+    seen = 0
+
+    def done(count: int) -> None:
+        nonlocal seen
+        seen += count
+        if progress is not None:
+            progress("hellaswag", seen, len(examples))
+
+    return {"run": run_dir.name, "checkpoint": path.name, **hellaswag.score(loaded.model, loaded.tokenizer,
+                                                                             examples, done)}
+

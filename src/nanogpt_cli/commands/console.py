@@ -51,9 +51,9 @@ def byte_progress(quiet: bool):
                                             "tokenize": "tokenizing"})
 
 
-def token_progress(quiet: bool):
-    """The same for work counted in tokens (eval): tokens done of all, tokens/s and ETA."""
-    return _stage_progress(quiet, "tokens", {})
+def token_progress(quiet: bool, unit: str = "tokens"):
+    """The same for work counted in tokens (eval), or in another `unit`: done of all, per second and ETA."""
+    return _stage_progress(quiet, unit, {})
 
 
 class _NoBars:
@@ -82,7 +82,7 @@ def _stage_progress(quiet: bool, unit: str, labels: dict[str, str]):
 
     class TokenSpeed(ProgressColumn):
         def render(self, task):
-            return f"{task.speed:,.0f} tokens/s" if task.speed else ""
+            return f"{task.speed:,.0f} {unit}/s" if task.speed else ""
 
     amount = [DownloadColumn(), TransferSpeedColumn()] if unit == "bytes" else [MofNCompleteColumn(), TokenSpeed()]
     with Progress(TextColumn("[bold blue]{task.description:<12}"), BarColumn(), *amount, TimeRemainingColumn(),

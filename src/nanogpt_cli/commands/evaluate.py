@@ -10,9 +10,10 @@ from rich.table import Table
 
 from nanogpt_cli.commands import startup_done, use_threads
 from nanogpt_cli.commands.complete import complete_dataset, complete_run
-from nanogpt_cli.commands.console import fmt, out, show_json, token_progress
+from nanogpt_cli.commands.console import byte_progress, fmt, out, show_json, token_progress
 from nanogpt_cli.commands.options import DeviceOption, ThreadsOption, WeightsDtypeOption
 from nanogpt_cli.config import range_help
+from nanogpt_cli.errors import NanoGPTError
 
 
 def eval_(
@@ -49,6 +50,14 @@ def eval_(
         typer.Option(help="int8: int8 block weights on the CPU; shows the float32 loss beside, on the same tokens."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed for choosing the random batches.")] = 1337,
+    task: Annotated[
+        Optional[str],
+        typer.Option(help="hellaswag: accuracy on HellaSwag's validation set (downloaded once), scored as in "
+                          "'Let's reproduce GPT-2'; instead of the loss."),
+    ] = None,
+    limit: Annotated[
+        Optional[int], typer.Option(help="With --task: only the first N examples.", show_default=False)
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -58,16 +67,38 @@ def eval_(
 
       nanogpt eval
 
-      nanogpt eval --run my-run --full --json
-
       nanogpt eval --run gpt2 --text-file essay.txt
 
       nanogpt eval --quantize int8
+
+      nanogpt eval --run gpt2 --task hellaswag --limit 500
     """
-    from nanogpt_cli.evaluate import evaluate
+    from nanogpt_cli.evaluate import evaluate, evaluate_task
 
     use_threads(threads, adapt=True)
     startup_done()
+    if task is not None or limit is not None:
+        if task is None:
+            raise NanoGPTError("--limit goes with --task (e.g. --task hellaswag --limit 500)")
+        if text_file is not None or dataset is not None or full or quantize:
+            raise NanoGPTError(f"--task {task} brings its own examples: leave out --text-file, --dataset, --full and "
+                               "--quantize")
+        with byte_progress(quiet) as downloading, token_progress(quiet, "examples") as progress:
+            result = evaluate_task(task=task, run=run, checkpoint=checkpoint, limit=limit, device=device, dtype=dtype,
+                                   download_progress=downloading, progress=progress)
+        if as_json:
+            show_json(result)
+            return
+        table = Table(title=f"{result['run']} ({result['checkpoint']}) on HellaSwag (validation, completion style)")
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        table.add_row("acc_norm (lowest mean loss)", f"{result['acc_norm']:.2%}")
+        table.add_row("acc (lowest summed loss)", f"{result['acc']:.2%}")
+        table.add_row("examples", fmt(result["examples"]))
+        if result["skipped"]:
+            table.add_row("skipped (characters outside the vocabulary)", fmt(result["skipped"]))
+        out.print(table)
+        return
     with token_progress(quiet) as progress:
         result = evaluate(run=run, checkpoint=checkpoint, split=split, iters=iters, batch_size=batch_size, full=full,
                           text_file=text_file, device=device, seed=seed, dataset=dataset, dtype=dtype,
