@@ -29,7 +29,7 @@ import numpy as np
 from nanogpt_cli import paths
 from nanogpt_cli.errors import NanoGPTError
 from nanogpt_cli.publish import META_VERSION, publish, staging_dir, token_dtype
-from nanogpt_cli.sources import Document, Progress, Source, no_progress, resolve_source
+from nanogpt_cli.sources import Document, Progress, Source, no_progress, record_texts, resolve_source
 from nanogpt_cli.tokenizer import (
     BPETokenizer,
     CharTokenizer,
@@ -43,6 +43,26 @@ from nanogpt_cli.tokenwriter import TokenWriter
 READ_BYTES = 1 << 22  # bytes read at a time
 TRAIN_PIECE_CHARS = 1 << 16  # text handed to the BPE trainer at a time
 UNICODE_SIZE = 0x110000
+
+
+def _pieces(doc: Document, on_bytes) -> Iterator[str | None]:
+    """A document's text in pieces; for a file of records, each record's text with None between records
+    (where a folder's documents get their separator). Empty records are left out."""
+    if doc.text_field is None:
+        yield from _chunks(doc, on_bytes)
+        return
+    first = True
+    for text in record_texts(doc, on_bytes):
+        if text:
+            if not first:
+                yield None
+            first = False
+            yield text
+
+
+def char_separator(previous: str) -> str:
+    """The text between two documents in a char dataset: enough newlines to leave one blank line."""
+    return "\n" if previous.endswith("\n") else "\n\n"
 
 
 def _chunks(doc: Document, on_bytes) -> Iterator[str]:
@@ -88,8 +108,15 @@ class _Scan:
         for doc in source.documents:
             count, last, binary = 0, "", False
             try:
-                for text in _chunks(doc, on_bytes):
-                    if "\x00" in text:
+                for text in _pieces(doc, on_bytes):
+                    if text is None:  # between two records: the separator's newlines, in char datasets
+                        if self.char_counts is not None:
+                            text = char_separator(last)
+                            self.char_counts[10] += len(text)
+                            count += len(text)
+                            last = "\n"
+                        continue
+                    if "\x00" in text and doc.text_field is None:
                         binary = True
                         break
                     count += len(text)
@@ -126,8 +153,7 @@ class _Scan:
         return sum(d.size for d in self.documents)
 
     def char_separator(self, i: int) -> str:
-        """The text between document i and the next one in a char dataset: enough newlines to leave
-        one blank line."""
+        """The text between document i and the next one in a char dataset."""
         return "\n" if self.ends_with_newline[i] else "\n\n"
 
 
@@ -135,8 +161,14 @@ def _feed_documents(writer: TokenWriter, scan: _Scan, eot: int | None, on_bytes)
     for i, doc in enumerate(scan.documents):
         if i:
             writer.separator(scan.char_separator(i - 1), eot)
-        for text in _chunks(doc, on_bytes):
-            writer.feed(text)
+        last = ""
+        for text in _pieces(doc, on_bytes):
+            if text is None:  # the next record of a JSON Lines or Parquet file
+                writer.separator(char_separator(last), eot)
+                last = "\n"
+            else:
+                writer.feed(text)
+                last = text
         writer.boundary()
 
 
@@ -151,7 +183,9 @@ def _train_text(scan: _Scan, val_scan: _Scan | None, val_fraction: float, progre
         progress("train tokenizer", done, scan.size)
 
     for doc in scan.documents:
-        for text in _chunks(doc, on_bytes):
+        for text in _pieces(doc, on_bytes):
+            if text is None:
+                continue
             text = text[: max(0, left)]
             left -= len(text)
             # Small pieces: the trainer splits each piece into words at once (a 4 MiB piece took 0.9 GB).
@@ -200,6 +234,7 @@ def prepare_dataset(
     overwrite: bool = False,
     max_vocab: int | None = None,
     min_count: int = 1,
+    text_field: str = "text",
 ) -> dict[str, Any]:
     """Tokenize `source` into a dataset folder and return its metadata (also written as meta.json).
     An existing dataset of the same name is replaced only with `overwrite`, and even then not when a
@@ -208,8 +243,8 @@ def prepare_dataset(
         raise NanoGPTError(f"--val-fraction must be between 0 and 1 (exclusive), got {val_fraction}")
     if (max_vocab is not None and max_vocab < 2) or min_count < 1:
         raise NanoGPTError("--max-vocab must be at least 2 and --min-count at least 1")
-    src = resolve_source(source, glob, sha256, progress)
-    val_src = resolve_source(val_file, progress=progress) if val_file else None
+    src = resolve_source(source, glob, sha256, progress, text_field)
+    val_src = resolve_source(val_file, progress=progress, text_field=text_field) if val_file else None
     bpe = bpe_size(tokenizer)  # bpe:N: a tokenizer trained here, on the train split
     if name is None:
         name = src.default_name if tokenizer == "char" else f"{src.default_name}-{tokenizer.replace(':', '')}"

@@ -14,13 +14,14 @@ import codecs
 import gzip
 import hashlib
 import io
+import json
 import os
 import select
 import stat
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -42,13 +43,19 @@ def no_progress(stage: str, done: int, total: int) -> None:
     pass
 
 
+RECORD_FILES = (".jsonl", ".parquet")  # files of records, one document each, the text in a field
+FIX_FIELD = "pass --text-field NAME"
+
+
 @dataclass
 class Document:
-    """One text document: a file on disk, or bytes in memory (the bundled dataset)."""
+    """One text document: a file on disk, or bytes in memory (the bundled dataset); or a file of records
+    (JSON Lines or Parquet) whose `text_field` holds one document per record."""
 
     name: str
     path: Path | None = None
     data: bytes | None = None
+    text_field: str | None = None
 
     @property
     def size(self) -> int:
@@ -105,7 +112,8 @@ def _bundled(name: str) -> Source:
     return Source(f"bundled {name}", name, [Document(name, data=data)], expected_sha256=expected)
 
 
-def _file(path: Path, what: str = "pass 'shakespeare', a text file, a folder or a URL") -> Source:
+def _file(path: Path, text_field: str | None = None,
+          what: str = "pass 'shakespeare', a text file, a .jsonl or .parquet file, a folder or a URL") -> Source:
     try:
         status = path.stat()
         if stat.S_ISFIFO(status.st_mode):  # reading it would wait for a writer, and prepare reads its source twice
@@ -121,12 +129,15 @@ def _file(path: Path, what: str = "pass 'shakespeare', a text file, a folder or 
         raise NanoGPTError(f"cannot read {path}: {exc.strerror or exc}") from None
     if size == 0 or not head.strip():
         raise NanoGPTError(f"{path} is empty; a dataset needs text to learn from")
+    if text_field is not None and path.suffix.lower() in RECORD_FILES:
+        records = Document(path.name, path, text_field=text_field)
+        return Source(str(path.resolve()), paths.safe_name(path.stem), [records])
     if b"\x00" in head:
         raise NanoGPTError(f"{path} looks like a binary file (it contains NUL bytes); pass a text file")
     return Source(str(path.resolve()), paths.safe_name(path.stem), [Document(path.name, path=path)])
 
 
-def _folder(path: Path, glob: str) -> Source:
+def _folder(path: Path, glob: str, text_field: str = "text") -> Source:
     documents, skipped, empty = [], [], []
     for file in sorted(path.rglob(glob), key=lambda p: p.relative_to(path).as_posix()):
         relative = file.relative_to(path)
@@ -137,7 +148,9 @@ def _folder(path: Path, glob: str) -> Source:
         except OSError:
             skipped.append(relative.as_posix())
             continue
-        if looks_binary(head):
+        if file.suffix.lower() in RECORD_FILES and head.strip():
+            documents.append(Document(relative.as_posix(), path=file, text_field=text_field))
+        elif looks_binary(head):
             skipped.append(relative.as_posix())
         elif head.strip():
             documents.append(Document(relative.as_posix(), path=file))
@@ -152,7 +165,8 @@ def _folder(path: Path, glob: str) -> Source:
     return Source(str(path.resolve()), paths.safe_name(path.resolve().name), documents, skipped, empty=empty)
 
 
-def resolve_source(source: str, glob: str = "*", sha256: str | None = None, progress: Progress = no_progress) -> Source:
+def resolve_source(source: str, glob: str = "*", sha256: str | None = None, progress: Progress = no_progress,
+                   text_field: str = "text") -> Source:
     if source in BUNDLED:
         return _bundled(source)
     if source.startswith(("http://", "https://")):
@@ -161,8 +175,55 @@ def resolve_source(source: str, glob: str = "*", sha256: str | None = None, prog
         return Source(source, paths.safe_name(stem), [Document(path.name, path=path)])
     path = Path(source).expanduser()
     if path.is_dir():
-        return _folder(path, glob)
-    return _file(path)
+        return _folder(path, glob, text_field)
+    return _file(path, text_field)
+
+
+def record_texts(doc: Document, on_bytes: Callable[[bytes], None]) -> Iterator[str]:
+    """The text of each record of a JSON Lines or Parquet document, in order; `on_bytes` sees what was
+    read (a JSON line's bytes; a Parquet text's UTF-8, since its file is compressed)."""
+    field = doc.text_field
+    if doc.path.suffix.lower() == ".parquet":
+        yield from _parquet_texts(doc, on_bytes)
+        return
+    with open(doc.path, "rb") as f:
+        for number, line in enumerate(f, 1):
+            on_bytes(line)
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except (ValueError, RecursionError):
+                raise NanoGPTError(f"{doc.path}: line {number} is not JSON (JSON Lines hold one object a line)") \
+                    from None
+            text = record.get(field) if isinstance(record, dict) else None
+            if not isinstance(text, str):
+                strings = [k for k, v in record.items() if isinstance(v, str)] if isinstance(record, dict) else []
+                raise NanoGPTError(f"{doc.path}: line {number} has no text field {field!r}"
+                                   + (f" (its text fields: {', '.join(strings[:8])})" if strings else "")
+                                   + f"; {FIX_FIELD}")
+            yield text
+
+
+def _parquet_texts(doc: Document, on_bytes: Callable[[bytes], None]) -> Iterator[str]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise NanoGPTError('reading Parquet files needs pyarrow: pip install "nanogpt-cli[parquet]"') from None
+    try:
+        table = pq.ParquetFile(doc.path)
+        columns = table.schema_arrow
+    except Exception as exc:  # pyarrow's ArrowInvalid and OSError subclasses for a damaged file
+        raise NanoGPTError(f"{doc.path} is not a readable Parquet file ({str(exc)[:120]})") from None
+    if doc.text_field not in columns.names or str(columns.field(doc.text_field).type) not in ("string", "large_string"):
+        texts = [f.name for f in columns if str(f.type) in ("string", "large_string")]
+        raise NanoGPTError(f"{doc.path} has no text column {doc.text_field!r}"
+                           + (f" (its text columns: {', '.join(texts[:8])})" if texts else "") + f"; {FIX_FIELD}")
+    for batch in table.iter_batches(batch_size=1024, columns=[doc.text_field]):
+        for text in batch.column(0).to_pylist():
+            if text is not None:
+                on_bytes(text.encode("utf-8"))
+                yield text
 
 
 # How long a prompt or evaluation text given as a pipe (FIFO) may keep nanogpt waiting for a writer.
@@ -254,7 +315,7 @@ def read_text_file(path: Path) -> str:
         if not raw.strip():
             raise NanoGPTError(f"{path} is empty: what was written to the pipe held no text")
     else:
-        raw = _file(path, "pass the path of a UTF-8 text file").documents[0].path.read_bytes()
+        raw = _file(path, what="pass the path of a UTF-8 text file").documents[0].path.read_bytes()
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -16,8 +16,8 @@ def prepare(
         str,
         typer.Argument(
             metavar="SOURCE",
-            help="'shakespeare' (bundled Tiny Shakespeare), a UTF-8 text file, a folder of them, an http(s) URL, or "
-                 "'addition' (arithmetic problems).",
+            help="'shakespeare' (bundled Tiny Shakespeare), a UTF-8 text file, a .jsonl or .parquet file of records "
+                 "(one document each), a folder of them, an http(s) URL, or 'addition' (arithmetic problems).",
         ),
     ],
     tokenizer: Annotated[
@@ -31,6 +31,9 @@ def prepare(
         Optional[str], typer.Option(help="Use this text file (or folder, or URL) as the validation split instead.")
     ] = None,
     glob: Annotated[str, typer.Option(help="For a folder: which files to read (recursively), e.g. '*.md'.")] = "*",
+    text_field: Annotated[
+        str, typer.Option(help="For .jsonl and .parquet files: the field (column) holding each record's text.")
+    ] = "text",
     sha256: Annotated[Optional[str], typer.Option(help="For a URL: the expected SHA-256 of the download.")] = None,
     max_vocab: Annotated[
         Optional[int],
@@ -89,7 +92,8 @@ def prepare(
 
       nanogpt prepare ~/notes --glob "*.md" --name notes
 
-      nanogpt prepare addition --digits 4
+      nanogpt prepare stories.jsonl --text-field story --tokenizer gpt2
+
     """
     from nanogpt_cli.prepare import prepare_dataset
     from nanogpt_cli.tokenizer import spec_name
@@ -131,6 +135,7 @@ def prepare(
             overwrite=overwrite,
             max_vocab=max_vocab,
             min_count=min_count,
+            text_field=text_field,
         )
     if quiet:
         return
