@@ -1,12 +1,15 @@
 """Prepare throughput and memory on a big text file, against tiktoken's own batch encoder.
 
     python benchmarks/prepare_speed.py [--size-mb 1000] [--baseline-mb 200] [--workdir /tmp/nanogpt-bench]
+                                       [--record-chars 2000]
 
 Makes a text file of --size-mb megabytes (Tiny Shakespeare, repeated, each copy numbered), then:
 1. baseline: tiktoken's `encode_ordinary_batch` (GPT-2 ranks, all cores) on the first --baseline-mb
    of that text held in memory as 1 MB documents: the best tiktoken does with no I/O at all;
 2. `nanogpt prepare FILE --tokenizer gpt2` on the whole file, in its own process: MB/s and peak RSS;
-3. `nanogpt prepare FILE` (char-level) on the whole file, in its own process: MB/s and peak RSS.
+3. `nanogpt prepare FILE` (char-level) on the whole file, in its own process: MB/s and peak RSS;
+4. with --record-chars N, the same text as a JSON Lines file of records of about N characters (cut at
+   line ends), `nanogpt prepare FILE.jsonl --tokenizer gpt2`: MB/s of text and peak RSS.
 Needs the GPT-2 rank file: from ../shared/data (or $NANOGPT_SHARED_DATA), else tiktoken's download.
 """
 
@@ -42,6 +45,22 @@ def make_text(path: Path, size_mb: int) -> None:
         while f.tell() < size_mb * 10**6:
             f.write(f"\n=== copy {copy} ===\n".encode() + base)
             copy += 1
+
+
+def make_records(text: Path, path: Path, chars: int) -> int:
+    """The text as JSON Lines records of about `chars` characters each; returns how many."""
+    count = 0
+    with open(text, encoding="utf-8") as f, open(path, "w", encoding="utf-8") as out:
+        record = ""
+        for line in f:
+            record += line
+            if len(record) >= chars:
+                out.write(json.dumps({"text": record}) + "\n")
+                record, count = "", count + 1
+        if record:
+            out.write(json.dumps({"text": record}) + "\n")
+            count += 1
+    return count
 
 
 def baseline(path: Path, mb: int) -> float:
@@ -84,6 +103,7 @@ def main() -> None:
     parser.add_argument("--size-mb", type=int, default=1000)
     parser.add_argument("--baseline-mb", type=int, default=200)
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "nanogpt-bench")
+    parser.add_argument("--record-chars", type=int, help="also prepare the text as JSON Lines records this long")
     args = parser.parse_args()
     text = args.workdir / f"text-{args.size_mb}mb.txt"
     make_text(text, args.size_mb)
@@ -109,6 +129,13 @@ def main() -> None:
         char = run_prepare(env, ["prepare", str(text), "--name", "bench-char", "-q"])
         print(f"nanogpt prepare (char): {size_mb / char['seconds']:.1f} MB/s, {char['seconds']:.1f} s, "
               f"peak RSS {char['peak_rss_mib']:.0f} MiB")
+        if args.record_chars:
+            records = args.workdir / f"text-{args.size_mb}mb-{args.record_chars}.jsonl"
+            count = make_records(text, records, args.record_chars)
+            run = run_prepare(env, ["prepare", str(records), "--tokenizer", "gpt2", "--name", "bench-jsonl", "-q"])
+            print(f"nanogpt prepare FILE.jsonl --tokenizer gpt2 ({count:,} records of about {args.record_chars:,} "
+                  f"characters): {size_mb / run['seconds']:.2f} MB/s of text, {run['seconds']:.1f} s, "
+                  f"peak RSS {run['peak_rss_mib']:.0f} MiB")
     finally:
         shutil.rmtree(home, ignore_errors=True)
 

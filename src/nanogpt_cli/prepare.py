@@ -214,7 +214,7 @@ def _write_dataset(folder: Path, scan: _Scan, val_scan: _Scan | None, tokenizer:
     try:
         _feed_documents(writer, scan, eot, on_bytes)
         if val_scan is not None:
-            writer.split = "val"
+            writer.start_val()
             _feed_documents(writer, val_scan, eot, on_bytes)
         return writer.finish()
     except BaseException:

@@ -44,8 +44,12 @@ class TokenWriter:
         self.files: dict[str, BinaryIO] = {s: open(folder / f"{s}.bin", "wb") for s in ("train", "val")}
         self.counts = {"train": 0, "val": 0}
         self.is_char = tokenizer.per_character  # char text is encoded in place; BPE on a thread pool
+        # BPE: closed segments (text encoded alone) and separator tokens, sent as one task once they hold
+        # about PIECE_CHARS: small documents (JSON Lines records) would cost one task and one write each
+        self.segments: list[str | int] = []
+        self.segment_chars = 0
         if not self.is_char:
-            self.buffer = ""
+            self.buffer = ""  # the open segment: text not yet cut off for encoding
             workers = os.cpu_count() or 1
             self.pool = ThreadPoolExecutor(max_workers=workers)
             self.pending: deque[tuple[str, Future | np.ndarray]] = deque()  # (split, ids to come), in order
@@ -59,8 +63,7 @@ class TokenWriter:
         if self.split == "train" and self.position + len(text) >= self.split_at:
             cut = int(self.split_at - self.position)
             self._feed(text[:cut])
-            self.boundary()  # train and val are encoded separately, as nanoGPT does
-            self.split = "val"
+            self.start_val()
             self.position += cut
             text = text[cut:]
         self._feed(text)
@@ -78,14 +81,24 @@ class TokenWriter:
             cut = safe_cut(self.buffer[:PIECE_CHARS]) or safe_cut(self.buffer)
             if cut == 0:
                 return  # no safe point yet: keep reading
+            self._send_segments()  # what came before goes first
             self._queue(self.pool.submit(self.tokenizer.encode_array, self.buffer[:cut]))
             self.buffer = self.buffer[cut:]
+
+    def start_val(self) -> None:
+        """What follows goes to val.bin (train and val are encoded separately, as nanoGPT does)."""
+        self.boundary()
+        self._send_segments()
+        self.split = "val"
 
     def boundary(self) -> None:
         """A point the tokenizer must not merge across (a document end, the train/val split)."""
         if not self.is_char and self.buffer:
-            self._queue(self.pool.submit(self.tokenizer.encode_array, self.buffer))
+            self.segments.append(self.buffer)
+            self.segment_chars += len(self.buffer)
             self.buffer = ""
+            if self.segment_chars >= PIECE_CHARS:
+                self._send_segments()
 
     def separator(self, text: str, token: int | None) -> None:
         """Between documents: a token for BPE, text for char."""
@@ -93,7 +106,17 @@ class TokenWriter:
             self.feed(text)
         else:
             self.boundary()
-            self._queue(np.array([token]))
+            self.segments.append(token)
+
+    def _send_segments(self) -> None:
+        if self.segments:
+            self._queue(self.pool.submit(self._encode_segments, self.segments))
+            self.segments, self.segment_chars = [], 0
+
+    def _encode_segments(self, segments: list[str | int]) -> np.ndarray:
+        """Each text encoded alone, the separator tokens between them, as one array (in a worker thread)."""
+        return np.concatenate([self.tokenizer.encode_array(s) if isinstance(s, str) else np.array([s], np.uint32)
+                               for s in segments])
 
     def _queue(self, ids: Future | np.ndarray) -> None:
         self.pending.append((self.split, ids))
@@ -107,6 +130,7 @@ class TokenWriter:
     def finish(self) -> dict[str, int]:
         if not self.is_char:
             self.boundary()
+            self._send_segments()
             while self.pending:
                 self._write_oldest()
             self.pool.shutdown()
