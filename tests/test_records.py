@@ -110,3 +110,39 @@ def test_records_train_and_sample(cli, home, tmp_path, suffix, tiny):
     assert cli("prepare", tmp_path / f"q{suffix}", "--name", "q").exit_code == 0
     result = cli("train", "--dataset", "q", "--run", "q", *tiny)
     assert result.exit_code == 0, result.output
+
+
+def test_max_tokens_prepares_the_first_tokens_and_reads_no_further(cli, home, tmp_path, gpt2_cache):
+    from nanogpt_cli.tokenizer import get_tokenizer
+
+    texts = [f"story number {i}: the quick brown fox jumps over the lazy dog." for i in range(5000)]
+    write_jsonl(tmp_path / "big.jsonl", texts)
+    result = cli("prepare", tmp_path / "big.jsonl", "--tokenizer", "gpt2", "--max-tokens", "1000", "--name", "slice")
+    assert result.exit_code == 0, result.output
+    encoding = get_tokenizer("gpt2")
+    expected = []
+    for text in texts[:200]:
+        expected += ([encoding.eot_token] if expected else []) + encoding.encode(text)
+    train, val = tokens(home, "slice"), tokens(home, "slice", "val")
+    assert (len(train), len(val)) == (900, 100) and train + val == expected[:1000]
+    meta = json.loads((home / "datasets" / "slice" / "meta.json").read_text())
+    assert meta["max_tokens"] == 1000 and meta["source"]["characters"] < 16 * 1000 + 100  # the rest was not read
+
+    (tmp_path / "c.txt").write_text("abcdefghij" * 100 + "XYZ")
+    assert cli("prepare", tmp_path / "c.txt", "--max-tokens", "500", "--name", "c").exit_code == 0
+    meta = json.loads((home / "datasets" / "c" / "meta.json").read_text())
+    assert (meta["train_tokens"], meta["val_tokens"]) == (450, 50)
+    assert "".join(meta["tokenizer"]["chars"][i] for i in tokens(home, "c") + tokens(home, "c", "val")) == \
+        ("abcdefghij" * 50)
+    assert cli("train", "--dataset", "c", "--run", "c", "--preset", "nanogpt-cpu", "--n-layer", "1", "--n-embd", "16",
+               "--n-head", "2", "--block-size", "16", "--max-iters", "5", "--eval-interval", "5", "--eval-iters", "1",
+               "--sample-tokens", "0", "-q").exit_code == 0
+
+    small = cli("prepare", tmp_path / "c.txt", "--max-tokens", "100000", "--name", "all")  # more than there is
+    assert small.exit_code == 0
+    meta = json.loads((home / "datasets" / "all" / "meta.json").read_text())
+    assert meta["train_tokens"] + meta["val_tokens"] == 1003
+    for args, message in ((["--max-tokens", "1"], "--max-tokens must be at least 2"),
+                          (["--max-tokens", "10", "--val-file", tmp_path / "c.txt"], "leave out --val-file")):
+        result = cli("prepare", tmp_path / "c.txt", "--name", "x", *args)
+        assert result.exit_code == 1 and message in result.stderr

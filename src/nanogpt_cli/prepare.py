@@ -20,7 +20,7 @@ import hashlib
 import json
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +89,8 @@ def _chunks(doc: Document, on_bytes) -> Iterator[str]:
 class _Scan:
     """What the first pass learns: usable documents, their sizes, the character set, the hash."""
 
-    def __init__(self, source: Source, want_chars: bool, progress: Progress, stage: str = "scan"):
+    def __init__(self, source: Source, want_chars: bool, progress: Progress, stage: str = "scan",
+                 max_chars: float = float("inf")):
         self.documents: list[Document] = []
         self.characters: list[int] = []
         self.ends_with_newline: list[bool] = []
@@ -105,7 +106,10 @@ class _Scan:
             progress(stage, done, total)
 
         single = len(source.documents) == 1
+        self.cut_short = False  # --max-tokens: reading stopped once max_chars were read
         for doc in source.documents:
+            if self.cut_short:
+                break
             count, last, binary = 0, "", False
             try:
                 for text in _pieces(doc, on_bytes):
@@ -128,6 +132,9 @@ class _Scan:
                         else:
                             found, counts = np.unique(points, return_counts=True)
                             self.char_counts[found] += counts
+                    if sum(self.characters) + count >= max_chars:
+                        self.cut_short = True
+                        break
             except UnicodeDecodeError as exc:
                 problem = f"is not UTF-8 text (bad byte at offset {exc.start}); convert it to UTF-8 first"
             else:
@@ -142,7 +149,7 @@ class _Scan:
                 self.characters.append(count)
                 self.ends_with_newline.append(last == "\n")
         self.sha256 = digest.hexdigest()
-        if source.expected_sha256 and self.sha256 != source.expected_sha256:
+        if source.expected_sha256 and self.sha256 != source.expected_sha256 and not self.cut_short:
             raise NanoGPTError(f"the bundled data is corrupt (sha256 {self.sha256[:12]}...); reinstall nanogpt-cli")
         if not self.documents:
             raise NanoGPTError(f"{source.description} holds no text; a dataset needs text to learn from")
@@ -157,7 +164,10 @@ class _Scan:
         return "\n" if self.ends_with_newline[i] else "\n\n"
 
 
-def _feed_documents(writer: TokenWriter, scan: _Scan, eot: int | None, on_bytes) -> None:
+def _feed_documents(writer: TokenWriter, scan: _Scan, eot: int | None, on_bytes,
+                    enough: Callable[[], bool] = lambda: False) -> None:
+    """Tokenize the scanned documents in order; with `enough`, stop once it says so (checked after each
+    piece, the same pieces the scan read, so nothing unscanned is ever fed)."""
     for i, doc in enumerate(scan.documents):
         if i:
             writer.separator(scan.char_separator(i - 1), eot)
@@ -169,6 +179,9 @@ def _feed_documents(writer: TokenWriter, scan: _Scan, eot: int | None, on_bytes)
             else:
                 writer.feed(text)
                 last = text
+            if enough():
+                writer.boundary()
+                return
         writer.boundary()
 
 
@@ -195,8 +208,11 @@ def _train_text(scan: _Scan, val_scan: _Scan | None, val_fraction: float, progre
 
 
 def _write_dataset(folder: Path, scan: _Scan, val_scan: _Scan | None, tokenizer: Tokenizer, dtype: np.dtype,
-                   val_fraction: float, progress: Progress) -> dict[str, int]:
-    """The second pass: tokenize every document into folder/{train,val}.bin."""
+                   val_fraction: float, progress: Progress, max_tokens: int | None = None) -> dict[str, int]:
+    """The second pass: tokenize every document into folder/{train,val}.bin (with `max_tokens`, the
+    first that many tokens, the last val_fraction of them val)."""
+    if max_tokens is not None:
+        return _write_first_tokens(folder, scan, tokenizer, dtype, val_fraction, progress, max_tokens)
     total = sum(scan.characters)
     if tokenizer.per_character:
         total += sum(len(scan.char_separator(i)) for i in range(len(scan.documents) - 1))
@@ -222,6 +238,33 @@ def _write_dataset(folder: Path, scan: _Scan, val_scan: _Scan | None, tokenizer:
         raise
 
 
+def _write_first_tokens(folder: Path, scan: _Scan, tokenizer: Tokenizer, dtype: np.dtype, val_fraction: float,
+                        progress: Progress, max_tokens: int) -> dict[str, int]:
+    """The first `max_tokens` tokens of the scanned text: all written to train.bin, cut to max_tokens, and
+    the last val_fraction of them moved to val.bin (split by tokens: the text's length is not known)."""
+    writer = TokenWriter(folder, tokenizer, np.dtype(np.uint32), float("inf"))
+    size, done = scan.size, 0
+
+    def on_bytes(block: bytes) -> None:
+        nonlocal done
+        done += len(block)
+        progress("tokenize", min(done, size), size)
+
+    try:
+        _feed_documents(writer, scan, tokenizer.eot_token, on_bytes,
+                        lambda: writer.counts["train"] >= max_tokens or writer.position >= sum(scan.characters))
+        total = writer.finish()["train"]
+    except BaseException:
+        writer.abort()
+        raise
+    keep = min(total, max_tokens)
+    val = max(1, int(keep * val_fraction)) if keep >= 2 else 0
+    ids = np.fromfile(folder / "train.bin", dtype=np.uint32, count=keep)  # at most max_tokens, 4 bytes each
+    ids[: keep - val].astype(dtype).tofile(folder / "train.bin")
+    ids[keep - val :].astype(dtype).tofile(folder / "val.bin")
+    return {"train": keep - val, "val": val}
+
+
 def prepare_dataset(
     source: str,
     tokenizer: str = "char",
@@ -235,12 +278,17 @@ def prepare_dataset(
     max_vocab: int | None = None,
     min_count: int = 1,
     text_field: str = "text",
+    max_tokens: int | None = None,
 ) -> dict[str, Any]:
     """Tokenize `source` into a dataset folder and return its metadata (also written as meta.json).
     An existing dataset of the same name is replaced only with `overwrite`, and even then not when a
     run that can still be resumed was trained on it and the new tokens differ."""
     if not 0.0 < val_fraction < 1.0:
         raise NanoGPTError(f"--val-fraction must be between 0 and 1 (exclusive), got {val_fraction}")
+    if max_tokens is not None and max_tokens < 2:
+        raise NanoGPTError(f"--max-tokens must be at least 2 (a train and a val token), got {max_tokens}")
+    if max_tokens is not None and val_file:
+        raise NanoGPTError("--max-tokens takes its val split from its own first tokens; leave out --val-file")
     if (max_vocab is not None and max_vocab < 2) or min_count < 1:
         raise NanoGPTError("--max-vocab must be at least 2 and --min-count at least 1")
     src = resolve_source(source, glob, sha256, progress, text_field)
@@ -259,7 +307,10 @@ def prepare_dataset(
         raise NanoGPTError("--max-vocab and --min-count choose a char vocabulary; leave them out for BPE tokenizers")
     tok = None if tokenizer == "char" or bpe else get_tokenizer(tokenizer)  # fail fast on a bad name
 
-    scan = _Scan(src, tokenizer == "char", progress)
+    # --max-tokens: read no more than the tokens need (a char token is a character; a BPE token is rarely
+    # more than 16 characters on average)
+    max_chars = float("inf") if max_tokens is None else max_tokens * (1 if tokenizer == "char" else 16)
+    scan = _Scan(src, tokenizer == "char", progress, max_chars=max_chars)
     val_scan = _Scan(val_src, tokenizer == "char", progress, "scan val") if val_src else None
     coverage = None
     if bpe:
@@ -273,7 +324,7 @@ def prepare_dataset(
     tmp_dir = None
     try:
         tmp_dir = staging_dir(name)
-        counts = _write_dataset(tmp_dir, scan, val_scan, tok, dtype, val_fraction, progress)
+        counts = _write_dataset(tmp_dir, scan, val_scan, tok, dtype, val_fraction, progress, max_tokens)
         for split, n in counts.items():
             if n < 2:
                 raise NanoGPTError(
@@ -288,6 +339,7 @@ def prepare_dataset(
             "train_tokens": counts["train"],
             "val_tokens": counts["val"],
             "val_fraction": None if val_scan else val_fraction,
+            "max_tokens": max_tokens,
             "source": {
                 "description": src.description,
                 "sha256": scan.sha256,

@@ -31,6 +31,11 @@ def prepare(
         Optional[str], typer.Option(help="Use this text file (or folder, or URL) as the validation split instead.")
     ] = None,
     glob: Annotated[str, typer.Option(help="For a folder: which files to read (recursively), e.g. '*.md'.")] = "*",
+    max_tokens: Annotated[
+        Optional[int],
+        typer.Option(help="Only the first N tokens of the source (the last --val-fraction of them val); the rest "
+                          "is not read.", show_default=False),
+    ] = None,
     text_field: Annotated[
         str, typer.Option(help="For .jsonl and .parquet files: the field (column) holding each record's text.")
     ] = "text",
@@ -136,6 +141,7 @@ def prepare(
             max_vocab=max_vocab,
             min_count=min_count,
             text_field=text_field,
+            max_tokens=max_tokens,
         )
     if quiet:
         return
