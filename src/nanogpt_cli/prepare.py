@@ -279,6 +279,8 @@ def prepare_dataset(
     min_count: int = 1,
     text_field: str = "text",
     max_tokens: int | None = None,
+    subset: str | None = None,
+    split: str | None = None,
 ) -> dict[str, Any]:
     """Tokenize `source` into a dataset folder and return its metadata (also written as meta.json).
     An existing dataset of the same name is replaced only with `overwrite`, and even then not when a
@@ -291,8 +293,16 @@ def prepare_dataset(
         raise NanoGPTError("--max-tokens takes its val split from its own first tokens; leave out --val-file")
     if (max_vocab is not None and max_vocab < 2) or min_count < 1:
         raise NanoGPTError("--max-vocab must be at least 2 and --min-count at least 1")
-    src = resolve_source(source, glob, sha256, progress, text_field)
     val_src = resolve_source(val_file, progress=progress, text_field=text_field) if val_file else None
+    if source.startswith("hf:"):  # a dataset on the Hugging Face Hub, with its own validation split if it has one
+        from nanogpt_cli.hub import hub_source
+
+        src, hub_val = hub_source(source, subset, split or "train", text_field)
+        val_src = val_src or (hub_val if max_tokens is None else None)
+    elif subset is not None or split is not None:
+        raise NanoGPTError("--subset and --split choose the files of a Hub dataset (hf:OWNER/NAME); leave them out")
+    else:
+        src = resolve_source(source, glob, sha256, progress, text_field)
     bpe = bpe_size(tokenizer)  # bpe:N: a tokenizer trained here, on the train split
     if name is None:
         name = src.default_name if tokenizer == "char" else f"{src.default_name}-{tokenizer.replace(':', '')}"

@@ -56,13 +56,23 @@ class Document:
     path: Path | None = None
     data: bytes | None = None
     text_field: str | None = None
+    fetch: Callable[[], Path] | None = None  # a file not yet on this machine (the Hub): how to get it
+    known_size: int | None = None  # its size before it is fetched
 
     @property
     def size(self) -> int:
+        if self.known_size is not None:
+            return self.known_size
         return len(self.data) if self.data is not None else self.path.stat().st_size
 
+    def local_path(self) -> Path:
+        """The file on this machine, fetched the first time it is needed (so --max-tokens fetches no more)."""
+        if self.path is None and self.fetch is not None:
+            self.path = self.fetch()
+        return self.path
+
     def open(self) -> BinaryIO:
-        return io.BytesIO(self.data) if self.data is not None else open(self.path, "rb")
+        return io.BytesIO(self.data) if self.data is not None else open(self.local_path(), "rb")
 
 
 @dataclass
@@ -183,10 +193,10 @@ def record_texts(doc: Document, on_bytes: Callable[[bytes], None]) -> Iterator[s
     """The text of each record of a JSON Lines or Parquet document, in order; `on_bytes` sees what was
     read (a JSON line's bytes; a Parquet text's UTF-8, since its file is compressed)."""
     field = doc.text_field
-    if doc.path.suffix.lower() == ".parquet":
+    if Path(doc.name).suffix.lower() == ".parquet":
         yield from _parquet_texts(doc, on_bytes)
         return
-    with open(doc.path, "rb") as f:
+    with doc.open() as f:
         for number, line in enumerate(f, 1):
             on_bytes(line)
             if not line.strip():
@@ -211,7 +221,7 @@ def _parquet_texts(doc: Document, on_bytes: Callable[[bytes], None]) -> Iterator
     except ImportError:
         raise NanoGPTError('reading Parquet files needs pyarrow: pip install "nanogpt-cli[parquet]"') from None
     try:
-        table = pq.ParquetFile(doc.path)
+        table = pq.ParquetFile(doc.local_path())
         columns = table.schema_arrow
     except Exception as exc:  # pyarrow's ArrowInvalid and OSError subclasses for a damaged file
         raise NanoGPTError(f"{doc.path} is not a readable Parquet file ({str(exc)[:120]})") from None

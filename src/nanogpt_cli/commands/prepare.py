@@ -17,7 +17,8 @@ def prepare(
         typer.Argument(
             metavar="SOURCE",
             help="'shakespeare' (bundled Tiny Shakespeare), a UTF-8 text file, a .jsonl or .parquet file of records "
-                 "(one document each), a folder of them, an http(s) URL, or 'addition' (arithmetic problems).",
+                 "(one document each), a folder of them, an http(s) URL, hf:OWNER/NAME[@REVISION] (a dataset on the "
+                 "Hugging Face Hub), or 'addition' (arithmetic problems).",
         ),
     ],
     tokenizer: Annotated[
@@ -31,6 +32,13 @@ def prepare(
         Optional[str], typer.Option(help="Use this text file (or folder, or URL) as the validation split instead.")
     ] = None,
     glob: Annotated[str, typer.Option(help="For a folder: which files to read (recursively), e.g. '*.md'.")] = "*",
+    subset: Annotated[
+        Optional[str], typer.Option(help="For hf:OWNER/NAME: the subset (config) to read, e.g. sample-10BT.")
+    ] = None,
+    split: Annotated[
+        Optional[str], typer.Option(help="For hf:OWNER/NAME: the split to train on (default train).",
+                                    show_default=False)
+    ] = None,
     max_tokens: Annotated[
         Optional[int],
         typer.Option(help="Only the first N tokens of the source (the last --val-fraction of them val); the rest "
@@ -142,6 +150,8 @@ def prepare(
             min_count=min_count,
             text_field=text_field,
             max_tokens=max_tokens,
+            subset=subset,
+            split=split,
         )
     if quiet:
         return
