@@ -20,6 +20,7 @@ from nanogpt_cli.export import GPT2, Layout
 from nanogpt_cli.exporttokens import CONTROL, UNUSED, GGUFVocab
 from nanogpt_cli.model import NORM_EPS, ROPE_BASE, mlp_width
 from nanogpt_cli.pretrained import CONV1D
+from nanogpt_cli.tokenizer import EOT_TEXT
 
 LLAMA_NAMES = {  # transformers' name in a layer -> llama.cpp's
     "input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
@@ -33,7 +34,6 @@ TOP_NAMES = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weigh
              "lm_head.weight": "output.weight", "wte.weight": "token_embd.weight",
              "wpe.weight": "position_embd.weight", "ln_f.weight": "output_norm.weight",
              "ln_f.bias": "output_norm.bias"}
-EOT_TEXT = "<|endoftext|>"
 
 
 def gguf_name(name: str) -> str:

@@ -100,8 +100,7 @@ def _split_patterns(config: dict[str, Any]) -> dict[str, list[str]]:
 def _by_name(files: list[str], subset: str | None, split: str) -> list[str]:
     """Files whose path names the split (and has a folder named like the subset)."""
     word = re.compile(rf"(^|[/_.-]){re.escape(split)}([/_.-]|$)")
-    chosen = [f for f in files if word.search(f) and (subset is None or subset in PurePosixPath(f).parts[:-1])]
-    return chosen
+    return [f for f in files if word.search(f) and (subset is None or subset in PurePosixPath(f).parts[:-1])]
 
 
 def hub_source(spec: str, subset: str | None = None, split: str = "train", text_field: str = "text"

@@ -60,9 +60,9 @@ def _pieces(doc: Document, on_bytes) -> Iterator[str | None]:
             yield text
 
 
-def char_separator(previous: str) -> str:
+def char_separator(ends_with_newline: bool) -> str:
     """The text between two documents in a char dataset: enough newlines to leave one blank line."""
-    return "\n" if previous.endswith("\n") else "\n\n"
+    return "\n" if ends_with_newline else "\n\n"
 
 
 def _chunks(doc: Document, on_bytes) -> Iterator[str]:
@@ -115,7 +115,7 @@ class _Scan:
                 for text in _pieces(doc, on_bytes):
                     if text is None:  # between two records: the separator's newlines, in char datasets
                         if self.char_counts is not None:
-                            text = char_separator(last)
+                            text = char_separator(last == "\n")
                             self.char_counts[10] += len(text)
                             count += len(text)
                             last = "\n"
@@ -161,7 +161,7 @@ class _Scan:
 
     def char_separator(self, i: int) -> str:
         """The text between document i and the next one in a char dataset."""
-        return "\n" if self.ends_with_newline[i] else "\n\n"
+        return char_separator(self.ends_with_newline[i])
 
 
 def _feed_documents(writer: TokenWriter, scan: _Scan, eot: int | None, on_bytes,
@@ -174,7 +174,7 @@ def _feed_documents(writer: TokenWriter, scan: _Scan, eot: int | None, on_bytes,
         last = ""
         for text in _pieces(doc, on_bytes):
             if text is None:  # the next record of a JSON Lines or Parquet file
-                writer.separator(char_separator(last), eot)
+                writer.separator(char_separator(last.endswith("\n")), eot)
                 last = "\n"
             else:
                 writer.feed(text)

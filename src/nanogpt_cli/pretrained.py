@@ -86,10 +86,11 @@ def _safetensors(folder: Path) -> dict[str, torch.Tensor]:
         raise NanoGPTError(f"cannot read {folder / 'model.safetensors'}: {exc}") from None
 
 
-def read_hf_config(folder: Path) -> tuple[ModelConfig, dict[str, Any]]:
-    """The ModelConfig of a GPT-2-layout config.json, every field it needs checked, and the raw dict."""
+def read_hf_config(folder: Path, raw: dict[str, Any] | None = None) -> tuple[ModelConfig, dict[str, Any]]:
+    """The ModelConfig of a GPT-2-layout config.json (`raw`, when it was read already), every field it needs
+    checked, and the raw dict."""
     path, remedy = folder / "config.json", "export the model again, or download it again"
-    raw = _raw_hf_config(folder)
+    raw = _raw_hf_config(folder) if raw is None else raw
     activation = raw.get("activation_function", HF_DEFAULT_ACTIVATION)
     if not isinstance(activation, str) or ACTIVATIONS.get(activation, activation) not in ACTIVATIONS.values():
         raise NanoGPTError(f"{folder}: activation_function {str(activation)[:40]!r} is not one this GPT computes "
@@ -194,7 +195,7 @@ def load_hf_folder(folder: Path) -> tuple[ModelConfig, dict[str, torch.Tensor], 
             raise NanoGPTError(f"{folder / 'model.safetensors'} lacks {exc.args[0]}; export the model again") from None
         check_fits(config, weights, str(folder))
         return config, weights, raw["nanogpt"].get("tokenizer", GPT2_TOKENIZER)
-    config, raw = read_hf_config(folder)
+    config, raw = read_hf_config(folder, raw)
     tensors = _safetensors(folder)
     weights = {}
     for name, tensor in tensors.items():

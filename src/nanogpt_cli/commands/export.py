@@ -12,8 +12,6 @@ from nanogpt_cli.commands.complete import complete_run
 from nanogpt_cli.commands.console import out
 from nanogpt_cli.errors import NanoGPTError
 
-DTYPES = ("float32", "float16", "bfloat16")
-
 
 def export(
     run: Annotated[str, typer.Argument(metavar="RUN", help="The run to export.", autocompletion=complete_run)],
@@ -46,7 +44,7 @@ def export(
 
     from nanogpt_cli.catalog import resolve_run
     from nanogpt_cli.checkpoint import checkpoint_path, load_model
-    from nanogpt_cli.export import FORMATS, check_target
+    from nanogpt_cli.export import DTYPES, FORMATS, check_target
     from nanogpt_cli.export import export as write
 
     startup_done()
